@@ -1,0 +1,13 @@
+"""Conformance harness for QEMU's block replication filter (block/replication.c).
+
+Layout, one job per module:
+  builds, probe        which QEMU binaries, and what they can do
+  machine              a QEMU process with its QMP transcript and deadlines
+  qemu_io, nbd_client  guest I/O over HMP qemu-io, primary I/O over NBD
+  images               declarative chain recipes and the qemu-img builder
+  topology             secondary-only, primary-only and COLO pair graphs
+  ops, observe         the operations vocabulary and observation values
+  model                the pure-Python reference model of the filter
+  real                 applies operations to real QEMU
+  cli                  the `qrc` command
+"""

@@ -1,0 +1,285 @@
+"""One replication node (BDRVReplicationState): stages, checks in QEMU's order, per-stage I/O.
+
+Each method mirrors a function of block/replication.c and returns what QEMU
+returns: an error text or None, or an I/O observation. The profile decides
+the answers that changed between releases.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from harness.model import messages as msg
+from harness.model.disks import (
+    Disk,
+    allocated_above,
+    copy_range,
+    make_empty,
+    undefine,
+    view,
+    write_layer,
+)
+from harness.model.extents import ExtentMap
+from harness.model.profiles import Profile
+from harness.observe import EIO
+
+BACKUP_CLUSTER_MIN = 65536
+
+
+class Stage(enum.Enum):
+    NONE = "none"
+    RUNNING = "running"
+    FAILOVER = "failover"
+    FAILOVER_FAILED = "failover_failed"
+    DONE = "done"
+
+
+class Mode(enum.IntEnum):
+    """ReplicationMode: the numbers appear in QEMU's mode-mismatch message."""
+
+    PRIMARY = 0
+    SECONDARY = 1
+
+
+@dataclass(eq=False)
+class Backup:
+    """The internal sync=none backup job: secondary disk -> hidden disk, copy-before-write."""
+
+    cluster: int
+    copied: ExtentMap = field(default_factory=ExtentMap)
+
+
+class Abort(Exception):
+    """QEMU aborts here (a known bug of the profile)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(eq=False)
+class ReplicationNode:
+    """The model of one `replication` block node."""
+
+    name: str
+    mode: Mode
+    profile: Profile
+    # bs->file: the active disk (secondary) or the child towards the secondary (primary)
+    file: Disk
+    top_id: str | None = None
+    # Whether top-id names a root node above (or equal to) this node: decided by the graph.
+    top_valid: bool = True
+    stage: Stage = Stage.NONE
+    error: bool = False
+    backup: Backup | None = None
+    # the disks start() found, kept for checkpoint/stop/commit
+    active: Disk | None = None
+    hidden: Disk | None = None
+    secondary: Disk | None = None
+    # primary: the NBD link to the secondary is up
+    link_up: bool = True
+    # fault injection: the failover commit fails / make_empty fails (strerror)
+    commit_fails: bool = False
+    make_empty_error: str | None = None
+    blocker_leaked: bool = False
+    # failover commit not yet known to have finished (status is racy until then)
+    settling: bool = False
+    # the ranges the failover commit copies (allocated in active or hidden)
+    commit_dirty: list[tuple[int, int]] = field(default_factory=list)
+
+    # ---- control (ReplicationOps)
+
+    def start(self, mode: Mode) -> str | None:
+        p = self.profile
+        if p.ignore_after_failover and self.stage in (Stage.DONE, Stage.FAILOVER):
+            return None
+        if self.stage is not Stage.NONE:
+            return msg.RUNNING_OR_DONE
+        if self.mode is not mode:
+            return msg.mode_mismatch(int(self.mode), int(mode))
+        if self.mode is Mode.SECONDARY:
+            err = self._start_secondary()
+            if err is not None:
+                return err
+        self.stage = Stage.RUNNING
+        err = None
+        if self.mode is Mode.SECONDARY:
+            err = self._do_checkpoint()
+        self.error = False
+        return err
+
+    def _start_secondary(self) -> str | None:
+        active = self.file
+        if active.backing is None:
+            return msg.NO_ACTIVE_BACKING
+        hidden = active.backing
+        if hidden.backing is None:
+            return msg.NO_HIDDEN_BACKING
+        secondary = hidden.backing
+        if not secondary.has_blk:
+            return msg.NO_BLOCK_BACKEND
+        if not active.size == hidden.size == secondary.size:
+            return msg.LENGTHS_DIFFER
+        if not (active.supports_make_empty and hidden.supports_make_empty):
+            return msg.NO_MAKE_EMPTY
+        if self.blocker_leaked and self.profile.start_retry_after_bad_top_aborts:
+            raise Abort(msg.ERRP_ASSERTION)
+        if not self.top_valid:
+            self.blocker_leaked = True
+            return msg.BAD_TOP
+        self.active, self.hidden, self.secondary = active, hidden, secondary
+        self.backup = Backup(cluster=max(BACKUP_CLUSTER_MIN, hidden.cluster))
+        return None
+
+    def checkpoint(self) -> str | None:
+        if self.profile.ignore_after_failover and self.stage in (Stage.DONE, Stage.FAILOVER):
+            return None
+        if self.mode is Mode.SECONDARY:
+            return self._do_checkpoint()
+        return None
+
+    def _do_checkpoint(self) -> str | None:
+        """secondary_do_checkpoint: forget what was copied, then empty active and hidden."""
+        if self.backup is None:
+            return msg.BACKUP_CANCELLED
+        self.backup.copied.clear()
+        assert self.active is not None and self.hidden is not None
+        for disk, seed_text in (
+            (self.active, msg.SEED_CANNOT_EMPTY_ACTIVE),
+            (self.hidden, msg.SEED_CANNOT_EMPTY_HIDDEN),
+        ):
+            if self.make_empty_error is not None:
+                if self.profile.failed_to_empty_message:
+                    return msg.failed_to_empty(disk.name, self.make_empty_error)
+                return seed_text
+            make_empty(disk)
+        return None
+
+    def get_error(self) -> str | None:
+        if self.profile.get_error_only_none:
+            if self.stage is Stage.NONE:
+                return msg.NOT_RUNNING
+        elif self.stage is not Stage.RUNNING:
+            return msg.NOT_RUNNING
+        return msg.IO_ERROR if self.error else None
+
+    def stop(self, failover: bool) -> str | None:
+        if self.profile.ignore_after_failover and self.stage in (Stage.DONE, Stage.FAILOVER):
+            return None
+        if self.stage is not Stage.RUNNING:
+            return msg.NOT_RUNNING
+        if self.mode is Mode.PRIMARY:
+            self.stage = Stage.DONE
+            self.error = False
+            return None
+        # The backup job is cancelled while the stage is still RUNNING, so its
+        # completion callback records the cancellation as an I/O error.
+        self.error = True
+        if self.profile.plain_stop_skips_empty:
+            self.backup = None
+        if not failover:
+            err = self._do_checkpoint()
+            self.backup = None
+            self.stage = Stage.DONE
+            return err
+        self.stage = Stage.FAILOVER
+        self._commit()
+        return None
+
+    def _commit(self) -> None:
+        """The internal active commit of active+hidden into the secondary disk."""
+        active, secondary = self.active, self.secondary
+        assert active is not None and secondary is not None
+        self.settling = True
+        size = secondary.size
+        dirty = [(s, e) for s, e, a in allocated_above(active, secondary, 0, size) if a]
+        self.commit_dirty = dirty
+        if self.commit_fails:
+            for s, e in dirty:
+                undefine(secondary, s, e)
+            secondary.alloc_exact = False
+            self.stage = Stage.FAILOVER_FAILED
+            self.error = True
+            return
+        chain = active.chain()
+        target = [secondary]
+        for s, e in dirty:
+            copy_range(chain, target, s, e)
+        # The mirror copies whole granularity chunks: the secondary disk's exact
+        # allocation is not predicted; its data is.
+        if dirty:
+            secondary.alloc_exact = False
+        self.file = secondary
+        self.stage = Stage.DONE
+        self.error = False
+
+    def close(self) -> None:
+        """replication_close: a running node is stopped without failover."""
+        if self.stage is Stage.RUNNING:
+            self.stop(False)
+
+    # ---- I/O (the BlockDriver callbacks)
+
+    def io_status(self) -> int:
+        """replication_get_io_status: <0 fail, 0 pass through, 1 split by allocation."""
+        st = self.stage
+        if st is Stage.NONE:
+            return -1
+        if st is Stage.RUNNING:
+            return 0
+        if self.mode is Mode.PRIMARY:
+            return -1
+        return 1 if st is Stage.FAILOVER_FAILED else 0
+
+    def read(self, start: int, end: int) -> list[tuple[int, int, int]] | str:
+        """Pieces read, or the errno text."""
+        if self.mode is Mode.PRIMARY or self.io_status() < 0:
+            return EIO
+        return view(self.file.chain(), start, end)
+
+    def write(self, start: int, end: int, val: int) -> str | None:
+        """None on success, else the errno text."""
+        st = self.io_status()
+        if st < 0:
+            return EIO
+        if self.mode is Mode.PRIMARY:
+            # A child error is stored and the write reports success.
+            if self.link_up:
+                write_layer(self.file.chain(), 0, start, end, val)
+            else:
+                self.error = True
+            return None
+        if st == 0:
+            write_layer(self.file.chain(), 0, start, end, val)
+            return None
+        if self.profile.failover_failed_write_crashes:
+            raise Abort("write in FAILOVER_FAILED")
+        assert self.active is not None and self.secondary is not None
+        top_chain = self.active.chain()
+        base_chain = self.secondary.chain()
+        for s, e, alloc in allocated_above(self.active, self.secondary, start, end):
+            write_layer(top_chain if alloc else base_chain, 0, s, e, val)
+        return None
+
+    def flush(self) -> str | None:
+        if self.mode is Mode.PRIMARY and not self.link_up:
+            return EIO
+        return None
+
+    # ---- the primary's writes arriving at the secondary disk
+
+    def before_secondary_write(self, disk: Disk, start: int, end: int) -> None:
+        """Copy-before-write: old data of each untouched backup cluster goes to hidden."""
+        b = self.backup
+        if b is None or disk is not self.secondary or self.hidden is None:
+            return
+        c = b.cluster
+        cs = start - start % c
+        ce = min(-(-end // c) * c, disk.size)
+        chain = [disk]
+        hidden_chain = self.hidden.chain()
+        for s, e, v in b.copied.pieces(cs, ce):
+            if v is None:
+                copy_range(chain, hidden_chain, s, e)
+        b.copied.set(cs, ce, 1)

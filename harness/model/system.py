@@ -1,0 +1,227 @@
+"""The model of a whole topology: disks, replication nodes per machine, and the QMP layer.
+
+`Model.apply(op)` answers with the observation real QEMU must produce. The QMP
+commands walk a machine's replication nodes as replication.c does: newest
+first (QLIST_INSERT_HEAD), stopping at the first error.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness import ops
+from harness.model import messages as msg
+from harness.model.disks import Disk, view, write_layer
+from harness.model.extents import UNDEF
+from harness.model.profiles import Profile
+from harness.model.replication import Abort, Mode, ReplicationNode, Stage
+from harness.observe import (
+    EIO,
+    IO_EIO,
+    IO_OK,
+    QMP_OK,
+    Crashed,
+    Data,
+    IoResult,
+    Observation,
+    OneOf,
+    QmpResult,
+    qmp_error,
+    status,
+)
+
+SETTLED = QmpResult(True, "settled")
+
+
+def to_data(pieces: list[tuple[int, int, int]]) -> Data:
+    """Model pieces (s, e, value) -> observation Data, merging equal neighbours."""
+    out: list[tuple[int, int, int | None]] = []
+    for s, e, v in pieces:
+        pat = None if v == UNDEF else v
+        if out and out[-1][2] == pat and out[-1][0] + out[-1][1] == s:
+            o = out[-1]
+            out[-1] = (o[0], o[1] + e - s, pat)
+        else:
+            out.append((s, e - s, pat))
+    return tuple(out)
+
+
+@dataclass(eq=False)
+class MachineModel:
+    """One QEMU process: its replication nodes in creation order."""
+
+    name: str
+    nodes: list[ReplicationNode] = field(default_factory=list)
+    crashed: Crashed | None = None
+
+
+@dataclass(eq=False)
+class Model:
+    """Reference model of every replication node and disk of a topology."""
+
+    profile: Profile
+    machines: dict[str, MachineModel] = field(default_factory=dict)
+    nodes: dict[str, ReplicationNode] = field(default_factory=dict)
+    disks: dict[str, Disk] = field(default_factory=dict)
+    # The disk the primary's writes reach over NBD (the secondary disk's export).
+    export: Disk | None = None
+
+    def __post_init__(self) -> None:
+        self._dispatch: dict[type[ops.Op], Callable[[Any], Observation]] = {
+            ops.Write: self._write,
+            ops.WriteZeroes: self._write_zeroes,
+            ops.Discard: self._discard,
+            ops.Flush: self._flush,
+            ops.Read: self._read,
+            ops.PrimaryWrite: self._primary_write,
+            ops.PrimaryRead: self._primary_read,
+            ops.Start: self._start,
+            ops.Stop: self._stop,
+            ops.Checkpoint: self._checkpoint,
+            ops.Status: self._status,
+            ops.Settle: self._settle,
+        }
+
+    # ---- building
+
+    def add_disk(self, disk: Disk) -> Disk:
+        self.disks[disk.name] = disk
+        return disk
+
+    def add_node(self, machine: str, node: ReplicationNode) -> ReplicationNode:
+        self.machines.setdefault(machine, MachineModel(machine)).nodes.append(node)
+        self.nodes[node.name] = node
+        return node
+
+    def machine(self, name: str) -> MachineModel:
+        return self.machines.setdefault(name, MachineModel(name))
+
+    # ---- applying operations
+
+    def apply(self, op: ops.Op) -> Observation:
+        """The observation QEMU must produce for `op`, updating the model's state."""
+        return self._dispatch[type(op)](op)
+
+    def _node(self, name: str) -> ReplicationNode:
+        return self.nodes[name]
+
+    def _crash(self, machine: str, reason: str) -> Crashed:
+        c = Crashed(signal.Signals.SIGABRT.name, reason)
+        self.machine(machine).crashed = c
+        return c
+
+    def _write_value(self, node_name: str, offset: int, length: int, val: int) -> Observation:
+        node = self._node(node_name)
+        try:
+            err = node.write(offset, offset + length, val)
+        except Abort as a:
+            return self._crash(self._machine_of(node), a.reason)
+        return IO_OK if err is None else IoResult(False, err)
+
+    def _machine_of(self, node: ReplicationNode) -> str:
+        for m in self.machines.values():
+            if node in m.nodes:
+                return m.name
+        raise KeyError(node.name)
+
+    def _write(self, op: ops.Write) -> Observation:
+        return self._write_value(op.node, op.offset, op.length, op.pattern)
+
+    def _write_zeroes(self, op: ops.WriteZeroes) -> Observation:
+        # The filter has no write-zeroes callback: the block layer writes a zero buffer.
+        return self._write_value(op.node, op.offset, op.length, 0)
+
+    def _discard(self, op: ops.Discard) -> Observation:
+        # No discard callback: the block layer answers success and does nothing.
+        return IO_OK
+
+    def _flush(self, op: ops.Flush) -> Observation:
+        err = self._node(op.node).flush()
+        return IO_OK if err is None else IoResult(False, err)
+
+    def _read(self, op: ops.Read) -> Observation:
+        res = self._node(op.node).read(op.offset, op.offset + op.length)
+        if isinstance(res, str):
+            return IO_EIO if res == EIO else IoResult(False, res)
+        return IoResult(True, None, to_data(res))
+
+    def _export_disk(self) -> Disk:
+        if self.export is None:
+            raise KeyError("this topology has no NBD export for the primary's I/O")
+        return self.export
+
+    def _primary_write(self, op: ops.PrimaryWrite) -> Observation:
+        disk = self._export_disk()
+        start, end = op.offset, op.offset + op.length
+        for node in self.nodes.values():
+            node.before_secondary_write(disk, start, end)
+        write_layer(disk.chain(), 0, start, end, op.pattern)
+        for node in self.nodes.values():
+            if node.settling and node.secondary is disk:
+                # Racing the failover commit: where it copies, either side's data wins.
+                for s, e in node.commit_dirty:
+                    lo, hi = max(s, start), min(e, end)
+                    if lo < hi:
+                        disk.data.set(lo, hi, UNDEF)
+        return IO_OK
+
+    def _primary_read(self, op: ops.PrimaryRead) -> Observation:
+        disk = self._export_disk()
+        return IoResult(True, None, to_data(view(disk.chain(), op.offset, op.offset + op.length)))
+
+    # ---- the QMP layer (replication_*_all)
+
+    def _walk(self, machine: str, fn: Callable[[ReplicationNode], str | None]) -> str | None:
+        for node in reversed(self.machine(machine).nodes):
+            err = fn(node)
+            if err is not None:
+                return err
+        return None
+
+    def _start(self, op: ops.Start) -> Observation:
+        if op.failover is not None:
+            return qmp_error(msg.FAILOVER_ON_ENABLE)
+        mode = Mode.PRIMARY if op.primary else Mode.SECONDARY
+        try:
+            err = self._walk(op.machine, lambda n: n.start(mode))
+        except Abort as a:
+            return self._crash(op.machine, a.reason)
+        return QMP_OK if err is None else qmp_error(err)
+
+    def _stop(self, op: ops.Stop) -> Observation:
+        err = self._walk(op.machine, lambda n: n.stop(op.failover))
+        if op.failover or err is None:
+            # With failover, QEMU passes no errp: every error is dropped.
+            return QMP_OK
+        return qmp_error(err)
+
+    def _checkpoint(self, op: ops.Checkpoint) -> Observation:
+        err = self._walk(op.machine, lambda n: n.checkpoint())
+        return QMP_OK if err is None else qmp_error(err)
+
+    def _status_now(self, machine: str) -> QmpResult:
+        return status(self._walk(machine, lambda n: n.get_error()))
+
+    def _status(self, op: ops.Status) -> Observation:
+        settled = self._status_now(op.machine)
+        racing = [n for n in self.machine(op.machine).nodes if n.settling]
+        if not racing:
+            return settled
+        # While a failover commit runs, the node reads FAILOVER with error set.
+        return OneOf((status(msg.IO_ERROR), settled))
+
+    def _settle(self, op: ops.Settle) -> Observation:
+        for node in self.machine(op.machine).nodes:
+            node.settling = False
+        return SETTLED
+
+    # ---- inspection
+
+    def settled(self) -> bool:
+        return not any(n.settling for n in self.nodes.values())
+
+    def stage(self, node: str) -> Stage:
+        return self._node(node).stage

@@ -135,6 +135,8 @@ class TemplateCache:
         if self.directory is None:
             self.directory = Path(tempfile.mkdtemp(prefix=f"qrc-templates-{os.getpid()}-"))
             self._owned = True
+        else:
+            self.directory.mkdir(parents=True, exist_ok=True)
         return self.directory
 
     def template(self, build: QemuBuild, layer: Layer, timeout: float) -> Path:

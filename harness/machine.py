@@ -1,0 +1,532 @@
+"""A QEMU process with its QMP connection, transcript and deadlines.
+
+Every conformance case drives one or two real QEMU processes. This module owns
+their life cycle so that no QEMU outlives its test and every failure explains
+itself: QEMU connects to our QMP server socket in a private short-path
+directory, every command has a deadline, every command and reply is kept in a
+transcript, and a crash or hang becomes an AssertionError-style exception that
+carries the command line, the exit status or signal, and the tail of stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Protocol
+
+from qemu.qmp import QMPError
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from harness.observe import QmpResult
+
+Kind = Literal["system", "qsd"]
+
+# How long `quit` and the exit after it may take before SIGKILL.
+QUIT_DEADLINE = 5.0
+STDERR_TAIL_LINES = 30
+TRANSCRIPT_TAIL = 10
+
+
+class Build(Protocol):
+    """What a launcher needs from a QEMU build (harness.builds.QemuBuild has it)."""
+
+    @property
+    def system(self) -> str | os.PathLike[str]: ...
+
+    @property
+    def io(self) -> str | os.PathLike[str]: ...
+
+    @property
+    def qsd(self) -> str | os.PathLike[str]: ...
+
+    @property
+    def label(self) -> str: ...
+
+    def env(self) -> dict[str, str]: ...
+
+
+def build_env(build: Build) -> dict[str, str]:
+    """The environment to run a build's binaries: ours plus what the build adds."""
+    return {**os.environ, **build.env()}
+
+
+class MachineError(AssertionError):
+    """A QEMU process misbehaved; pytest shows it as a failure with this report."""
+
+    def __init__(self, message: str, report: str) -> None:
+        super().__init__(f"{message}\n{report}")
+        self.summary = message
+        self.report = report
+
+
+class MachineDied(MachineError):
+    """QEMU exited (crash, abort, signal) while we needed it."""
+
+    def __init__(self, message: str, report: str, returncode: int | None, stderr_tail: str) -> None:
+        super().__init__(message, report)
+        self.returncode = returncode
+        self.signal = signal_name(returncode)
+        self.stderr_tail = stderr_tail
+
+
+class MachineHung(MachineError):
+    """A QMP command missed its deadline; the process was SIGKILLed."""
+
+
+class QmpCommandFailed(MachineError):
+    """qmp_ok() got a QMP error where the caller required success."""
+
+    def __init__(self, message: str, report: str, result: QmpResult) -> None:
+        super().__init__(message, report)
+        self.result = result
+
+
+def signal_name(returncode: int | None) -> str | None:
+    """'SIGABRT' for a process killed by SIGABRT, None for a normal exit or no exit yet."""
+    if returncode is None or returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "still running"
+    sig = signal_name(returncode)
+    return f"killed by {sig}" if sig else f"exit status {returncode}"
+
+
+# ---- spawning: a child that dies with us
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> Callable[[], None]:
+    """preexec_fn: SIGKILL the child when the spawning thread dies, even if it died already."""
+
+    def setup() -> None:
+        _libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return setup
+
+
+def spawn(
+    argv: Sequence[str], env: dict[str, str], stdout: Any, stderr: Any
+) -> subprocess.Popen[bytes]:
+    """Start a helper process in its own session that cannot outlive this Python process."""
+    return subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        env=env,
+        start_new_session=True,
+        preexec_fn=die_with_parent(os.getpid()),
+        close_fds=True,
+    )
+
+
+def private_dir() -> Path:
+    """A 0700 directory with a short path: unix socket paths are limited to 107 bytes."""
+    return Path(tempfile.mkdtemp(prefix="qrc-", dir="/tmp"))
+
+
+class _Monitor(QEMUMonitorProtocol):
+    """The legacy sync QMP wrapper, plus an accept that gives up when QEMU exits first."""
+
+    def accept_unless_exited(self, pidfd: int, timeout: float) -> bool:
+        """Accept QEMU's connection; False if the process exited before connecting."""
+        return self._sync(self._accept_race(pidfd), timeout)
+
+    async def _accept_race(self, pidfd: int) -> bool:
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def on_exit() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(pidfd, on_exit)
+        self._qmp.await_greeting = True
+        self._qmp.negotiate = True
+        accepting = asyncio.ensure_future(self._qmp.accept())
+        try:
+            await asyncio.wait({accepting, exited}, return_when=asyncio.FIRST_COMPLETED)
+            if accepting.done():
+                accepting.result()
+                return True
+            return False
+        finally:
+            loop.remove_reader(pidfd)
+            if not accepting.done():
+                accepting.cancel()
+                with contextlib.suppress(BaseException):
+                    await accepting
+
+
+class Machine:
+    """One QEMU process (qemu-system or qemu-storage-daemon) driven over QMP."""
+
+    def __init__(
+        self,
+        build: Build,
+        name: str,
+        kind: Kind,
+        argv: list[str],
+        logdir: Path,
+        sockdir: Path,
+        timeout: float,
+    ) -> None:
+        self.build = build
+        self.name = name
+        self.kind = kind
+        self.argv = argv
+        self.logdir = logdir
+        self.sockdir = sockdir
+        self.timeout = timeout
+        self.stdout_path = logdir / "stdout.log"
+        self.stderr_path = logdir / "stderr.log"
+        self.transcript: list[dict[str, Any]] = []
+        self._t0 = time.monotonic()
+        self._closed = False
+        self._connected = False
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pidfd = -1
+        self._conn: _Monitor | None = None
+        self._stdout_fd = -1
+
+    # ---- life cycle
+
+    @classmethod
+    def launch(
+        cls,
+        build: Build,
+        workdir: Path,
+        name: str,
+        kind: Kind = "system",
+        args: Sequence[str] = (),
+        timeout: float = 10.0,
+    ) -> Machine:
+        """Spawn QEMU, wait (with a deadline) until it connects to our QMP socket."""
+        logdir = workdir / name
+        logdir.mkdir(parents=True, exist_ok=True)
+        sockdir = private_dir()
+        sock = sockdir / "qmp.sock"
+        if kind == "system":
+            argv = [str(build.system), "-M", "none", "-nodefaults", "-display", "none", "-S"]
+            argv += ["-qmp", f"unix:{sock}"]
+        else:
+            argv = [str(build.qsd), "--chardev", f"socket,id=qmp0,path={sock}"]
+            argv += ["--monitor", "chardev=qmp0"]
+        argv += list(args)
+        m = cls(build, name, kind, argv, logdir, sockdir, timeout)
+        try:
+            m._start(sock)
+        except BaseException:
+            m._force_kill()
+            m._release()
+            raise
+        return m
+
+    def _start(self, sock: Path) -> None:
+        self._conn = _Monitor(str(sock), server=True, nickname=self.name)
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self._proc = spawn(self.argv, build_env(self.build), out, err)
+        self._stdout_fd = os.open(self.stdout_path, os.O_RDONLY | os.O_CLOEXEC)
+        self._pidfd = os.pidfd_open(self._proc.pid)
+        self._record({"event": "spawn", "argv": self.argv, "pid": self._proc.pid})
+        try:
+            connected = self._conn.accept_unless_exited(self._pidfd, self.timeout)
+        except TimeoutError:
+            self._force_kill()
+            raise MachineHung(
+                f"{self.name}: QEMU did not connect to QMP within {self.timeout} s",
+                self.failure_report(),
+            ) from None
+        except (QMPError, OSError, EOFError) as e:
+            self._await_exit()
+            raise self._died(f"{self.name}: QMP handshake failed ({e!r})") from None
+        if not connected:
+            self._await_exit()
+            raise self._died(f"{self.name}: QEMU exited before connecting to QMP")
+        self._connected = True
+
+    def shutdown(self) -> None:
+        """`quit`, wait with a deadline, SIGKILL as last resort; idempotent, never raises."""
+        if self._closed:
+            return
+        try:
+            if self._connected and self.alive():
+                with contextlib.suppress(MachineError):
+                    self._exchange("quit", {}, min(self.timeout, QUIT_DEADLINE))
+            if self._proc is not None:
+                try:
+                    self._proc.wait(QUIT_DEADLINE)
+                except subprocess.TimeoutExpired:
+                    self._force_kill()
+        finally:
+            self._force_kill()
+            self._release()
+
+    def _release(self) -> None:
+        """Close the connection and descriptors and remove the private directory."""
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+        self._connected = False
+        for fd in (self._pidfd, self._stdout_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._pidfd = self._stdout_fd = -1
+        shutil.rmtree(self.sockdir, ignore_errors=True)
+        self._closed = True
+
+    def _force_kill(self) -> None:
+        """SIGKILL and reap, if the process is still there."""
+        if self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            self._proc.wait()
+
+    def _await_exit(self) -> None:
+        """After the connection broke: let QEMU finish dying, SIGKILL it if it does not."""
+        if self._proc is None:
+            return
+        try:
+            self._proc.wait(min(self.timeout, QUIT_DEADLINE))
+        except subprocess.TimeoutExpired:
+            self._record({"event": "connection lost but process alive: SIGKILL"})
+            self._force_kill()
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send a signal (fault tests: SIGKILL, SIGSTOP, SIGABRT...)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._record({"event": f"sent {signal.Signals(sig).name}"})
+            self._proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float) -> int:
+        """The exit status (negative: signal) once QEMU exits; MachineHung if it does not."""
+        assert self._proc is not None
+        try:
+            return self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._force_kill()
+            raise MachineHung(
+                f"{self.name}: did not exit within {timeout} s; SIGKILLed", self.failure_report()
+            ) from None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def sock_path(self, name: str) -> str:
+        """A path for another unix socket (NBD...) in this machine's private short directory."""
+        return str(self.sockdir / name)
+
+    def __enter__(self) -> Machine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    # ---- QMP
+
+    def qmp(self, cmd: str, /, _timeout: float | None = None, **args: Any) -> QmpResult:
+        """Run a QMP command; a QMP error is a value, a crash or hang an exception."""
+        reply = self._exchange(cmd, args, self.timeout if _timeout is None else _timeout)
+        if "error" in reply:
+            err = reply["error"]
+            return QmpResult(False, None, err.get("class"), err.get("desc"))
+        return QmpResult(True, reply.get("return"))
+
+    def qmp_ok(self, cmd: str, /, _timeout: float | None = None, **args: Any) -> Any:
+        """Run a QMP command that must succeed; its return value."""
+        res = self.qmp(cmd, _timeout=_timeout, **args)
+        if not res.ok:
+            raise QmpCommandFailed(
+                f"{self.name}: {cmd} failed: {res.error_class}: {res.desc}",
+                self.failure_report(),
+                res,
+            )
+        return res.value
+
+    def hmp(self, cmdline: str, _timeout: float | None = None) -> str:
+        """An HMP command line through human-monitor-command; its text reply."""
+        out = self.qmp_ok("human-monitor-command", _timeout=_timeout, **{"command-line": cmdline})
+        assert isinstance(out, str)
+        return out
+
+    def events(self) -> list[dict[str, Any]]:
+        """QMP events received so far (and not yet taken); they go into the transcript too."""
+        if self._conn is None or not self._connected:
+            return []
+        evs = self._conn.get_events(wait=False)
+        for ev in evs:
+            self._record({"event": ev})
+        return evs
+
+    def _exchange(self, cmd: str, args: dict[str, Any], deadline: float) -> dict[str, Any]:
+        if self._conn is None or not self._connected or self._closed:
+            raise self._died(f"{self.name}: {cmd}: the machine is not running")
+        msg: dict[str, Any] = {"execute": cmd}
+        if args:
+            msg["arguments"] = args
+        entry: dict[str, Any] = {"t": time.monotonic() - self._t0, "cmd": cmd}
+        if args:
+            entry["args"] = args
+        self.transcript.append(entry)
+        self._conn.settimeout(deadline)
+        t = time.perf_counter()
+        try:
+            reply = self._conn.cmd_obj(msg)
+        except TimeoutError:
+            entry["outcome"] = f"no reply within {deadline} s"
+            self._connected = False
+            self._force_kill()
+            raise MachineHung(
+                f"{self.name}: {cmd}: no QMP reply within {deadline} s; SIGKILLed",
+                self.failure_report(),
+            ) from None
+        except (QMPError, OSError, EOFError) as e:
+            entry["outcome"] = f"connection lost: {e!r}"
+            self._connected = False
+            self._await_exit()
+            raise self._died(f"{self.name}: QEMU died during {cmd}") from None
+        entry["ms"] = round((time.perf_counter() - t) * 1000, 3)
+        entry["reply"] = reply
+        return reply
+
+    def _died(self, message: str) -> MachineDied:
+        rc = self.returncode
+        return MachineDied(
+            f"{message} ({describe_exit(rc)})", self.failure_report(), rc, self.stderr_tail()
+        )
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        entry["t"] = time.monotonic() - self._t0
+        self.transcript.append(entry)
+
+    # ---- logs and reports
+
+    def stdout_mark(self) -> int:
+        """The current end of QEMU's stdout, for stdout_since()."""
+        return os.fstat(self._stdout_fd).st_size
+
+    def stdout_since(self, mark: int) -> str:
+        """What QEMU wrote to stdout after `mark`."""
+        size = os.fstat(self._stdout_fd).st_size
+        return os.pread(self._stdout_fd, size - mark, mark).decode(errors="replace")
+
+    def stderr_tail(self, lines: int = STDERR_TAIL_LINES) -> str:
+        try:
+            text = self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def transcript_text(self, last: int | None = None) -> str:
+        """The transcript, one JSON object per line (time in seconds since launch)."""
+        entries = self.transcript if last is None else self.transcript[-last:]
+        return "\n".join(json.dumps(e, default=str) for e in entries)
+
+    def failure_report(self) -> str:
+        """Command line, exit status, stderr tail and transcript tail: what a failure needs."""
+        lines = [
+            f"machine {self.name!r} ({self.kind}, {self.build.label}), pid "
+            f"{self._proc.pid if self._proc else '-'}: {describe_exit(self.returncode)}",
+            "command line: " + " ".join(self.argv),
+            f"logs: {self.logdir}",
+        ]
+        tail = self.stderr_tail()
+        lines.append("stderr (tail):" if tail else "stderr: (empty)")
+        lines += [f"  {ln}" for ln in tail.splitlines()]
+        lines.append(f"QMP transcript (last {TRANSCRIPT_TAIL}):")
+        lines += [f"  {ln}" for ln in self.transcript_text(TRANSCRIPT_TAIL).splitlines()]
+        return "\n".join(lines)
+
+
+class MachineSet:
+    """The machines of one test: leaving the block shuts every one down, SIGKILL last."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.machines: dict[str, Machine] = {}
+        self.pids: list[int] = []
+
+    def launch(
+        self,
+        build: Build,
+        name: str,
+        kind: Kind = "system",
+        args: Sequence[str] = (),
+        timeout: float = 10.0,
+    ) -> Machine:
+        if name in self.machines:
+            raise ValueError(f"machine {name!r} already launched in this set")
+        m = Machine.launch(build, self.workdir, name, kind, args, timeout)
+        self.machines[name] = m
+        self.pids.append(m.pid)
+        return m
+
+    def __getitem__(self, name: str) -> Machine:
+        return self.machines[name]
+
+    def __iter__(self) -> Iterator[Machine]:
+        return iter(list(self.machines.values()))
+
+    def shutdown_all(self) -> None:
+        """Shut every machine down; an interrupt still kills the rest before propagating."""
+        pending: BaseException | None = None
+        for m in self:
+            try:
+                m.shutdown()
+            except BaseException as e:  # KeyboardInterrupt included: kill, go on
+                m._force_kill()
+                m._release()
+                pending = pending or e
+        if pending is not None:
+            raise pending
+
+    def failure_report(self) -> str:
+        return "\n\n".join(m.failure_report() for m in self)
+
+    def __enter__(self) -> MachineSet:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown_all()

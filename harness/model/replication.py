@@ -20,11 +20,12 @@ from harness.model.disks import (
     view,
     write_layer,
 )
-from harness.model.extents import ExtentMap
+from harness.model.extents import UNDEF, ExtentMap
 from harness.model.profiles import Profile
 from harness.observe import EIO
 
 BACKUP_CLUSTER_MIN = 65536
+SECTOR = 512
 
 
 class Stage(enum.Enum):
@@ -246,7 +247,17 @@ class ReplicationNode:
         if self.mode is Mode.PRIMARY:
             # A child error is stored and the write reports success.
             if self.link_up:
-                write_layer(self.file.chain(), 0, start, end, val)
+                chain = self.file.chain()
+                write_layer(chain, 0, start, end, val)
+                # Request alignment is 512; the padding read of the read-modify-write
+                # fails (primary reads are refused) and is ignored, so the rest of
+                # each touched sector gets bytes QEMU does not define.
+                head = start - start % SECTOR
+                tail = -(-end // SECTOR) * SECTOR
+                if head < start:
+                    write_layer(chain, 0, head, start, UNDEF)
+                if end < tail:
+                    write_layer(chain, 0, end, tail, UNDEF)
             else:
                 self.error = True
             return None

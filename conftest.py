@@ -1,0 +1,106 @@
+"""pytest plumbing shared by cases/ and tests/: which QEMU builds to run, and leak checks.
+
+Build selection, first match wins: `--qemu-dir DIR` (repeatable), iotests'
+variables (QEMU_PROG, ...), PATH; `--all-builds` runs against every installed
+build (PATH's QEMU and the pinned .qemu/10.0), which is what the project's own
+test command does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.builds import QemuBuild, find_build, known_builds
+from harness.errors import HarnessError
+from harness.probe import Probe, probe, replication_verdict
+
+ROOT = Path(__file__).resolve().parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("qrc", "QEMU replication conformance")
+    group.addoption(
+        "--qemu-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="QEMU build to test: install prefix, unpacked packages or build tree (repeatable)",
+    )
+    group.addoption(
+        "--all-builds",
+        action="store_true",
+        help="run against every installed build (PATH's QEMU and .qemu/10.0)",
+    )
+
+
+def _selected(config: pytest.Config) -> list[tuple[QemuBuild, Probe]]:
+    cached = getattr(config, "_qrc_builds", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    dirs: list[str] = config.getoption("--qemu-dir")
+    try:
+        if dirs:
+            builds = [find_build(d, os.environ) for d in dirs]
+        elif config.getoption("--all-builds"):
+            builds = known_builds(ROOT)
+        else:
+            builds = [find_build(None, os.environ)]
+        selected = [(b, probe(b)) for b in builds]
+    except HarnessError as e:
+        raise pytest.UsageError(str(e)) from None
+    config._qrc_builds = selected  # type: ignore[attr-defined]
+    return selected
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "qemu_build" in metafunc.fixturenames:
+        selected = _selected(metafunc.config)
+        metafunc.parametrize(
+            "qemu_build",
+            selected,
+            ids=[p.version for _, p in selected],
+            indirect=True,
+            scope="session",
+        )
+
+
+@pytest.fixture(scope="session")
+def qemu_build(request: pytest.FixtureRequest) -> tuple[QemuBuild, Probe]:
+    """(build, probe) of the QEMU under test; skips when it cannot run replication."""
+    build, found = request.param
+    verdict = replication_verdict(found)
+    if verdict is not None:
+        pytest.skip(verdict)
+    return build, found  # type: ignore[no-any-return]
+
+
+def _qemu_children() -> list[str]:
+    """qemu-* processes whose parent is this pytest process (or worker)."""
+    me = str(os.getpid())
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = stat[stat.rindex(")") + 2 :].split()[1]
+        if ppid == me and name.startswith("qemu"):
+            out.append(f"{entry.name} {name}")
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _no_qemu_left_behind() -> Iterator[None]:
+    """Every test must end every QEMU it started; a leak fails the test that leaked."""
+    yield
+    left = _qemu_children()
+    if left:
+        pytest.fail(f"QEMU processes left running after the test: {', '.join(left)}")

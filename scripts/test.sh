@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The project's own tests, against every known QEMU build (system and
+# .qemu/10.0: --all-builds, an option of the root conftest.py; tests/ also
+# iterate harness.builds.known_builds themselves).  Extra arguments go to
+# pytest.  JUnit XML lands in reports/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+mkdir -p reports
+
+rc=0
+.venv/bin/python -m pytest -n auto --all-builds --junitxml=reports/junit-tests.xml \
+    tests cases "$@" || rc=$?
+if [ "$rc" = 5 ]; then
+    # pytest's "no tests collected": a run that runs nothing is a failure here.
+    echo "test: pytest collected no tests (exit 5): failing the run" >&2
+    exit 1
+fi
+exit "$rc"

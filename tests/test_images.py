@@ -420,6 +420,13 @@ def test_template_cache_is_hit(build: QemuBuild, tmp_path: Path) -> None:
     assert (cache.creates, cache.hits) == (1, 5)
     build_chain(build, load_recipe("secondary-mixed"), tmp_path / "three", cache=cache)
     assert (cache.creates, cache.hits) == (3, 6)  # 512 and 2M are new, 64k is not
+    # Contents are part of the key: the filled secondary is made once, then copied.
+    for n in range(2):
+        pre = build_chain(build, load_recipe("secondary-prefilled"), tmp_path / f"pre{n}",
+                          cache=cache)
+        assert_reads(build, pre["secondary"], [(0, M, 0x11), (4 * M, 192 * K, 0x22)])
+        assert allocated(allocation_map(build, pre.path("hidden"), "qcow2")) == []
+    assert (cache.creates, cache.hits) == (4, 11)
     # A copy is independent of its template.
     assert cache.directory is not None
     (template,) = [p for p in cache.directory.iterdir() if "-65536." in p.name]

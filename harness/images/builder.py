@@ -2,7 +2,8 @@
 
 `qemu-img create` costs about 8 ms; copying an empty image of the same
 geometry costs well under 1 ms. So each (build, format, size, cluster size)
-is created once per process into a template cache and copied from there.
+is created once per process into a template cache and copied from there;
+so is a layer with contents (the qemu-io writes are cached along with it).
 Raw layers are made sparse with truncate: a 1 TiB raw image is never copied.
 """
 
@@ -113,6 +114,21 @@ class Chain:
         return self.blockdev(layer, backing=None if below is None else self.nested(below))
 
 
+def _write_contents(build: QemuBuild, layer: Layer, path: Path, timeout: float) -> None:
+    """One qemu-io per layer, one write command per extent."""
+    argv: list[str | os.PathLike[str]] = [build.io, "-f", layer.format, path]
+    for e in layer.contents:
+        argv += ["-c", f"write -P {e.pattern} {e.offset} {e.length}"]
+    proc = run(build, argv, timeout=timeout)
+    # qemu-io exits 0 even when a command fails: count the successes.
+    wrote = sum(1 for line in proc.stdout.splitlines() if line.startswith("wrote "))
+    if wrote != len(layer.contents) or "failed" in proc.stdout + proc.stderr:
+        raise ImageError(
+            f"qemu-io writing {layer.name}'s contents into {path}: "
+            f"{wrote}/{len(layer.contents)} writes done: {(proc.stdout + proc.stderr).strip()}"
+        )
+
+
 # -- template cache ------------------------------------------------------------
 
 
@@ -140,9 +156,17 @@ class TemplateCache:
         return self.directory
 
     def template(self, build: QemuBuild, layer: Layer, timeout: float) -> Path:
-        """The path of an empty image with `layer`'s format and geometry."""
+        """The path of an image with `layer`'s format, geometry and contents.
+
+        Contents are part of the key: a prefilled layer costs one qemu-io per
+        process, then a copy like an empty one.
+        """
         ident = hashlib.sha1(os.path.realpath(os.fspath(build.img)).encode()).hexdigest()[:10]
-        name = f"{ident}-{layer.size}-{layer.cluster_size or 0}.{layer.format}"
+        name = f"{ident}-{layer.size}-{layer.cluster_size or 0}"
+        if layer.contents:
+            spec = ";".join(f"{e.offset},{e.length},{e.pattern}" for e in layer.contents)
+            name += "-" + hashlib.sha1(spec.encode()).hexdigest()[:10]
+        name += f".{layer.format}"
         with self._lock:
             path = self._dir() / name
             if path.exists():
@@ -155,6 +179,8 @@ class TemplateCache:
             argv += [tmp, str(layer.size)]
             try:
                 run(build, argv, timeout=timeout)
+                if layer.contents:
+                    _write_contents(build, layer, tmp, timeout)
                 os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -203,21 +229,6 @@ def _make_raw(path: Path, size: int) -> None:
         f.truncate(size)
 
 
-def _write_contents(build: QemuBuild, layer: Layer, path: Path, timeout: float) -> None:
-    """One qemu-io per layer, one write command per extent."""
-    argv: list[str | os.PathLike[str]] = [build.io, "-f", layer.format, path]
-    for e in layer.contents:
-        argv += ["-c", f"write -P {e.pattern} {e.offset} {e.length}"]
-    proc = run(build, argv, timeout=timeout)
-    # qemu-io exits 0 even when a command fails: count the successes.
-    wrote = sum(1 for line in proc.stdout.splitlines() if line.startswith("wrote "))
-    if wrote != len(layer.contents) or "failed" in proc.stdout + proc.stderr:
-        raise ImageError(
-            f"qemu-io writing {layer.name}'s contents into {path}: "
-            f"{wrote}/{len(layer.contents)} writes done: {(proc.stdout + proc.stderr).strip()}"
-        )
-
-
 def build_chain(
     build: QemuBuild,
     recipe: Recipe,
@@ -261,7 +272,8 @@ def build_chain(
             backing_file=layer.backing_file,
         )
     for layer in recipe.build_order():
-        if layer.contents:
+        # Raw and header-backed layers are not templates: write them here.
+        if layer.contents and (layer.format == "raw" or layer.backing_file):
             _write_contents(build, layer, built[layer.name].path, timeout)
     ordered = {name: built[name] for name in recipe.names}
     return Chain(recipe=recipe, workdir=wd, layers=ordered,

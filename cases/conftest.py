@@ -1,0 +1,77 @@
+"""Fixtures for conformance cases: a story on a fresh topology, torn down whatever happens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import topology
+from harness.builds import QemuBuild
+from harness.images import Recipe
+from harness.machine import MachineSet
+from harness.model import Profile, profile_for
+from harness.probe import Probe
+from harness.story import Story
+
+
+def _label(qemu_build: tuple[QemuBuild, Probe], profile: Profile) -> str:
+    return f"QEMU {qemu_build[1].version} ({qemu_build[0].system}), model profile {profile.name}"
+
+
+@pytest.fixture
+def profile(qemu_build: tuple[QemuBuild, Probe]) -> Profile:
+    """The model's behaviour profile for the QEMU under test."""
+    return profile_for(qemu_build[1].version_tuple)
+
+
+@pytest.fixture
+def machines(tmp_path: Path) -> Iterator[MachineSet]:
+    with MachineSet(tmp_path) as ms:
+        yield ms
+
+
+@pytest.fixture
+def topologies() -> Iterator[list[topology.Topology]]:
+    made: list[topology.Topology] = []
+    yield made
+    for t in made:
+        t.close()
+
+
+@pytest.fixture
+def secondary(
+    qemu_build: tuple[QemuBuild, Probe],
+    profile: Profile,
+    machines: MachineSet,
+    topologies: list[topology.Topology],
+    tmp_path: Path,
+) -> Callable[..., Story]:
+    """make(recipe="secondary", **options) -> a Story on the secondary-only topology."""
+
+    def make(recipe: Recipe | str = "secondary", **kw: Any) -> Story:
+        t = topology.secondary(qemu_build[0], profile, machines, tmp_path, recipe, **kw)
+        topologies.append(t)
+        return Story(t, _label(qemu_build, profile))
+
+    return make
+
+
+@pytest.fixture
+def primary(
+    qemu_build: tuple[QemuBuild, Probe],
+    profile: Profile,
+    machines: MachineSet,
+    topologies: list[topology.Topology],
+    tmp_path: Path,
+) -> Callable[..., Story]:
+    """make(recipe="primary-child") -> a Story on the primary-only topology."""
+
+    def make(recipe: Recipe | str = "primary-child", **kw: Any) -> Story:
+        t = topology.primary(qemu_build[0], profile, machines, tmp_path, recipe, **kw)
+        topologies.append(t)
+        return Story(t, _label(qemu_build, profile))
+
+    return make

@@ -1,0 +1,155 @@
+"""The standard topologies, built twice from one description: in real QEMU and in the model.
+
+Secondary-only: one qemu-system holds the secondary disk (exported over NBD,
+which gives it the block backend start requires and the primary's path in),
+the hidden and active disks and the replication node. Primary-only: a
+qemu-system with the primary replication node over an NBD client of a
+qemu-storage-daemon export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.builds import QemuBuild
+from harness.images import Chain, Recipe, build_chain, load_recipe
+from harness.machine import Machine, MachineSet
+from harness.model import Model, Profile
+from harness.model.disks import Disk, write_layer
+from harness.model.replication import Mode, ReplicationNode
+from harness.nbd_client import NbdClient
+from harness.ops import PRIMARY, REP, SECONDARY
+from harness.qemu_io import GuestIO
+
+EXPORT = "secondary"
+CHILD_EXPORT = "child"
+
+
+@dataclass(eq=False)
+class Topology:
+    """Real machines and the model of the same graph, plus where each model disk lives."""
+
+    build: QemuBuild
+    model: Model
+    machines: MachineSet
+    chain: Chain
+    guests: dict[str, GuestIO] = field(default_factory=dict)
+    # the NBD client writing into the exported disk (the primary's path in)
+    export_io: NbdClient | None = None
+    # model disk name -> (machine name, node name) for live layer checks
+    layer_nodes: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def machine(self, name: str) -> Machine:
+        return self.machines[name]
+
+    def close(self) -> None:
+        if self.export_io is not None:
+            self.export_io.close()
+            self.export_io = None
+
+
+def disk_from_layer(chain: Chain, name: str) -> Disk:
+    """A model disk with the recipe's geometry and initial contents."""
+    layer = chain[name]
+    disk = Disk(name, layer.size, layer.cluster_size or 1, layer.format)
+    for e in chain.recipe.layer(name).contents:
+        write_layer([disk], 0, e.offset, e.offset + e.length, e.pattern)
+    return disk
+
+
+def _nbd_addr(path: str) -> dict[str, Any]:
+    # Both 7.2 and 10.0 accept only the legacy SocketAddressLegacy form here.
+    return {"type": "unix", "data": {"path": path}}
+
+
+def _export_args(node: str, name: str) -> dict[str, Any]:
+    return {"type": "nbd", "id": "export", "node-name": node, "writable": True, "name": name}
+
+
+def secondary(
+    build: QemuBuild,
+    profile: Profile,
+    machines: MachineSet,
+    workdir: Path,
+    recipe: Recipe | str = "secondary",
+    *,
+    top_id: str = REP,
+    export: bool = True,
+    extra_rep_options: Mapping[str, Any] | None = None,
+) -> Topology:
+    """rep (secondary) -> active -> hidden -> secondary, the secondary disk exported over NBD."""
+    rec = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    chain = build_chain(build, rec, workdir / "images")
+    m = machines.launch(build, SECONDARY)
+    m.qmp_ok("blockdev-add", **chain.blockdev("secondary", backing=None))
+    topo = Topology(build, Model(profile), machines, chain)
+    sec = topo.model.add_disk(disk_from_layer(chain, "secondary"))
+    hidden = topo.model.add_disk(disk_from_layer(chain, "hidden"))
+    active = topo.model.add_disk(disk_from_layer(chain, "active"))
+    hidden.backing, active.backing = sec, hidden
+    if export:
+        sock = m.sock_path("nbd.sock")
+        m.qmp_ok("nbd-server-start", addr=_nbd_addr(sock))
+        m.qmp_ok("block-export-add", **_export_args("secondary", EXPORT))
+        sec.has_blk = True
+        topo.model.export = sec
+        topo.export_io = NbdClient(build, sock, EXPORT)
+    opts: dict[str, Any] = {
+        "driver": "replication",
+        "node-name": REP,
+        "mode": "secondary",
+        "top-id": top_id,
+        "file": chain.blockdev("active", backing=chain.blockdev("hidden", backing="secondary")),
+    }
+    opts.update(extra_rep_options or {})
+    m.qmp_ok("blockdev-add", **opts)
+    topo.model.add_node(
+        SECONDARY,
+        ReplicationNode(
+            REP, Mode.SECONDARY, profile, active, top_id=top_id, top_valid=top_id == REP
+        ),
+    )
+    topo.guests[REP] = GuestIO(m, REP)
+    topo.layer_nodes = {n: (SECONDARY, n) for n in ("active", "hidden", "secondary")}
+    return topo
+
+
+def primary(
+    build: QemuBuild,
+    profile: Profile,
+    machines: MachineSet,
+    workdir: Path,
+    recipe: Recipe | str = "primary-child",
+) -> Topology:
+    """rep (primary) -> NBD client -> qemu-storage-daemon export of the child disk."""
+    rec = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    chain = build_chain(build, rec, workdir / "images")
+    (layer_name,) = rec.names
+    daemon = machines.launch(build, "child", kind="qsd")
+    daemon.qmp_ok("blockdev-add", **chain.blockdev(layer_name, backing=None))
+    sock = daemon.sock_path("nbd.sock")
+    daemon.qmp_ok("nbd-server-start", addr=_nbd_addr(sock))
+    daemon.qmp_ok("block-export-add", **_export_args(layer_name, CHILD_EXPORT))
+    m = machines.launch(build, PRIMARY)
+    m.qmp_ok(
+        "blockdev-add",
+        **{"driver": "replication", "node-name": REP, "mode": "primary"},
+        file={
+            "driver": "nbd",
+            "node-name": "nbd-child",
+            "server": {"type": "unix", "path": sock},
+            "export": CHILD_EXPORT,
+        },
+    )
+    topo = Topology(build, Model(profile), machines, chain)
+    child = topo.model.add_disk(disk_from_layer(chain, layer_name))
+    child.has_blk = True
+    topo.model.export = child
+    topo.model.add_node(PRIMARY, ReplicationNode(REP, Mode.PRIMARY, profile, child))
+    topo.guests[REP] = GuestIO(m, REP)
+    topo.export_io = NbdClient(build, sock, CHILD_EXPORT)
+    topo.layer_nodes = {layer_name: ("child", layer_name)}
+    return topo

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol
@@ -272,17 +272,23 @@ class Machine:
         if self._closed:
             return
         try:
-            if self._connected and self.alive():
-                with contextlib.suppress(MachineError):
+            if self._connected and self.alive() and not self._stopped():
+                with contextlib.suppress(MachineError, subprocess.TimeoutExpired):
                     self._exchange("quit", {}, min(self.timeout, QUIT_DEADLINE))
-            if self._proc is not None:
-                try:
+                    assert self._proc is not None
                     self._proc.wait(QUIT_DEADLINE)
-                except subprocess.TimeoutExpired:
-                    self._force_kill()
         finally:
             self._force_kill()
             self._release()
+
+    def _stopped(self) -> bool:
+        """SIGSTOPped (a fault test's doing): it cannot answer `quit`, so do not wait for it."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                st = f.read()
+        except OSError:
+            return False
+        return st[st.rindex(")") + 2] in "Tt"
 
     def _release(self) -> None:
         """Close the connection and descriptors and remove the private directory."""
@@ -316,10 +322,14 @@ class Machine:
             self._force_kill()
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Send a signal (fault tests: SIGKILL, SIGSTOP, SIGABRT...)."""
+        """Send a signal (fault tests: SIGKILL, SIGSTOP, SIGABRT...). SIGSTOP returns once
+        the process has stopped, so the caller knows what state QEMU is in."""
         if self._proc is not None and self._proc.poll() is None:
             self._record({"event": f"sent {signal.Signals(sig).name}"})
             self._proc.send_signal(sig)
+            if sig == signal.SIGSTOP:
+                # Blocks until stopped (or dead); WNOWAIT leaves the status for Popen.
+                os.waitid(os.P_PID, self._proc.pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
 
     def wait_exit(self, timeout: float) -> int:
         """The exit status (negative: signal) once QEMU exits; MachineHung if it does not."""
@@ -361,17 +371,32 @@ class Machine:
 
     # ---- QMP
 
-    def qmp(self, cmd: str, /, _timeout: float | None = None, **args: Any) -> QmpResult:
-        """Run a QMP command; a QMP error is a value, a crash or hang an exception."""
-        reply = self._exchange(cmd, args, self.timeout if _timeout is None else _timeout)
+    def qmp(self, cmd: str, /, **args: Any) -> QmpResult:
+        """Run a QMP command; a QMP error is a value, a crash or hang an exception.
+
+        Arguments with dashes: `m.qmp("blockdev-del", **{"node-name": "x"})`.
+        """
+        return self.execute(cmd, args)
+
+    def qmp_ok(self, cmd: str, /, **args: Any) -> Any:
+        """Run a QMP command that must succeed; its return value."""
+        return self.execute_ok(cmd, args)
+
+    def execute(
+        self, cmd: str, args: Mapping[str, Any] | None = None, timeout: float | None = None
+    ) -> QmpResult:
+        """qmp() with the arguments as a dict and an explicit deadline (default: the machine's)."""
+        reply = self._exchange(cmd, dict(args or {}), self.timeout if timeout is None else timeout)
         if "error" in reply:
             err = reply["error"]
             return QmpResult(False, None, err.get("class"), err.get("desc"))
         return QmpResult(True, reply.get("return"))
 
-    def qmp_ok(self, cmd: str, /, _timeout: float | None = None, **args: Any) -> Any:
-        """Run a QMP command that must succeed; its return value."""
-        res = self.qmp(cmd, _timeout=_timeout, **args)
+    def execute_ok(
+        self, cmd: str, args: Mapping[str, Any] | None = None, timeout: float | None = None
+    ) -> Any:
+        """execute() for a command that must succeed; QmpCommandFailed otherwise."""
+        res = self.execute(cmd, args, timeout)
         if not res.ok:
             raise QmpCommandFailed(
                 f"{self.name}: {cmd} failed: {res.error_class}: {res.desc}",
@@ -380,9 +405,9 @@ class Machine:
             )
         return res.value
 
-    def hmp(self, cmdline: str, _timeout: float | None = None) -> str:
+    def hmp(self, cmdline: str, timeout: float | None = None) -> str:
         """An HMP command line through human-monitor-command; its text reply."""
-        out = self.qmp_ok("human-monitor-command", _timeout=_timeout, **{"command-line": cmdline})
+        out = self.execute_ok("human-monitor-command", {"command-line": cmdline}, timeout)
         assert isinstance(out, str)
         return out
 
@@ -504,11 +529,14 @@ class MachineSet:
     def __iter__(self) -> Iterator[Machine]:
         return iter(list(self.machines.values()))
 
-    def shutdown_all(self) -> None:
-        """Shut every machine down; an interrupt still kills the rest before propagating."""
+    def shutdown_all(self, graceful: bool = True) -> None:
+        """Shut every machine down (`graceful`: `quit` first, else SIGKILL at once); an
+        interrupt still kills the rest before propagating."""
         pending: BaseException | None = None
         for m in self:
             try:
+                if not graceful:
+                    m._force_kill()
                 m.shutdown()
             except BaseException as e:  # KeyboardInterrupt included: kill, go on
                 m._force_kill()
@@ -529,4 +557,5 @@ class MachineSet:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.shutdown_all()
+        # Interrupted: the user wants out now, and no state needs to survive.
+        self.shutdown_all(graceful=not isinstance(exc, KeyboardInterrupt))

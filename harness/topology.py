@@ -134,16 +134,18 @@ def primary(
     daemon.qmp_ok("nbd-server-start", addr=_nbd_addr(sock))
     daemon.qmp_ok("block-export-add", **_export_args(layer_name, CHILD_EXPORT))
     m = machines.launch(build, PRIMARY)
-    m.qmp_ok(
-        "blockdev-add",
-        **{"driver": "replication", "node-name": REP, "mode": "primary"},
-        file={
+    rep: dict[str, Any] = {
+        "driver": "replication",
+        "node-name": REP,
+        "mode": "primary",
+        "file": {
             "driver": "nbd",
             "node-name": "nbd-child",
             "server": {"type": "unix", "path": sock},
             "export": CHILD_EXPORT,
         },
-    )
+    }
+    m.qmp_ok("blockdev-add", **rep)
     topo = Topology(build, Model(profile), machines, chain)
     child = topo.model.add_disk(disk_from_layer(chain, layer_name))
     child.has_blk = True

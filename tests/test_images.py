@@ -413,24 +413,31 @@ def test_one_tib_chain_builds_in_milliseconds(build: QemuBuild, tmp_path: Path) 
 @needs_qemu
 @with_builds
 def test_template_cache_is_hit(build: QemuBuild, tmp_path: Path) -> None:
-    cache = TemplateCache(tmp_path / "templates")
+    templates = tmp_path / "templates"
+    cache = TemplateCache(templates)
     first = build_chain(build, load_recipe("secondary"), tmp_path / "one", cache=cache)
     assert (cache.creates, cache.hits) == (1, 2)  # three layers, one geometry
     build_chain(build, load_recipe("secondary"), tmp_path / "two", cache=cache)
     assert (cache.creates, cache.hits) == (1, 5)
     build_chain(build, load_recipe("secondary-mixed"), tmp_path / "three", cache=cache)
     assert (cache.creates, cache.hits) == (3, 6)  # 512 and 2M are new, 64k is not
+    # Copies are sparse: qemu-img writes a 2M-cluster image's metadata out in full.
+    big = build_chain(build, load_recipe("secondary-2m"), tmp_path / "big", cache=cache)
+    (big_template,) = [p for p in templates.iterdir() if "-2097152." in p.name]
+    assert big.path("active").read_bytes() == big_template.read_bytes()
+    assert big.path("active").stat().st_blocks * 512 < big_template.stat().st_size // 8
+    assert (cache.creates, cache.hits) == (3, 9)
     # Contents are part of the key: the filled secondary is made once, then copied.
     for n in range(2):
         pre = build_chain(build, load_recipe("secondary-prefilled"), tmp_path / f"pre{n}",
                           cache=cache)
         assert_reads(build, pre["secondary"], [(0, M, 0x11), (4 * M, 192 * K, 0x22)])
         assert allocated(allocation_map(build, pre.path("hidden"), "qcow2")) == []
-    assert (cache.creates, cache.hits) == (4, 11)
-    # A copy is independent of its template.
-    assert cache.directory is not None
-    (template,) = [p for p in cache.directory.iterdir() if "-65536." in p.name]
+    assert (cache.creates, cache.hits) == (4, 14)
+    # A copy is byte for byte its template, and independent of it.
+    (template,) = [p for p in templates.iterdir() if "-65536." in p.name]
     before = hashlib.sha256(template.read_bytes()).hexdigest()
+    assert hashlib.sha256(first.path("active").read_bytes()).hexdigest() == before
     qemu_io(build, "qcow2", first.path("active"), "write -P 9 0 64k")
     assert hashlib.sha256(template.read_bytes()).hexdigest() == before
     # The caller's directory is the caller's: clear() leaves it.

@@ -2,7 +2,8 @@
 
 `qemu-img create` costs about 8 ms; copying an empty image of the same
 geometry costs well under 1 ms. So each (build, format, size, cluster size)
-is created once per process into a template cache and copied from there;
+is created once per process into a template cache and copied from there
+(only its non-zero blocks, so copies stay sparse);
 so is a layer with contents (the qemu-io writes are cached along with it).
 Raw layers are made sparse with truncate: a 1 TiB raw image is never copied.
 """
@@ -12,17 +13,19 @@ from __future__ import annotations
 import atexit
 import enum
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.images.offline import layer_filename
 from harness.images.recipe import FILE_NODE_SUFFIX, Layer, Recipe
 from harness.images.tools import DEFAULT_TIMEOUT, ImageError, run
 
@@ -129,6 +132,94 @@ def _write_contents(build: QemuBuild, layer: Layer, path: Path, timeout: float) 
         )
 
 
+def _file_data_ranges(path: Path) -> list[tuple[int, int]]:
+    """(offset, length) of the file's allocated ranges, from SEEK_DATA/SEEK_HOLE."""
+    out: list[tuple[int, int]] = []
+    with open(path, "rb") as f:
+        fd, end, pos = f.fileno(), os.fstat(f.fileno()).st_size, 0
+        while pos < end:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: no data after pos
+                break
+            stop = os.lseek(fd, start, os.SEEK_HOLE)
+            out.append((start, stop - start))
+            pos = stop
+    return out
+
+
+def _intersect(a: Sequence[tuple[int, int]],
+               b: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    out = []
+    for ao, al in a:
+        for bo, bl in b:
+            lo, hi = max(ao, bo), min(ao + al, bo + bl)
+            if lo < hi:
+                out.append((lo, hi - lo))
+    return out
+
+
+def _data_host_ranges(build: QemuBuild, path: Path, fmt: str,
+                      timeout: float) -> list[tuple[int, int]]:
+    """Where in the file the guest data clusters of `path` live."""
+    proc = run(build, [build.img, "map", "--output=json", layer_filename(path, fmt)],
+               timeout=timeout)
+    return [(int(e["offset"]), int(e["length"])) for e in json.loads(proc.stdout)
+            if e.get("data") and "offset" in e]
+
+
+@dataclass(frozen=True)
+class _SparseImage:
+    """A template's blocks that matter, kept in memory and written as a sparse file.
+
+    qemu-img writes its metadata clusters out in full (a 2 MiB-cluster qcow2
+    is 6 MiB, nearly all zeros); writing only the non-zero blocks costs a
+    fraction of a byte-for-byte copy and keeps the copies sparse. Guest data
+    clusters keep exactly the template's allocation, zeros included: a hole
+    there would show as zero=true in `qemu-img map`, and the copy must map
+    like the file qemu-io wrote.
+    """
+
+    size: int
+    runs: tuple[tuple[int, bytes], ...]
+
+    BLOCK = 4096
+
+    @classmethod
+    def read(cls, path: Path, keep: Sequence[tuple[int, int]] = ()) -> _SparseImage:
+        """`keep`: host (offset, length) ranges whose allocated blocks stay as they are."""
+        data = memoryview(path.read_bytes())
+        dense = [False] * (-(-len(data) // cls.BLOCK))
+        for off, length in _intersect(_file_data_ranges(path), keep):
+            for i in range(off // cls.BLOCK, -(-(off + length) // cls.BLOCK)):
+                dense[i] = True
+        zero = bytes(cls.BLOCK)
+        runs: list[tuple[int, bytes]] = []
+        start: int | None = None
+        for i, off in enumerate(range(0, len(data), cls.BLOCK)):
+            block = data[off:off + cls.BLOCK]
+            if dense[i] or block != zero[:len(block)]:
+                if start is None:
+                    start = off
+            elif start is not None:
+                runs.append((start, bytes(data[start:off])))
+                start = None
+        if start is not None:
+            runs.append((start, bytes(data[start:])))
+        return cls(size=len(data), runs=tuple(runs))
+
+    def write(self, dest: Path) -> None:
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.ftruncate(fd, self.size)
+            for off, buf in self.runs:
+                done = 0
+                while done < len(buf):
+                    done += os.pwrite(fd, buf[done:], off + done)
+        finally:
+            os.close(fd)
+
+
 # -- template cache ------------------------------------------------------------
 
 
@@ -146,6 +237,7 @@ class TemplateCache:
     hits: int = 0
     _owned: bool = field(default=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _images: dict[Path, _SparseImage] = field(default_factory=dict, repr=False)
 
     def _dir(self) -> Path:
         if self.directory is None:
@@ -187,9 +279,21 @@ class TemplateCache:
             self.creates += 1
             return path
 
+    def copy(self, build: QemuBuild, layer: Layer, dest: Path, timeout: float) -> None:
+        """Make `dest` (which must not exist) a sparse copy of `layer`'s template."""
+        src = self.template(build, layer, timeout)
+        with self._lock:
+            image = self._images.get(src)
+            if image is None:
+                keep = (_data_host_ranges(build, src, layer.format, timeout)
+                        if layer.contents else [])
+                image = self._images[src] = _SparseImage.read(src, keep)
+        image.write(dest)
+
     def clear(self) -> None:
         """Remove a private directory (a caller-given one is left alone)."""
         with self._lock:
+            self._images.clear()
             if self._owned and self.directory is not None:
                 shutil.rmtree(self.directory, ignore_errors=True)
                 self.directory = None
@@ -265,7 +369,7 @@ def build_chain(
             argv += ["-b", below.path.name, "-F", below.format, path, str(layer.size)]
             run(build, argv, timeout=timeout)
         else:
-            shutil.copyfile(cache.template(build, layer, timeout), path)
+            cache.copy(build, layer, path, timeout)
         built[layer.name] = ChainLayer(
             name=layer.name, path=path, format=layer.format, size=layer.size,
             cluster_size=layer.cluster_size, backing=layer.backing,

@@ -1,0 +1,313 @@
+"""qemu-io commands and strict parsing of their output, over any transport.
+
+Guest I/O is observed through qemu-io, whose output is text meant for people.
+A conformance verdict can only be as exact as that parsing, so it is strict:
+a result needs the positive line that matches the request (or the one error
+line), and anything else raises UnexpectedOutput quoting the whole text, so no
+output is lost or attributed to the wrong request.
+
+Reads are byte-exact. qemu-io's `-P` checks one pattern over a range and its
+failure message does not say which byte differs, so a read verifies each
+defined extent of the expected data with `read -P PAT -s REL -l LEN OFF TOTAL`
+(same request, one sub-range checked) and only when one fails (or nothing is
+expected) dumps the request with `read -v` and parses the hex dump.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+from harness.observe import IO_OK, Data, IoResult, data_from_bytes, normalize
+
+if TYPE_CHECKING:
+    from harness.machine import Machine
+
+# Requests up to this size are dumped whole (`read -v` prints 16 bytes per line, about
+# 75 bytes of text per 16 bytes of data); larger mismatches are narrowed first.
+DUMP_LIMIT = 1 << 20
+# Narrowing stops at chunks this big, which are then dumped.
+DUMP_CHUNK = 64 << 10
+# More defined extents than this (in a request that fits DUMP_LIMIT): dump at once.
+MAX_VERIFY_EXTENTS = 16
+# qemu-io refuses longer requests without -n.
+MAX_REQUEST = 2147483136
+
+_STATS = re.compile(r"[\d.]+ (?:bytes|[KMGTPE]iB), 1 ops; .* \(.* ops/sec\)")
+_DUMP = re.compile(r"([0-9a-f]{8,}):  ((?:[0-9a-f]{2} ){1,16}) [0-9A-Za-z.]{1,16}")
+_NODE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,31}")
+
+
+class QemuIoError(AssertionError):
+    """qemu-io did something the harness cannot interpret; a test failure, not a result."""
+
+    def __init__(self, message: str, command: str, output: str) -> None:
+        super().__init__(f"{message}\ncommand: {command}\noutput:\n{_quote(output)}")
+        self.command = command
+        self.output = output
+
+
+class UnexpectedOutput(QemuIoError):
+    """The output lacks the line that says how the request ended, or has extra text."""
+
+
+def _quote(output: str) -> str:
+    if not output:
+        return "  (no output)"
+    return "\n".join(f"  | {ln!r}" for ln in output.split("\n"))
+
+
+def _lines(output: str) -> list[str]:
+    """Output lines without line ends (a pty adds \\r)."""
+    text = output.replace("\r\n", "\n")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _check_request(offset: int, length: int) -> None:
+    if offset < 0 or length < 0 or length > MAX_REQUEST:
+        raise ValueError(f"bad qemu-io request: offset {offset}, length {length}")
+
+
+def check_node_name(node: str) -> str:
+    """QEMU node names are [A-Za-z][A-Za-z0-9_.-]*; anything else could break quoting."""
+    if not _NODE_NAME.fullmatch(node):
+        raise ValueError(f"not a QEMU node name: {node!r}")
+    return node
+
+
+def parse_dump(lines: list[str], offset: int, length: int) -> bytes:
+    """The bytes of a `read -v offset length` hex dump, every line checked."""
+    if len(lines) != (length + 15) // 16:
+        raise ValueError(f"{len(lines)} dump lines for {length} bytes")
+    chunks = []
+    for i, line in enumerate(lines):
+        m = _DUMP.fullmatch(line)
+        want = min(16, length - 16 * i)
+        if not m or int(m[1], 16) != offset + 16 * i:
+            raise ValueError(f"bad dump line {i}: {line!r}")
+        chunk = bytes.fromhex(m[2])
+        if len(chunk) != want:
+            raise ValueError(f"dump line {i} has {len(chunk)} bytes, expected {want}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class QemuIoSession(ABC):
+    """The qemu-io commands the harness uses, independent of how they reach qemu-io."""
+
+    @abstractmethod
+    def _run(self, command: str) -> str:
+        """Run one qemu-io command; exactly the text it printed."""
+
+    def _where(self) -> str:
+        """Which qemu-io this is, for error messages."""
+        return type(self).__name__
+
+    # ---- requests
+
+    def write(self, offset: int, length: int, pattern: int) -> IoResult:
+        _check_request(offset, length)
+        if not 0 <= pattern <= 255:
+            raise ValueError(f"pattern {pattern} is not a byte")
+        cmd = f"write -P {pattern} {offset} {length}"
+        return self._simple(cmd, "wrote", "write", offset, length)
+
+    def write_zeroes(self, offset: int, length: int) -> IoResult:
+        _check_request(offset, length)
+        return self._simple(f"write -z {offset} {length}", "wrote", "write", offset, length)
+
+    def discard(self, offset: int, length: int) -> IoResult:
+        _check_request(offset, length)
+        return self._simple(f"discard {offset} {length}", "discard", "discard", offset, length)
+
+    def flush(self) -> IoResult:
+        """qemu-io's flush prints nothing, even when the flush fails (both 7.2 and 10.0)."""
+        out = self._run("flush")
+        if _lines(out):
+            raise self._unexpected("flush printed text", "flush", out)
+        return IO_OK
+
+    def read(self, offset: int, length: int, expect: Data | None = None) -> IoResult:
+        """Read and report the bytes byte-exactly; `expect` (if given) makes it cheap."""
+        _check_request(offset, length)
+        if expect is None:
+            return self._dump_all(offset, length)
+        _check_cover(expect, offset, length)
+        defined = [(o - offset, n, p) for o, n, p in expect if p is not None]
+        if not defined:
+            return self._plain_read(offset, length, expect)
+        if len(defined) > MAX_VERIFY_EXTENTS and length <= DUMP_LIMIT:
+            return self._dump_all(offset, length)
+        failed: list[tuple[int, int, int]] = []
+        for rel, n, pat in defined:
+            ok = self._verify(offset, length, pat, rel, n)
+            if isinstance(ok, IoResult):
+                return ok
+            if not ok:
+                failed.append((rel, n, pat))
+        if not failed:
+            return IoResult(True, None, normalize(expect))
+        if length <= DUMP_LIMIT:
+            return self._dump_all(offset, length)
+        return self._narrow(offset, length, expect, failed)
+
+    # ---- reads, the parts
+
+    def _plain_read(self, offset: int, length: int, expect: Data) -> IoResult:
+        res = self._simple(f"read {offset} {length}", "read", "read", offset, length)
+        return IoResult(True, None, normalize(expect)) if res.ok else res
+
+    def _verify(self, offset: int, length: int, pat: int, rel: int, n: int) -> bool | IoResult:
+        """Does [rel, rel+n) of the request read `pat`? An IoResult if the read failed."""
+        cmd = f"read -P {pat} -s {rel} -l {n} {offset} {length}"
+        out = self._run(cmd)
+        lines = _lines(out)
+        err = _error_line(lines, "read")
+        if err is not None:
+            return err
+        verified = True
+        if lines and lines[0] == f"Pattern verification failed at offset {offset + rel}, {n} bytes":
+            verified = False
+            lines = lines[1:]
+        if not _positive(lines, "read", offset, length):
+            raise self._unexpected("no read result line matching the request", cmd, out)
+        return verified
+
+    def _dump(self, offset: int, length: int) -> bytes | IoResult:
+        cmd = f"read -v {offset} {length}"
+        out = self._run(cmd)
+        lines = _lines(out)
+        err = _error_line(lines, "read")
+        if err is not None:
+            return err
+        if len(lines) < 2 or not _positive(lines[-2:], "read", offset, length):
+            raise self._unexpected("no read result line matching the request", cmd, out)
+        try:
+            return parse_dump(lines[:-2], offset, length)
+        except ValueError as e:
+            raise self._unexpected(f"malformed hex dump: {e}", cmd, out) from None
+
+    def _dump_all(self, offset: int, length: int) -> IoResult:
+        """The whole request's bytes (in DUMP_LIMIT pieces if it is bigger)."""
+        parts: list[bytes] = []
+        for off in range(offset, offset + length, DUMP_LIMIT) if length else [offset]:
+            got = self._dump(off, min(DUMP_LIMIT, offset + length - off))
+            if isinstance(got, IoResult):
+                return got
+            parts.append(got)
+        return IoResult(True, None, data_from_bytes(offset, b"".join(parts)))
+
+    def _narrow(
+        self, offset: int, length: int, expect: Data, failed: list[tuple[int, int, int]]
+    ) -> IoResult:
+        """A big request with mismatches: halve failing ranges (still whole-request reads
+        checking one sub-range) down to DUMP_CHUNK, then dump only those chunks."""
+        dumps: dict[int, bytes] = {}
+        todo = list(failed)
+        while todo:
+            rel, n, pat = todo.pop()
+            if n <= DUMP_CHUNK:
+                got = self._dump(offset + rel, n)
+                if isinstance(got, IoResult):
+                    return got
+                dumps[rel] = got
+                continue
+            half = (n // 2 + 511) & ~511
+            for r, m in ((rel, half), (rel + half, n - half)):
+                ok = self._verify(offset, length, pat, r, m)
+                if isinstance(ok, IoResult):
+                    return ok
+                if not ok:
+                    todo.append((r, m, pat))
+        return IoResult(True, None, _overlay(expect, offset, dumps))
+
+    def _simple(self, cmd: str, ok_verb: str, err_verb: str, offset: int, length: int) -> IoResult:
+        out = self._run(cmd)
+        lines = _lines(out)
+        err = _error_line(lines, err_verb)
+        if err is not None:
+            return err
+        if _positive(lines, ok_verb, offset, length):
+            return IO_OK
+        raise self._unexpected(f"no '{ok_verb}' line matching the request", cmd, out)
+
+    def _unexpected(self, what: str, cmd: str, out: str) -> UnexpectedOutput:
+        return UnexpectedOutput(f"{self._where()}: {what}", cmd, out)
+
+
+def _error_line(lines: list[str], verb: str) -> IoResult | None:
+    """`<verb> failed: <strerror>` as the only line: the request's error."""
+    prefix = f"{verb} failed: "
+    if len(lines) == 1 and lines[0].startswith(prefix) and len(lines[0]) > len(prefix):
+        return IoResult(False, lines[0][len(prefix) :])
+    return None
+
+
+def _positive(lines: list[str], verb: str, offset: int, length: int) -> bool:
+    """Exactly `<verb> L/L bytes at offset O` and the statistics line."""
+    return (
+        len(lines) == 2
+        and lines[0] == f"{verb} {length}/{length} bytes at offset {offset}"
+        and _STATS.fullmatch(lines[1]) is not None
+    )
+
+
+def _check_cover(expect: Data, offset: int, length: int) -> None:
+    pos = offset
+    for o, n, _ in expect:
+        if o != pos or n <= 0:
+            raise ValueError(f"expected data must cover [{offset}, +{length}) without gaps")
+        pos += n
+    if pos != offset + length:
+        raise ValueError(f"expected data must cover [{offset}, +{length}) exactly")
+
+
+def _overlay(expect: Data, offset: int, dumps: dict[int, bytes]) -> Data:
+    """`expect`, with the dumped ranges (keys: offsets relative to the request) replaced."""
+    cuts = sorted((offset + rel, offset + rel + len(b), b) for rel, b in dumps.items())
+    out: list[tuple[int, int, int | None]] = []
+    for o, n, p in expect:
+        pos, end = o, o + n
+        for lo, hi, buf in cuts:
+            if hi <= pos or lo >= end:
+                continue
+            if lo > pos:
+                out.append((pos, lo - pos, p))
+            out.extend(data_from_bytes(lo, buf))
+            pos = hi
+        if pos < end:
+            out.append((pos, end - pos, p))
+    return normalize(out)
+
+
+def _hmp_quote(text: str) -> str:
+    """A double-quoted HMP string argument."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class GuestIO(QemuIoSession):
+    """Guest I/O on a node through HMP `qemu-io`, whose text goes to QEMU's stdout.
+
+    The QMP reply is empty and the text is complete when it arrives; if a result
+    line is missing the parser fails loudly rather than guess.
+    """
+
+    def __init__(self, machine: Machine, node: str, timeout: float | None = None) -> None:
+        self.machine = machine
+        self.node = check_node_name(node)
+        self.timeout = timeout
+
+    def _where(self) -> str:
+        return f"HMP qemu-io on node {self.node!r} of machine {self.machine.name!r}"
+
+    def _run(self, command: str) -> str:
+        mark = self.machine.stdout_mark()
+        reply = self.machine.hmp(f"qemu-io {self.node} {_hmp_quote(command)}", self.timeout)
+        out = self.machine.stdout_since(mark)
+        if reply:
+            raise UnexpectedOutput(f"{self._where()}: HMP answered {reply.strip()!r}", command, out)
+        return out

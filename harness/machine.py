@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from harness.observe import QmpResult
+from harness.tmp import private_dir as short_private_dir
 
 Kind = Literal["system", "qsd"]
 
@@ -144,7 +144,7 @@ def spawn(
 
 def private_dir() -> Path:
     """A 0700 directory with a short path: unix socket paths are limited to 107 bytes."""
-    return Path(tempfile.mkdtemp(prefix="qrc-", dir="/tmp"))
+    return short_private_dir("qrc-")
 
 
 class _Monitor(QEMUMonitorProtocol):

@@ -29,6 +29,7 @@ from qemu.qmp import QMPClient, QMPError
 
 from harness.builds import QemuBuild
 from harness.errors import BinaryNotExecutable, NoReplication, ProbeError
+from harness.tmp import private_dir
 
 # Commands the harness drives; all of them are needed to run replication cases.
 REQUIRED_COMMANDS: tuple[str, ...] = (
@@ -221,7 +222,7 @@ async def _session(
     QEMU is the QMP client (we listen), so no polling for a socket file is
     needed; its exit is watched at the same time so a crash fails at once.
     """
-    tmp = Path(tempfile.mkdtemp(prefix="qrc", dir="/tmp"))  # 0700, short path
+    tmp = private_dir("qrc")  # 0700, short path
     sock = tmp / "qmp"
     qmp = QMPClient(f"probe:{build.label}")
     proc: asyncio.subprocess.Process | None = None

@@ -79,12 +79,22 @@ def secondary(
     top_id: str = REP,
     export: bool = True,
     extra_rep_options: Mapping[str, Any] | None = None,
+    secondary_filter: Mapping[str, Any] | None = None,
 ) -> Topology:
-    """rep (secondary) -> active -> hidden -> secondary, the secondary disk exported over NBD."""
+    """rep (secondary) -> active -> hidden -> secondary, the secondary disk exported over NBD.
+
+    `secondary_filter`: blockdev-add options of a filter node (blkdebug, throttle) over the
+    secondary disk's format node "secondary"; the export and the hidden disk's backing then
+    use the filter, so every write reaching the secondary disk passes through it.
+    """
     rec = load_recipe(recipe) if isinstance(recipe, str) else recipe
     chain = build_chain(build, rec, workdir / "images")
     m = machines.launch(build, SECONDARY)
     m.qmp_ok("blockdev-add", **chain.blockdev("secondary", backing=None))
+    sec_node = "secondary"
+    if secondary_filter is not None:
+        m.qmp_ok("blockdev-add", **secondary_filter)
+        sec_node = secondary_filter["node-name"]
     topo = Topology(build, Model(profile), machines, chain)
     sec = topo.model.add_disk(disk_from_layer(chain, "secondary"))
     hidden = topo.model.add_disk(disk_from_layer(chain, "hidden"))
@@ -93,7 +103,7 @@ def secondary(
     if export:
         sock = m.sock_path("nbd.sock")
         m.qmp_ok("nbd-server-start", addr=_nbd_addr(sock))
-        m.qmp_ok("block-export-add", **_export_args("secondary", EXPORT))
+        m.qmp_ok("block-export-add", **_export_args(sec_node, EXPORT))
         sec.has_blk = True
         topo.model.export = sec
         topo.export_io = NbdClient(build, sock, EXPORT)
@@ -102,7 +112,7 @@ def secondary(
         "node-name": REP,
         "mode": "secondary",
         "top-id": top_id,
-        "file": chain.blockdev("active", backing=chain.blockdev("hidden", backing="secondary")),
+        "file": chain.blockdev("active", backing=chain.blockdev("hidden", backing=sec_node)),
     }
     opts.update(extra_rep_options or {})
     m.qmp_ok("blockdev-add", **opts)

@@ -3,11 +3,16 @@ values, and crashes, hangs and aborts turned into failures that explain themselv
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
+import select
+import shutil
 import signal
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -266,3 +271,49 @@ def test_qmp_round_trip_latency(build: QemuBuild, machines: MachineSet) -> None:
 def test_errors_are_assertion_errors() -> None:
     for cls in (MachineDied, MachineHung, QmpCommandFailed):
         assert issubclass(cls, MachineError) and issubclass(cls, AssertionError)
+
+
+@with_builds
+def test_events_are_collected(build: QemuBuild, machines: MachineSet) -> None:
+    m = machines.launch(build, "m")
+    m.qmp_ok("cont")
+    m.qmp_ok("query-status")  # the event precedes this reply
+    names = [e["event"] for e in m.events()]
+    assert "RESUME" in names
+    assert m.events() == []
+    assert '"RESUME"' in m.transcript_text()
+
+
+ORPHAN = """
+import json, os, signal, sys
+from pathlib import Path
+from harness.builds import QemuBuild
+from harness.machine import Machine
+m = Machine.launch(QemuBuild(**json.loads(sys.argv[1])), Path(sys.argv[2]), "orphan")
+print(m.pid, m.sockdir, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@with_builds
+def test_qemu_dies_with_its_python_process(build: QemuBuild, tmp_path: Path) -> None:
+    """PR_SET_PDEATHSIG: a worker killed outright takes its QEMU with it."""
+    proc = subprocess.run(
+        [sys.executable, "-c", ORPHAN, json.dumps(dataclasses.asdict(build)), str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    pid_text, sockdir = proc.stdout.split()
+    shutil.rmtree(sockdir, ignore_errors=True)  # nobody else will: its owner was killed
+    try:
+        fd = os.pidfd_open(int(pid_text))
+    except ProcessLookupError:
+        return  # already gone (and reaped)
+    try:
+        ready, _, _ = select.select([fd], [], [], 5.0)  # readable once the process exits
+        assert ready, f"QEMU {pid_text} outlived the Python process that started it"
+    finally:
+        os.close(fd)

@@ -160,6 +160,30 @@ class PrimaryRead(Op):
         return f"nbd 'read {self.offset:#x} {self.length:#x}'"
 
 
+@dataclass(frozen=True, slots=True)
+class PrimaryWriteZeroes(Op):
+    """A write-zeroes of the primary arriving through the secondary disk's NBD export."""
+
+    offset: int
+    length: int
+    kind: ClassVar[str] = "primary_write_zeroes"
+
+    def describe(self) -> str:
+        return f"nbd 'write -z {self.offset:#x} {self.length:#x}'"
+
+
+@dataclass(frozen=True, slots=True)
+class PrimaryDiscard(Op):
+    """A discard (NBD trim) of the primary arriving through the secondary disk's NBD export."""
+
+    offset: int
+    length: int
+    kind: ClassVar[str] = "primary_discard"
+
+    def describe(self) -> str:
+        return f"nbd 'discard {self.offset:#x} {self.length:#x}'"
+
+
 # ---- the replication QMP commands (they act on every replication node of a machine)
 
 

@@ -51,6 +51,8 @@ class RealSide:
             ops.Read: lambda op, e: self._io(op.node).read(op.offset, op.length, _hint(e)),
             ops.PrimaryWrite: lambda op, e: self._export().write(op.offset, op.length, op.pattern),
             ops.PrimaryRead: lambda op, e: self._export().read(op.offset, op.length, _hint(e)),
+            ops.PrimaryWriteZeroes: lambda op, e: self._export().write_zeroes(op.offset, op.length),
+            ops.PrimaryDiscard: lambda op, e: self._export().discard(op.offset, op.length),
             ops.Start: self._start,
             ops.Stop: self._stop,
             ops.Checkpoint: lambda op, e: self._m(op.machine).qmp("xen-colo-do-checkpoint"),

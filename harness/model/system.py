@@ -78,6 +78,8 @@ class Model:
             ops.Read: self._read,
             ops.PrimaryWrite: self._primary_write,
             ops.PrimaryRead: self._primary_read,
+            ops.PrimaryWriteZeroes: self._primary_write_zeroes,
+            ops.PrimaryDiscard: self._primary_discard,
             ops.Start: self._start,
             ops.Stop: self._stop,
             ops.Checkpoint: self._checkpoint,
@@ -154,11 +156,27 @@ class Model:
         return self.export
 
     def _primary_write(self, op: ops.PrimaryWrite) -> Observation:
+        return self._primary_write_value(op.offset, op.length, op.pattern)
+
+    def _primary_write_zeroes(self, op: ops.PrimaryWriteZeroes) -> Observation:
+        # The copy-before-write filter copies before a write-zeroes as before a write;
+        # the qcow2 layer then holds zeros over whole clusters (zero or data clusters,
+        # allocated either way).
+        return self._primary_write_value(op.offset, op.length, 0)
+
+    def _primary_discard(self, op: ops.PrimaryDiscard) -> Observation:
+        # Neither the secondary disk (no discard=unmap) nor the copy-before-write filter
+        # (inserted with BDRV_O_RDWR only) has BDRV_O_UNMAP: bdrv_co_pdiscard returns 0
+        # before any driver runs, so nothing is copied and nothing is discarded.
+        self._export_disk()
+        return IO_OK
+
+    def _primary_write_value(self, offset: int, length: int, pattern: int) -> Observation:
         disk = self._export_disk()
-        start, end = op.offset, op.offset + op.length
+        start, end = offset, offset + length
         for node in self.nodes.values():
             node.before_secondary_write(disk, start, end)
-        write_layer(disk.chain(), 0, start, end, op.pattern)
+        write_layer(disk.chain(), 0, start, end, pattern)
         for node in self.nodes.values():
             if node.settling and node.secondary is disk:
                 # Racing the failover commit: where it copies, either side's data wins.

@@ -1,0 +1,342 @@
+"""Checkpoint semantics: copy-before-write into the hidden disk, and what a checkpoint resets.
+
+- The primary's writes reach the secondary disk over NBD; before each one the backup job
+  copies the old data of every touched backup cluster into the hidden disk. The backup
+  cluster is max(64 KiB, hidden's cluster size): 64 KiB for hidden clusters of 512 B and
+  64 KiB, 2 MiB for 2 MiB hidden clusters (recipes secondary-512, secondary, secondary-2m,
+  secondary-mixed: active 64 KiB, hidden 2 MiB, secondary 512 B).
+- Once per cluster per checkpoint: a second write to a copied cluster copies nothing, so the
+  hidden disk keeps the OLDEST data; after a checkpoint the next write copies again.
+- The secondary VM sees the primary's writes only after a checkpoint, and loses its own
+  writes at a checkpoint: active and hidden are emptied (checked live with HMP qemu-io map
+  and offline with qemu-img map).
+- The checkpoint's answer in every mode and stage.
+- Write-zeroes over NBD copy like writes; NBD trims do nothing at all here (neither the
+  secondary disk nor the copy-before-write filter has discard=unmap).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.model import messages as msg
+from harness.observe import IO_OK, QMP_OK, IoResult, qmp_error, status
+from harness.ops import (
+    PRIMARY,
+    Checkpoint,
+    PrimaryDiscard,
+    PrimaryRead,
+    PrimaryWrite,
+    PrimaryWriteZeroes,
+    Read,
+    Settle,
+    Start,
+    Status,
+    Stop,
+    Write,
+)
+from harness.real import live_allocation
+
+pytestmark = [pytest.mark.quick]
+
+KiB = 1 << 10
+MiB = 1 << 20
+
+# recipe -> backup cluster size (max(64 KiB, hidden's cluster size))
+GEOMETRIES = {
+    "secondary-512": 64 * KiB,
+    "secondary": 64 * KiB,
+    "secondary-2m": 2 * MiB,
+    "secondary-mixed": 2 * MiB,
+}
+RECIPES = list(GEOMETRIES)
+
+
+def data(*extents: tuple[int, int, int]) -> IoResult:
+    return IoResult(True, None, tuple(extents))
+
+
+def hidden_live(s) -> list[tuple[int, int]]:
+    return live_allocation(s.topo.machine("secondary"), "hidden")
+
+
+def active_live(s) -> list[tuple[int, int]]:
+    return live_allocation(s.topo.machine("secondary"), "active")
+
+
+def seed(s, size: int, pattern: int) -> None:
+    """Started, and the secondary disk holds `pattern` on [0, size) as of the last checkpoint."""
+    s.expect(Start(primary=False), QMP_OK)
+    s.expect(PrimaryWrite(0, size, pattern), IO_OK)
+    s.expect(Checkpoint(), QMP_OK)
+    assert hidden_live(s) == []
+
+
+# ---- copy-before-write granularity
+
+
+@pytest.mark.secondary
+@pytest.mark.parametrize("old", ["zero", "data"])
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_copy_granularity(secondary, recipe, old):
+    """A 1 KiB primary write straddling two backup clusters copies both, whole: the old
+    data as data, or (unallocated, reading as zero) as zero clusters; allocated either way."""
+    bc = GEOMETRIES[recipe]
+    s = secondary(recipe)
+    old_pat = 0
+    if old == "data":
+        old_pat = 0x11
+        seed(s, 4 * bc, old_pat)
+    else:
+        s.expect(Start(primary=False), QMP_OK)
+    s.expect(PrimaryWrite(3 * bc - 512, 1024, 0x22), IO_OK)
+    assert hidden_live(s) == [(2 * bc, 4 * bc)]
+    s.check_layers_live()
+    # the secondary VM still sees the old data; the secondary disk has the new
+    s.expect(Read(2 * bc, 2 * bc), data((2 * bc, 2 * bc, old_pat)))
+    s.expect(
+        PrimaryRead(2 * bc, 2 * bc),
+        data((2 * bc, bc - 512, old_pat), (3 * bc - 512, 1024, 0x22),
+             (3 * bc + 512, bc - 512, old_pat)),
+    )
+    # a write of one byte, at the very start of another cluster: exactly that cluster
+    s.expect(PrimaryWrite(5 * bc, 1, 0x33), IO_OK)
+    assert hidden_live(s) == [(2 * bc, 4 * bc), (5 * bc, 6 * bc)]
+    s.expect(Checkpoint(), QMP_OK)
+    assert hidden_live(s) == [] and active_live(s) == []
+    s.expect(Read(5 * bc, 4), data((5 * bc, 1, 0x33), (5 * bc + 1, 3, 0)))
+    s.check_layers_live()
+    s.finish()
+
+
+# ---- once per cluster per checkpoint
+
+
+@pytest.mark.secondary
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_hidden_keeps_oldest_data_until_checkpoint(secondary, recipe):
+    bc = GEOMETRIES[recipe]
+    s = secondary(recipe)
+    seed(s, 2 * bc, 0x11)
+    s.expect(PrimaryWrite(100, 1000, 0x22), IO_OK)
+    s.expect(PrimaryWrite(0, bc, 0x33), IO_OK)  # the same cluster: no second copy
+    s.expect(PrimaryWrite(bc - 4096, 8192, 0x44), IO_OK)  # cluster 0 again, and cluster 1
+    assert hidden_live(s) == [(0, 2 * bc)]
+    # the secondary VM sees the checkpoint's 0x11 everywhere (the hidden disk's copies)
+    s.expect(Read(0, 2 * bc), data((0, 2 * bc, 0x11)))
+    s.check_layers_live()
+    s.expect(Checkpoint(), QMP_OK)
+    assert hidden_live(s) == []
+    newest = ((0, bc - 4096, 0x33), (bc - 4096, 8192, 0x44), (bc + 4096, bc - 4096, 0x11))
+    s.expect(Read(0, 2 * bc), data(*newest))
+    # a new checkpoint interval: the next write copies again, now the newest data
+    s.expect(PrimaryWrite(bc - 1, 2, 0x55), IO_OK)
+    assert hidden_live(s) == [(0, 2 * bc)]
+    s.expect(Read(0, 2 * bc), data(*newest))
+    s.check_layers_live()
+    s.expect(Checkpoint(), QMP_OK)
+    s.expect(
+        Read(bc - 4096, 8192),
+        data((bc - 4096, 4095, 0x44), (bc - 1, 2, 0x55), (bc + 1, 4095, 0x44)),
+    )
+    s.check_layers_live()
+    s.finish()
+
+
+# ---- visibility and discarding
+
+
+@pytest.mark.secondary
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_primary_writes_visible_only_after_checkpoint(secondary, recipe):
+    bc = GEOMETRIES[recipe]
+    s = secondary(recipe)
+    s.expect(Start(primary=False), QMP_OK)
+    s.expect(PrimaryWrite(bc // 2, bc, 0x33), IO_OK)
+    s.expect(Read(0, 2 * bc), data((0, 2 * bc, 0)))
+    s.expect(Status(), status(None))
+    s.expect(Checkpoint(), QMP_OK)
+    s.expect(Read(0, 2 * bc), data((0, bc // 2, 0), (bc // 2, bc, 0x33), (3 * bc // 2, bc // 2, 0)))
+    s.check_layers_live()
+    s.finish()
+
+
+@pytest.mark.secondary
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_secondary_writes_discarded_at_checkpoint(secondary, recipe):
+    """The secondary VM's own writes (across cluster boundaries, unaligned) live in the
+    active disk until the checkpoint empties it; the primary's then show through."""
+    bc = GEOMETRIES[recipe]
+    s = secondary(recipe)
+    seed(s, 2 * bc, 0x11)
+    s.expect(Write(bc - 300, 600, 0x22), IO_OK)
+    s.expect(Write(100, 1000, 0x23), IO_OK)
+    s.expect(PrimaryWrite(bc - 1000, 2000, 0x44), IO_OK)
+    s.expect(
+        Read(0, 2 * bc),
+        data((0, 100, 0x11), (100, 1000, 0x23), (1100, bc - 1400, 0x11), (bc - 300, 600, 0x22),
+             (bc + 300, bc - 300, 0x11)),
+    )
+    assert active_live(s) != [] and hidden_live(s) == [(0, 2 * bc)]
+    s.check_layers_live()
+    s.expect(Checkpoint(), QMP_OK)
+    assert active_live(s) == [] and hidden_live(s) == []
+    s.expect(
+        Read(0, 2 * bc),
+        data((0, bc - 1000, 0x11), (bc - 1000, 2000, 0x44), (bc + 1000, bc - 1000, 0x11)),
+    )
+    s.check_layers_live()
+    s.finish()
+
+
+@pytest.mark.secondary
+def test_repeated_checkpoints_keep_layers_empty(secondary):
+    s = secondary("secondary-prefilled")
+    s.expect(Start(primary=False), QMP_OK)
+    for i in range(3):
+        s.expect(Checkpoint(), QMP_OK)
+        s.expect(Read(0, 1 * MiB), data((0, 1 * MiB, 0x11)))
+        s.expect(Status(), status(None))
+        s.expect(Write(i * 4096, 4096, 0x20 + i), IO_OK)
+    s.expect(Checkpoint(), QMP_OK)
+    assert active_live(s) == [] and hidden_live(s) == []
+    s.check_layers_live()
+    s.finish()
+
+
+# ---- the checkpoint's answer in every stage
+
+
+def blkdebug_over_secondary(sector: int) -> dict[str, object]:
+    """An error rule on one sector of the secondary disk: the failover commit fails there."""
+    return {
+        "driver": "blkdebug",
+        "node-name": "secondary-dbg",
+        "image": "secondary",
+        "inject-error": [
+            {"event": "pwritev", "iotype": "write", "sector": sector, "errno": 5, "once": False}
+        ],
+    }
+
+
+SECONDARY_ANSWERS = {
+    # no backup job yet
+    "none": qmp_error(msg.BACKUP_CANCELLED),
+    "running": QMP_OK,
+    # stage DONE: replication_do_checkpoint returns silently (>= 5.0), nothing is emptied
+    "done-stop": QMP_OK,
+    "done-failover": QMP_OK,
+    # the backup job was cancelled by the stop
+    "failover-failed": qmp_error(msg.BACKUP_CANCELLED),
+}
+
+
+@pytest.mark.secondary
+@pytest.mark.parametrize("stage", list(SECONDARY_ANSWERS))
+def test_checkpoint_answer_secondary(secondary, profile, stage):
+    if not profile.at_least(5, 1):
+        pytest.skip("silent DONE needs 5.0, the plain stop's cancelled backup job 5.1")
+    if stage == "failover-failed":
+        # sector 1 lies in the guest's cluster [0, 64K), which the commit must copy
+        s = secondary(secondary_filter=blkdebug_over_secondary(1))
+    else:
+        s = secondary()
+    if stage != "none":
+        s.expect(Start(primary=False), QMP_OK)
+        s.expect(Write(0, 4096, 0x11), IO_OK)
+        s.expect(PrimaryWrite(64 * KiB, 4096, 0x22), IO_OK)
+    if stage == "done-stop":
+        s.expect(Stop(primary=False), qmp_error(msg.BACKUP_CANCELLED))
+    elif stage in ("done-failover", "failover-failed"):
+        if stage == "failover-failed":
+            s.model.nodes["rep"].commit_fails = True
+        s.expect(Stop(primary=False, failover=True), QMP_OK)
+        s.do(Settle())
+    before = s.do(Status())
+    answer = SECONDARY_ANSWERS[stage]
+    for _ in range(2):
+        s.expect(Checkpoint(), answer)
+        # a checkpoint never changes the status, whatever it answers
+        assert s.do(Status()) == before
+    if stage in ("none", "running", "done-stop", "failover-failed"):
+        # running: emptied; the others: untouched (the model says which)
+        s.check_layers_live()
+    if stage != "none":
+        s.do(Read(0, 128 * KiB))
+    s.finish()
+
+
+@pytest.mark.primary
+@pytest.mark.parametrize("stage", ["none", "running", "done-stop", "done-failover"])
+def test_checkpoint_answer_primary(primary, stage):
+    """The primary does nothing at a checkpoint and always succeeds."""
+    s = primary()
+    if stage != "none":
+        s.expect(Start(primary=True, machine=PRIMARY), QMP_OK)
+        s.expect(Write(0, 4096, 0x11), IO_OK)
+    if stage in ("done-stop", "done-failover"):
+        s.expect(Stop(primary=True, failover=stage == "done-failover", machine=PRIMARY), QMP_OK)
+    for _ in range(2):
+        s.expect(Checkpoint(machine=PRIMARY), QMP_OK)
+    s.do(Status(machine=PRIMARY))
+    s.do(PrimaryRead(0, 8192))
+    s.finish()
+
+
+# ---- write-zeroes and discards from the primary
+
+
+ZERO_REQUESTS = {
+    "aligned": (64 * KiB, 64 * KiB),
+    "unaligned": (64 * KiB + 100, 1000),
+    "cross": (128 * KiB - 700, 1500),
+}
+
+
+@pytest.mark.secondary
+@pytest.mark.parametrize("req", list(ZERO_REQUESTS))
+@pytest.mark.parametrize("recipe", ["secondary", "secondary-512", "secondary-2m"])
+def test_primary_write_zeroes_copies_before_write(secondary, recipe, req):
+    bc = GEOMETRIES[recipe]
+    off, length = ZERO_REQUESTS[req]
+    s = secondary(recipe)
+    seed(s, 4 * bc, 0x11)
+    s.expect(PrimaryWriteZeroes(off, length), IO_OK)
+    first, last = off - off % bc, -(-(off + length) // bc) * bc
+    assert hidden_live(s) == [(first, last)]
+    s.check_layers_live()
+    s.expect(Read(0, 4 * bc), data((0, 4 * bc, 0x11)))
+    s.expect(
+        PrimaryRead(0, 4 * bc),
+        data((0, off, 0x11), (off, length, 0), (off + length, 4 * bc - off - length, 0x11)),
+    )
+    s.expect(Checkpoint(), QMP_OK)
+    s.expect(
+        Read(0, 4 * bc),
+        data((0, off, 0x11), (off, length, 0), (off + length, 4 * bc - off - length, 0x11)),
+    )
+    s.check_layers_live()
+    s.finish()
+
+
+@pytest.mark.secondary
+@pytest.mark.parametrize("stage", ["none", "running", "done-failover"])
+def test_primary_discard_does_nothing(secondary, stage):
+    """NBD trims succeed and change nothing: the export's node (the secondary disk, or the
+    copy-before-write filter while running) has no BDRV_O_UNMAP, so bdrv_co_pdiscard
+    returns before any driver runs; no copy into the hidden disk either."""
+    s = secondary("secondary-prefilled")
+    if stage != "none":
+        s.expect(Start(primary=False), QMP_OK)
+    if stage == "done-failover":
+        s.expect(Stop(primary=False, failover=True), QMP_OK)
+        s.do(Settle())
+    s.expect(PrimaryDiscard(0, 1 * MiB), IO_OK)
+    s.expect(PrimaryDiscard(100, 1000), IO_OK)
+    s.expect(PrimaryRead(0, 1 * MiB), data((0, 1 * MiB, 0x11)))
+    if stage == "running":
+        assert hidden_live(s) == []
+        s.expect(Read(0, 1 * MiB), data((0, 1 * MiB, 0x11)))
+    if stage != "done-failover":
+        s.check_layers_live()
+    s.finish()

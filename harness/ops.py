@@ -242,4 +242,18 @@ class Settle(Op):
         return f"{self.machine}: wait for the failover commit to finish"
 
 
+@dataclass(frozen=True, slots=True)
+class BlockdevDel(Op):
+    """blockdev-del of a replication node: refused while a running secondary's op blocker
+    sits on it (its top-id node), else the node is closed (a running one is stopped first,
+    replication_close) and leaves the *_all list."""
+
+    node: str = REP
+    machine: str = SECONDARY
+    kind: ClassVar[str] = "blockdev_del"
+
+    def describe(self) -> str:
+        return f"{self.machine}: blockdev-del node-name={self.node}"
+
+
 OPS: tuple[type[Op], ...] = tuple(Op.registry.values())

@@ -58,6 +58,9 @@ class RealSide:
             ops.Checkpoint: lambda op, e: self._m(op.machine).qmp("xen-colo-do-checkpoint"),
             ops.Status: lambda op, e: self._m(op.machine).qmp("query-xen-replication-status"),
             ops.Settle: self._settle,
+            ops.BlockdevDel: lambda op, e: self._m(op.machine).qmp(
+                "blockdev-del", **{"node-name": op.node}
+            ),
         }
 
     def _m(self, name: str) -> Machine:

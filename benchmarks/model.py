@@ -21,7 +21,9 @@ slots touch) any more than on the 1 TiB disk (where they are 1 GiB apart).
 
 Operations are built before timing; each figure is the best of R runs on a
 fresh model; the garbage collector is off while timing (as timeit does); the
-process is pinned to one CPU unless --no-pin.
+process is pinned to one CPU unless --no-pin. `ops_per_s` counts this process's
+CPU time (time.process_time: one core, robust against other load on the
+machine); `ops_per_s_wall` is the same from wall-clock time, for comparison.
 """
 
 from __future__ import annotations
@@ -77,18 +79,22 @@ def fresh(size: int, offsets: list[int]) -> Model:
     return m
 
 
-def timed(run: Callable[[], None]) -> float:
-    gc.collect()
+Times = tuple[float, float]  # (CPU seconds of this process, wall seconds)
+
+
+def timed(run: Callable[[], None], collect: bool = True) -> Times:
+    if collect:
+        gc.collect()
     gc.disable()
     try:
-        t = time.perf_counter()
+        c, w = time.process_time(), time.perf_counter()
         run()
-        return time.perf_counter() - t
+        return time.process_time() - c, time.perf_counter() - w
     finally:
         gc.enable()
 
 
-def bench_write(size: int, slots: list[int]) -> tuple[float, Model]:
+def bench_write(size: int, slots: list[int]) -> tuple[Times, Model]:
     offsets = slot_offsets(size)
     m = fresh(size, offsets)
     batch = [ops.Write(offsets[s], REQ, pattern(s, k)) for k, s in enumerate(slots)]
@@ -101,7 +107,7 @@ def bench_write(size: int, slots: list[int]) -> tuple[float, Model]:
     return timed(run), m
 
 
-def bench_read(size: int, slots: list[int]) -> tuple[float, Model]:
+def bench_read(size: int, slots: list[int]) -> tuple[Times, Model]:
     offsets = slot_offsets(size)
     m = fresh(size, offsets)
     for s in range(0, SLOTS, 2):
@@ -116,7 +122,7 @@ def bench_read(size: int, slots: list[int]) -> tuple[float, Model]:
     return timed(run), m
 
 
-def bench_primary_write(size: int, slots: list[int]) -> tuple[float, Model]:
+def bench_primary_write(size: int, slots: list[int]) -> tuple[Times, Model]:
     offsets = slot_offsets(size)
     m = fresh(size, offsets)
     chunks = [
@@ -128,7 +134,7 @@ def bench_primary_write(size: int, slots: list[int]) -> tuple[float, Model]:
     ]
     apply = m.apply
     ckpt = ops.Checkpoint()
-    total = 0.0
+    cpu = wall = 0.0
     for n, chunk in enumerate(chunks):
         if n:
             apply(ckpt)
@@ -137,11 +143,13 @@ def bench_primary_write(size: int, slots: list[int]) -> tuple[float, Model]:
             for op in chunk:
                 apply(op)
 
-        total += timed(run)
-    return total, m
+        c, w = timed(run, collect=not n)
+        cpu += c
+        wall += w
+    return (cpu, wall), m
 
 
-BENCHES: dict[str, Callable[[int, list[int]], tuple[float, Model]]] = {
+BENCHES: dict[str, Callable[[int, list[int]], tuple[Times, Model]]] = {
     "write": bench_write,
     "read": bench_read,
     "primary_write": bench_primary_write,
@@ -168,13 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     best: dict[tuple[str, str], float] = {}
     for kind, fn in BENCHES.items():
         for label, size in SIZES.items():
-            times = []
+            cpus, walls = [], []
             ext: dict[str, int] = {}
             for _ in range(args.runs):
-                dt, m = fn(size, slots)
-                times.append(dt)
+                (c, w), m = fn(size, slots)
+                cpus.append(c)
+                walls.append(w)
                 ext = extents(m)
-            t = min(times)
+            t = min(cpus)
             rate = args.ops / t
             best[(kind, label)] = rate
             configs.append(
@@ -185,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
                     "size": size,
                     "ops": args.ops,
                     "runs": args.runs,
-                    "best_s": round(t, 4),
+                    "best_cpu_s": round(t, 4),
                     "ops_per_s": round(rate),
+                    "ops_per_s_wall": round(args.ops / min(walls)),
                     "extents_after": ext,
                 }
             )
@@ -206,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "configurations": configs,
         "ratios": ratios,
-        "target": "every ops_per_s >= 100000; 1TiB within 10% of 64MiB",
+        "target": "every ops_per_s (CPU time) >= 100000; 1TiB within 10% of 64MiB",
         "meets_target": ok,
     }
     print(json.dumps(out, indent=2))

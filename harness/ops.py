@@ -61,10 +61,33 @@ def from_json(d: Any) -> Op:
     for k, v in args.items():
         if isinstance(v, list):
             args[k] = _freeze(v)
+        _check_type(d["op"], k, names[k].type, args[k])
     try:
         return cls(**args)
     except TypeError as e:
         raise TraceError(f"operation {d['op']!r}: {e}") from None
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "bool": (bool,),
+    "str": (str,),
+    "bool | None": (bool, type(None)),
+    "int | None": (int, type(None)),
+    "str | None": (str, type(None)),
+}
+
+
+def _check_type(op: str, name: str, annotation: Any, value: Any) -> None:
+    """Trace fields must have their declared JSON type (bool is not an int here)."""
+    allowed = _TYPES.get(str(annotation))
+    if allowed is None:
+        return
+    ok = isinstance(value, allowed) and not (
+        isinstance(value, bool) and bool not in allowed
+    )
+    if not ok:
+        raise TraceError(f"operation {op!r}: field {name!r} must be {annotation}, got {value!r}")
 
 
 def _freeze(v: Any) -> Any:

@@ -113,6 +113,8 @@ class ExtentMap:
 
     def pieces(self, start: int, end: int) -> list[tuple[int, int, int | None]]:
         """Cover [start, end) exactly: (s, e, value) with None for unmapped gaps."""
+        if start >= end:
+            return []
         starts, ends, vals = self.starts, self.ends, self.vals
         i = bisect_right(ends, start)
         j = bisect_left(starts, end, i)
@@ -134,6 +136,8 @@ class ExtentMap:
 
     def allocated(self, start: int, end: int) -> list[tuple[int, int]]:
         """The mapped sub-ranges of [start, end)."""
+        if start >= end:
+            return []
         starts, ends = self.starts, self.ends
         i = bisect_right(ends, start)
         j = bisect_left(starts, end, i)

@@ -161,11 +161,6 @@ def test_huge_offsets_cost_extents_not_bytes() -> None:
     assert m.pieces(0, tib) == [(0, 10, 3), (10, tib - 10, None), (tib - 10, tib, 3)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="model bug: pieces(s, s) inside a mapped extent returns a zero-length piece "
-    "(and allocated() a zero-length range), while an unmapped spot returns []",
-)
 def test_empty_query_has_no_pieces() -> None:
     m = ExtentMap()
     m.set(0, 2, 7)

@@ -122,11 +122,6 @@ def test_trace_error_exit_code() -> None:
     assert TraceError.exit_code == 8
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="model bug: ops.from_json does not check field types: a record with "
-    "offset '0x10' or pattern null builds an operation instead of raising TraceError",
-)
 @pytest.mark.parametrize(
     "rec",
     [

@@ -9,7 +9,7 @@ graph they build (the caller can override it when it adds nodes later).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,23 +69,33 @@ def secondary(
     top_id: str = REP,
     drive_id: str | None = None,
     top_valid: bool | None = None,
+    objects: Sequence[Mapping[str, Any]] = (),
+    secondary_filter: Mapping[str, Any] | None = None,
 ) -> Topology:
     """rep (secondary) -> active [-> hidden [-> secondary]], the secondary disk exported.
 
     `active_backing`/`hidden_backing` false: that layer is opened with backing null (a raw
     layer never has one). `drive_id`: open rep with HMP drive_add as BlockBackend
     `drive_id` (else blockdev-add). `top_valid` defaults to what this graph makes of
-    `top_id`: valid when it names rep itself or rep's BlockBackend.
+    `top_id`: valid when it names rep itself or rep's BlockBackend. `objects`: object-add
+    arguments run first (a throttle group); `secondary_filter`: a filter node over the
+    secondary disk, which the export and the hidden disk's backing then use.
     """
     rec = load_recipe(recipe) if isinstance(recipe, str) else recipe
     chain = build_chain(build, rec, workdir / "images")
     m = machines.launch(build, SECONDARY)
+    for obj in objects:
+        m.qmp_ok("object-add", **obj)
     m.qmp_ok("blockdev-add", **chain.blockdev("secondary", backing=None))
+    sec_node = "secondary"
+    if secondary_filter is not None:
+        m.qmp_ok("blockdev-add", **secondary_filter)
+        sec_node = secondary_filter["node-name"]
     topo = Topology(build, Model(profile), machines, chain)
     sec = topo.model.add_disk(disk_from_layer(chain, "secondary"))
     hidden = topo.model.add_disk(disk_from_layer(chain, "hidden"))
     active = topo.model.add_disk(disk_from_layer(chain, "active"))
-    hidden_opts = layer_opts(chain, "hidden", "secondary" if hidden_backing else None)
+    hidden_opts = layer_opts(chain, "hidden", sec_node if hidden_backing else None)
     active_opts = layer_opts(chain, "active", hidden_opts if active_backing else None)
     if "backing" in hidden_opts and hidden_opts["backing"] is not None:
         hidden.backing = sec
@@ -98,7 +108,7 @@ def secondary(
             "block-export-add",
             type="nbd",
             id="export",
-            **{"node-name": "secondary"},
+            **{"node-name": sec_node},
             writable=True,
             name=EXPORT,
         )

@@ -221,10 +221,10 @@ def test_qemu_io_json_refused(qemu_build, disk, options, text):
     "options",
     [
         pytest.param({"mode": "primary"}, id="primary", marks=pytest.mark.primary),
-        pytest.param({"mode": "secondary", "top-id": "x"}, id="secondary"),
+        pytest.param({"mode": "secondary", "top-id": "x"}, id="secondary",
+                     marks=pytest.mark.secondary),
     ],
 )
-@pytest.mark.secondary
 def test_qemu_io_json_opens(qemu_build, disk, options):
     """Both modes open; with no start every read and write is refused with EIO (qemu-io
     exits 1 because its commands failed, with nothing on stderr)."""

@@ -33,9 +33,13 @@ def _hint(expected: Observation) -> Any:
 
 
 def commit_in_flight(machine: Machine) -> bool | None:
-    """True while the graph shows an internal block job (the failover commit)."""
+    """True while the graph shows a failover commit: an internal block job with a `source`
+    edge (the mirror-based active commit). The backup job of a running secondary has only
+    `main node` and `target` edges and lives as long as replication runs, so with several
+    replication nodes a commit must not be confused with it."""
     graph = machine.qmp_ok("x-debug-query-block-graph")
-    return any(n.get("type") == "block-job" for n in graph.get("nodes", []))
+    jobs = {n["id"] for n in graph.get("nodes", []) if n.get("type") == "block-job"}
+    return any(e["parent"] in jobs and e["name"] == "source" for e in graph.get("edges", []))
 
 
 class RealSide:

@@ -9,7 +9,7 @@ qemu-storage-daemon export.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,3 +165,131 @@ def primary(
     topo.export_io = NbdClient(build, sock, CHILD_EXPORT)
     topo.layer_nodes = {layer_name: ("child", layer_name)}
     return topo
+
+
+# ---- several replication nodes in one QEMU
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One replication node of a many-node machine and its own disks.
+
+    A secondary node NAME gets layers NAME-sec <- NAME-hid <- NAME-act, its
+    secondary disk exported over NBD under the export name NAME (unless
+    `export` is false: then it has no block backend and start refuses it).
+    A primary node gets one layer NAME-child as its file (the primary's child
+    as a local image, as tests/unit/test-replication.c does). `late`: the
+    images are built and opened, but the replication node is created only by
+    add_node(), so it is newer than every node built before.
+    """
+
+    name: str
+    mode: Mode = Mode.SECONDARY
+    export: bool = True
+    late: bool = False
+
+    def layers(self) -> tuple[str, ...]:
+        if self.mode is Mode.PRIMARY:
+            return (f"{self.name}-child",)
+        return (f"{self.name}-sec", f"{self.name}-hid", f"{self.name}-act")
+
+
+def many_nodes_recipe(specs: Sequence[NodeSpec], size: str = "64M", cluster: str = "64k") -> Recipe:
+    layers: dict[str, Any] = {}
+    for sp in specs:
+        if sp.mode is Mode.PRIMARY:
+            layers[f"{sp.name}-child"] = {"size": size, "cluster_size": cluster}
+            continue
+        sec, hid, act = sp.layers()
+        layers[sec] = {"size": size, "cluster_size": cluster}
+        layers[hid] = {"size": size, "cluster_size": cluster, "backing": sec}
+        layers[act] = {"size": size, "cluster_size": cluster, "backing": hid}
+    names = ", ".join(f"{sp.name} ({sp.mode.name.lower()})" for sp in specs)
+    return Recipe.from_dict(
+        {"description": f"replication nodes {names}", "layers": layers},
+        source=f"<many_nodes {names}>",
+    )
+
+
+def many_nodes(
+    build: QemuBuild,
+    profile: Profile,
+    machines: MachineSet,
+    workdir: Path,
+    specs: Sequence[NodeSpec],
+    *,
+    size: str = "64M",
+    cluster: str = "64k",
+) -> Topology:
+    """One qemu-system ("secondary") holding several replication nodes, created in the
+    order of `specs` (so the last is the newest, the first one *_all commands visit).
+
+    Each node's guest I/O goes through its own GuestIO (ops' `node=NAME`). The
+    model's `export` (PrimaryWrite) is the first exported secondary disk.
+    """
+    if len({sp.name for sp in specs}) != len(specs) or not specs:
+        raise ValueError("many_nodes needs at least one spec and distinct node names")
+    chain = build_chain(build, many_nodes_recipe(specs, size, cluster), workdir / "images")
+    m = machines.launch(build, SECONDARY)
+    topo = Topology(build, Model(profile), machines, chain)
+    topo.model.machine(SECONDARY)
+    sock = m.sock_path("nbd.sock")
+    if any(sp.export and sp.mode is Mode.SECONDARY for sp in specs):
+        m.qmp_ok("nbd-server-start", addr=_nbd_addr(sock))
+    for sp in specs:
+        if sp.mode is Mode.PRIMARY:
+            topo.model.add_disk(disk_from_layer(chain, sp.layers()[0]))
+            continue
+        sec_name, hid_name, act_name = sp.layers()
+        m.qmp_ok("blockdev-add", **chain.blockdev(sec_name, backing=None))
+        sec = topo.model.add_disk(disk_from_layer(chain, sec_name))
+        hid = topo.model.add_disk(disk_from_layer(chain, hid_name))
+        act = topo.model.add_disk(disk_from_layer(chain, act_name))
+        hid.backing, act.backing = sec, hid
+        if sp.export:
+            args = _export_args(sec_name, sp.name)
+            args["id"] = f"export-{sp.name}"
+            m.qmp_ok("block-export-add", **args)
+            sec.has_blk = True
+            if topo.export_io is None:
+                topo.model.export = sec
+                topo.export_io = NbdClient(build, sock, sp.name)
+        topo.layer_nodes[sec_name] = (SECONDARY, sec_name)
+    for sp in specs:
+        if not sp.late:
+            add_node(topo, sp)
+    return topo
+
+
+def add_node(topo: Topology, spec: NodeSpec) -> ReplicationNode:
+    """Create `spec`'s replication node now (in QEMU and the model): it is the newest."""
+    m = topo.machine(SECONDARY)
+    opts: dict[str, Any] = {"driver": "replication", "node-name": spec.name}
+    if spec.mode is Mode.PRIMARY:
+        (child,) = spec.layers()
+        opts.update(mode="primary", file=topo.chain.blockdev(child, backing=None))
+        file = topo.model.disks[child]
+        topo.layer_nodes[child] = (SECONDARY, child)
+    else:
+        sec, hid, act = spec.layers()
+        opts.update(
+            mode="secondary",
+            **{"top-id": spec.name},
+            file=topo.chain.blockdev(act, backing=topo.chain.blockdev(hid, backing=sec)),
+        )
+        file = topo.model.disks[act]
+        topo.layer_nodes[hid] = (SECONDARY, hid)
+        topo.layer_nodes[act] = (SECONDARY, act)
+    m.qmp_ok("blockdev-add", **opts)
+    node = topo.model.add_node(
+        SECONDARY,
+        ReplicationNode(
+            spec.name,
+            spec.mode,
+            topo.model.profile,
+            file,
+            top_id=spec.name if spec.mode is Mode.SECONDARY else None,
+        ),
+    )
+    topo.guests[spec.name] = GuestIO(m, spec.name)
+    return node

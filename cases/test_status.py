@@ -1,0 +1,330 @@
+"""query-xen-replication-status in every stage and mode.
+
+replication_get_error (QEMU >= 5.0): `Block replication is not running` in NONE only; then
+`I/O error occurred` while the node's error is set, else {"error": false}. The error is set
+by the secondary's backup job when it is cancelled (every secondary stop, so also during the
+failover commit and for good after a plain stop or a failed commit), and by a primary write
+whose child failed (the write itself reports success). Start and a primary stop clear it;
+a checkpoint does not. A secondary failover that completes clears it.
+
+Faults: the primary's child is an NBD client of a qemu-storage-daemon export; the link is cut
+by deleting the export (mode hard) or by killing the daemon. A throttle node under the
+secondary disk keeps the failover commit in flight (FAILOVER); blkdebug under it makes the
+commit fail (FAILOVER_FAILED).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cases import hand_topology
+from harness.model import messages as msg
+from harness.model.replication import Stage
+from harness.observe import IO_EIO, IO_OK, QMP_OK, qmp_error, status
+from harness.ops import (
+    PRIMARY,
+    Checkpoint,
+    Flush,
+    PrimaryWrite,
+    Read,
+    Settle,
+    Start,
+    Status,
+    Stop,
+    Write,
+)
+from harness.story import Story
+
+KiB = 1 << 10
+MiB = 1 << 20
+
+NOT_RUNNING = status(msg.NOT_RUNNING)
+IO_ERROR = status(msg.IO_ERROR)
+CLEAN = status(None)
+
+
+# ---- secondary
+
+
+SECONDARY_STAGES = [
+    pytest.param((), Stage.NONE, NOT_RUNNING, id="none"),
+    pytest.param((Start(primary=False),), Stage.RUNNING, CLEAN, id="running"),
+    pytest.param(
+        (
+            Start(primary=False),
+            Write(0, 64 * KiB, 0x11),
+            PrimaryWrite(0, 128 * KiB, 0x12),
+            Checkpoint(),
+            PrimaryWrite(MiB, 64 * KiB, 0x13),
+        ),
+        Stage.RUNNING,
+        CLEAN,
+        id="running-with-data",
+    ),
+    pytest.param(
+        (Start(primary=False), Write(0, 64 * KiB, 0x11), Stop(primary=False)),
+        Stage.DONE,
+        IO_ERROR,
+        id="plain-stop",
+    ),
+    pytest.param(
+        (
+            Start(primary=False),
+            Write(0, 64 * KiB, 0x11),
+            Stop(primary=False, failover=True),
+            Settle(),
+        ),
+        Stage.DONE,
+        CLEAN,
+        id="failover",
+    ),
+    pytest.param(
+        (Stop(primary=False, failover=True), Checkpoint(), Stop(primary=False)),
+        Stage.NONE,
+        NOT_RUNNING,
+        id="none-after-refused-requests",
+    ),
+]
+
+
+@pytest.mark.quick
+@pytest.mark.secondary
+@pytest.mark.parametrize("steps,stage,want", SECONDARY_STAGES)
+def test_secondary_status(secondary, profile, steps, stage, want):
+    if not profile.at_least(5, 1):
+        pytest.skip("the stop answers and the DONE status changed in QEMU 5.0/5.1")
+    s = secondary()
+    for op in steps:
+        s.do(op)
+    assert s.model.stage("rep") is stage
+    s.expect(Status(), want)
+    # Asking does not change anything.
+    s.expect(Status(), want)
+    s.finish()
+
+
+@pytest.mark.quick
+@pytest.mark.secondary
+@pytest.mark.parametrize(
+    "options,error",
+    [
+        pytest.param({"export": False}, msg.NO_BLOCK_BACKEND, id="no-block-backend"),
+        pytest.param({"top_id": "nowhere"}, msg.BAD_TOP, id="bad-top-id"),
+    ],
+)
+def test_secondary_status_after_a_failed_start(secondary, options, error):
+    s = secondary(**options)
+    s.expect(Start(primary=False), qmp_error(error))
+    assert s.model.stage("rep") is Stage.NONE
+    s.expect(Status(), NOT_RUNNING)
+    s.expect(Read(0, 4 * KiB), IO_EIO)
+    s.expect(Status(), NOT_RUNNING)
+    s.finish()
+
+
+THROTTLE_GROUP = {"qom-type": "throttle-group", "id": "tg", "limits": {"bps-write": 4096}}
+THROTTLE = {"driver": "throttle", "node-name": "thr", "throttle-group": "tg", "file": "secondary"}
+
+
+@pytest.fixture
+def hand_secondary(qemu_build, profile, machines, topologies, tmp_path):
+    def make(**kw) -> Story:
+        t = hand_topology.secondary(qemu_build[0], profile, machines, tmp_path, **kw)
+        topologies.append(t)
+        return Story(t, f"QEMU {qemu_build[1].version}, model profile {profile.name}")
+
+    return make
+
+
+@pytest.mark.quick
+@pytest.mark.secondary
+def test_secondary_status_during_the_failover_commit(hand_secondary):
+    """FAILOVER (the commit held by a 4 KiB/s throttle under the secondary disk): the
+    backup job's cancellation set the error, so the status reads `I/O error occurred`
+    until the commit completes; start/stop/checkpoint are silent meanwhile."""
+    s = hand_secondary(objects=[THROTTLE_GROUP], secondary_filter=THROTTLE)
+    m = s.topo.machine("secondary")
+    s.run(Start(primary=False), Write(0, 64 * KiB, 0x11))
+    s.expect(Stop(primary=False, failover=True), QMP_OK)
+    # The model allows either answer (it cannot know the commit is held); QEMU must
+    # give exactly this one while the throttle holds the commit.
+    for op in (
+        Status(),
+        Checkpoint(),
+        Start(primary=False),
+        Stop(primary=False),
+        Stop(primary=False, failover=True),
+        Status(),
+    ):
+        got = s.do(op)
+        if isinstance(op, Status):
+            assert got == IO_ERROR
+        else:
+            assert got == QMP_OK
+    m.qmp_ok("qom-set", path="tg", property="limits", value={"bps-write": 0})
+    s.do(Settle())
+    s.expect(Status(), CLEAN)
+    s.do(Read(0, 128 * KiB))
+    s.finish()
+
+
+BLKDEBUG = {
+    "driver": "blkdebug",
+    "node-name": "dbg",
+    "image": "secondary",
+    "inject-error": [
+        {"event": "pwritev", "iotype": "write", "sector": 0, "errno": 5, "once": False},
+    ],
+}
+
+
+@pytest.mark.quick
+@pytest.mark.secondary
+def test_secondary_status_after_a_failed_commit(hand_secondary):
+    """FAILOVER_FAILED (blkdebug fails the commit's write of sector 0): the error stays, and
+    start/stop/checkpoint answer as in a stage that is neither NONE nor RUNNING."""
+    s = hand_secondary(secondary_filter=BLKDEBUG)
+    s.run(Start(primary=False), Write(0, 64 * KiB, 0x11))
+    s.model.nodes["rep"].commit_fails = True
+    s.expect(Stop(primary=False, failover=True), QMP_OK)
+    s.do(Settle())
+    assert s.model.stage("rep") is Stage.FAILOVER_FAILED
+    s.expect(Status(), IO_ERROR)
+    s.expect(Start(primary=False), qmp_error(msg.RUNNING_OR_DONE))
+    s.expect(Checkpoint(), qmp_error(msg.BACKUP_CANCELLED))
+    s.expect(Stop(primary=False), qmp_error(msg.NOT_RUNNING))
+    s.expect(Stop(primary=False, failover=True), QMP_OK)
+    s.expect(Status(), IO_ERROR)
+    s.finish()
+
+
+# ---- primary
+
+
+def link_down(s: Story, how: str) -> None:
+    """Cut the primary's NBD link to its child, and tell the model."""
+    daemon = s.topo.machine("child")
+    if how == "export-del":
+        daemon.qmp_ok("block-export-del", id="export", mode="hard")
+    else:
+        daemon.kill()
+        daemon.wait_exit(10)
+    s.model.nodes["rep"].link_up = False
+
+
+LINK_CUTS = [pytest.param("export-del"), pytest.param("kill-daemon")]
+
+
+@pytest.mark.quick
+@pytest.mark.primary
+@pytest.mark.parametrize(
+    "steps,stage,want",
+    [
+        pytest.param((), Stage.NONE, NOT_RUNNING, id="none"),
+        pytest.param(
+            (Write(0, 4 * KiB, 0x11), Read(0, 4 * KiB)), Stage.NONE, NOT_RUNNING, id="none-io"
+        ),
+        pytest.param((Start(primary=True, machine=PRIMARY),), Stage.RUNNING, CLEAN, id="running"),
+        pytest.param(
+            (
+                Start(primary=True, machine=PRIMARY),
+                Write(0, 64 * KiB, 0x11),
+                Read(0, 4 * KiB),
+                Checkpoint(machine=PRIMARY),
+            ),
+            Stage.RUNNING,
+            CLEAN,
+            id="running-io",
+        ),
+        pytest.param(
+            (Start(primary=True, machine=PRIMARY), Stop(primary=True, machine=PRIMARY)),
+            Stage.DONE,
+            CLEAN,
+            id="done",
+        ),
+        pytest.param(
+            (
+                Start(primary=True, machine=PRIMARY),
+                Stop(primary=True, failover=True, machine=PRIMARY),
+                Write(0, 4 * KiB, 0x11),
+            ),
+            Stage.DONE,
+            CLEAN,
+            id="done-io",
+        ),
+    ],
+)
+def test_primary_status(primary, steps, stage, want):
+    """Refused I/O (NONE, DONE, every read) is returned to the guest, never recorded."""
+    s = primary()
+    for op in steps:
+        s.do(op)
+    assert s.model.stage("rep") is stage
+    s.expect(Status(machine=PRIMARY), want)
+    s.finish()
+
+
+@pytest.mark.quick
+@pytest.mark.primary
+@pytest.mark.parametrize("how", LINK_CUTS)
+def test_primary_swallowed_child_error(primary, how):
+    s = primary()
+    s.run(Start(primary=True, machine=PRIMARY), Write(0, 64 * KiB, 0x11), Flush())
+    link_down(s, how)
+    # The write "succeeds"; only the status tells.
+    s.expect(Write(64 * KiB, 64 * KiB, 0x22), IO_OK)
+    s.expect(Status(machine=PRIMARY), IO_ERROR)
+    s.expect(Write(0, 512, 0x23), IO_OK)
+    s.expect(Read(0, 4 * KiB), IO_EIO)
+    s.expect(Status(machine=PRIMARY), IO_ERROR)
+    # A checkpoint does not clear it, nor does a refused start.
+    s.expect(Checkpoint(machine=PRIMARY), QMP_OK)
+    s.expect(Status(machine=PRIMARY), IO_ERROR)
+    s.expect(Start(primary=True, machine=PRIMARY), qmp_error(msg.RUNNING_OR_DONE))
+    s.expect(Status(machine=PRIMARY), IO_ERROR)
+    # The stop does.
+    s.expect(Stop(primary=True, machine=PRIMARY), QMP_OK)
+    s.expect(Status(machine=PRIMARY), CLEAN)
+    # In DONE every write is refused and returned: nothing is recorded any more.
+    s.expect(Write(0, 4 * KiB, 0x24), IO_EIO)
+    s.expect(Start(primary=True, machine=PRIMARY), QMP_OK)
+    s.expect(Status(machine=PRIMARY), CLEAN)
+    # The child holds the writes made before the cut, and none after it.
+    s.finish()
+
+
+@pytest.mark.quick
+@pytest.mark.primary
+@pytest.mark.parametrize("how", LINK_CUTS)
+def test_primary_link_lost_without_a_write(primary, how):
+    """The status turns only when a write meets the dead link."""
+    s = primary()
+    s.run(Start(primary=True, machine=PRIMARY), Write(0, 64 * KiB, 0x11), Flush())
+    link_down(s, how)
+    s.expect(Status(machine=PRIMARY), CLEAN)
+    s.expect(Read(0, 4 * KiB), IO_EIO)
+    s.expect(Checkpoint(machine=PRIMARY), QMP_OK)
+    s.expect(Status(machine=PRIMARY), CLEAN)
+    s.expect(Write(0, 4 * KiB, 0x12), IO_OK)
+    s.expect(Status(machine=PRIMARY), IO_ERROR)
+    s.finish()
+
+
+@pytest.mark.quick
+@pytest.mark.primary
+@pytest.mark.parametrize("how", LINK_CUTS)
+def test_primary_start_with_a_dead_link(primary, how):
+    """Start does not touch the child: it succeeds with the link already down, and leaves
+    the status clean (it clears the error; in NONE there is none to clear, as writes
+    refused in NONE are returned, not recorded)."""
+    s = primary()
+    link_down(s, how)
+    s.expect(Write(0, 4 * KiB, 0x11), IO_EIO)
+    s.expect(Status(machine=PRIMARY), NOT_RUNNING)
+    s.expect(Start(primary=True, machine=PRIMARY), QMP_OK)
+    s.expect(Status(machine=PRIMARY), CLEAN)
+    s.expect(Write(0, 4 * KiB, 0x12), IO_OK)
+    s.expect(Status(machine=PRIMARY), IO_ERROR)
+    s.expect(Stop(primary=True, failover=True, machine=PRIMARY), QMP_OK)
+    s.expect(Status(machine=PRIMARY), CLEAN)
+    s.finish()

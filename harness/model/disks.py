@@ -35,6 +35,13 @@ class Disk:
     # False once an operation made the exact allocation unknowable (a failed
     # commit); data comparisons still apply, allocation ones are skipped.
     alloc_exact: bool = True
+    # QEMU's bs->filename when it is not the plain name (error texts such as
+    # "Failed to empty <filename>: ..." quote it); None: the disk's name.
+    filename: str | None = None
+    # Fault injection: bdrv_make_empty of this layer fails with this strerror.
+    make_empty_error: str | None = None
+    # Fault injection: a guest write into this layer fails with this strerror.
+    write_error: str | None = None
 
     @property
     def allocates(self) -> bool:

@@ -59,3 +59,12 @@ ERRP_ASSERTION = "Assertion `*errp == NULL' failed"
 def node_busy(node: str, reason: str = BLOCKER) -> str:
     """The op blocker's answer to blockdev-del and friends."""
     return f"Node '{node}' is busy: {reason}"
+
+
+# x-blockdev-change on a quorum (blockdev.c qmp_x_blockdev_change, block/quorum.c)
+def quorum_no_child(parent: str, child: str) -> str:
+    return f"Node '{parent}' does not have child '{child}'"
+
+
+def quorum_below_threshold(threshold: int) -> str:
+    return f"The number of children cannot be lower than the vote threshold {threshold}"

@@ -8,6 +8,7 @@ the answers that changed between releases.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness.model import messages as msg
@@ -88,6 +89,16 @@ class ReplicationNode:
     settling: bool = False
     # the ranges the failover commit copies (allocated in active or hidden)
     commit_dirty: list[tuple[int, int]] = field(default_factory=list)
+    # primary: where its writes go; None: straight into `file`'s chain. The COLO pair
+    # (harness.pair) sets the NBD path into the secondary's export, which runs the
+    # secondary's copy-before-write; it answers the NBD write's error text or None.
+    forward: Callable[[int, int, int], str | None] | None = None
+    # fault injection: copying a cluster that holds data into the hidden disk fails
+    # with this strerror, and so does the write that needed the copy
+    cbw_error: str | None = None
+    # the failover commit is known to be still running (a fault holds it): a write
+    # goes through the commit's filter into the active disk, and is committed later
+    commit_held: bool = False
 
     # ---- control (ReplicationOps)
 
@@ -150,9 +161,10 @@ class ReplicationNode:
             (self.active, msg.SEED_CANNOT_EMPTY_ACTIVE),
             (self.hidden, msg.SEED_CANNOT_EMPTY_HIDDEN),
         ):
-            if self.make_empty_error is not None:
+            error = self.make_empty_error or disk.make_empty_error
+            if error is not None:
                 if self.profile.failed_to_empty_message:
-                    return msg.failed_to_empty(disk.name, self.make_empty_error)
+                    return msg.failed_to_empty(disk.filename or disk.name, error)
                 return seed_text
             make_empty(disk)
         return None
@@ -246,7 +258,9 @@ class ReplicationNode:
             return EIO
         if self.mode is Mode.PRIMARY:
             # A child error is stored and the write reports success.
-            if self.link_up:
+            if self.link_up and self.forward is not None:
+                self._forward(start, end, val)
+            elif self.link_up:
                 chain = self.file.chain()
                 write_layer(chain, 0, start, end, val)
                 # Request alignment is 512; the padding read of the read-modify-write
@@ -262,6 +276,12 @@ class ReplicationNode:
                 self.error = True
             return None
         if st == 0:
+            if self.file.write_error is not None:
+                return self.file.write_error
+            if self.commit_held and self.active is not None and self.file is not self.active:
+                # FAILOVER, the commit held: into the active disk through the commit's
+                # filter; the commit copies it on (the model's file is already its target)
+                write_layer(self.active.chain(), 0, start, end, val)
             write_layer(self.file.chain(), 0, start, end, val)
             return None
         if self.profile.failover_failed_write_crashes:
@@ -273,6 +293,18 @@ class ReplicationNode:
             write_layer(top_chain if alloc else base_chain, 0, s, e, val)
         return None
 
+    def _forward(self, start: int, end: int, val: int) -> None:
+        """A primary write sent on by `forward`: one request over whole sectors (the
+        padding undefined, as above); a failure is stored and the write succeeds."""
+        assert self.forward is not None
+        head = start - start % SECTOR
+        tail = -(-end // SECTOR) * SECTOR
+        err = self.forward(head, tail, UNDEF) if (head < start or end < tail) else None
+        if err is None:
+            err = self.forward(start, end, val)
+        if err is not None:
+            self.error = True
+
     def flush(self) -> str | None:
         if self.mode is Mode.PRIMARY and not self.link_up:
             return EIO
@@ -280,17 +312,34 @@ class ReplicationNode:
 
     # ---- the primary's writes arriving at the secondary disk
 
-    def before_secondary_write(self, disk: Disk, start: int, end: int) -> None:
-        """Copy-before-write: old data of each untouched backup cluster goes to hidden."""
+    def before_secondary_write(self, disk: Disk, start: int, end: int) -> str | None:
+        """Copy-before-write: old data of each untouched backup cluster goes to hidden.
+
+        With `cbw_error`, the copy goes cluster by cluster in order: a cluster that
+        reads as zeros is copied as a write-zeroes (qcow2: metadata only, which
+        succeeds), the first cluster holding data fails, and the error (returned)
+        fails the guest write before it writes anything. (block-copy runs its tasks in
+        parallel, so zero clusters after the failing one may or may not be copied:
+        the model copies none of them, and cases leave that case out.)"""
         b = self.backup
         if b is None or disk is not self.secondary or self.hidden is None:
-            return
+            return None
         c = b.cluster
         cs = start - start % c
         ce = min(-(-end // c) * c, disk.size)
         chain = [disk]
         hidden_chain = self.hidden.chain()
         for s, e, v in b.copied.pieces(cs, ce):
-            if v is None:
+            if v is not None:
+                continue
+            if self.cbw_error is None:
                 copy_range(chain, hidden_chain, s, e)
+                continue
+            for k in range(s, e, c):
+                ke = min(k + c, e)
+                if any(d.data.any_mapped(k, ke) for d in disk.chain()):
+                    return self.cbw_error
+                copy_range(chain, hidden_chain, k, ke)
+                b.copied.set(k, ke, 1)
         b.copied.set(cs, ce, 1)
+        return None

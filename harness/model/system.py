@@ -17,6 +17,7 @@ from harness.model import messages as msg
 from harness.model.disks import Disk, view, write_layer
 from harness.model.extents import UNDEF
 from harness.model.profiles import Profile
+from harness.model.quorum import Quorum
 from harness.model.replication import Abort, Mode, ReplicationNode, Stage
 from harness.observe import (
     EIO,
@@ -68,6 +69,8 @@ class Model:
     disks: dict[str, Disk] = field(default_factory=dict)
     # The disk the primary's writes reach over NBD (the secondary disk's export).
     export: Disk | None = None
+    # Quorum nodes (the COLO pair's guest disks): guest I/O on them fans out to children.
+    quorums: dict[str, Quorum] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._dispatch: dict[type[ops.Op], Callable[[Any], Observation]] = {
@@ -116,15 +119,21 @@ class Model:
         self.machine(machine).crashed = c
         return c
 
+    def _io_node(self, name: str) -> ReplicationNode | Quorum:
+        """The node guest I/O names: a quorum, else a replication node."""
+        return self.quorums.get(name) or self._node(name)
+
     def _write_value(self, node_name: str, offset: int, length: int, val: int) -> Observation:
-        node = self._node(node_name)
+        node = self._io_node(node_name)
         try:
             err = node.write(offset, offset + length, val)
         except Abort as a:
             return self._crash(self._machine_of(node), a.reason)
         return IO_OK if err is None else IoResult(False, err)
 
-    def _machine_of(self, node: ReplicationNode) -> str:
+    def _machine_of(self, node: ReplicationNode | Quorum) -> str:
+        if isinstance(node, Quorum):
+            return node.machine
         for m in self.machines.values():
             if node in m.nodes:
                 return m.name
@@ -145,11 +154,11 @@ class Model:
         # The node's answer (node.flush) is kept for unit tests, but qemu-io's
         # flush command ignores the result and prints nothing either way
         # (7.2 and 10.0), so the only observation QEMU can give is success.
-        self._node(op.node).flush()
+        self._io_node(op.node).flush()
         return IO_OK
 
     def _read(self, op: ops.Read) -> Observation:
-        res = self._node(op.node).read(op.offset, op.offset + op.length)
+        res = self._io_node(op.node).read(op.offset, op.offset + op.length)
         if isinstance(res, str):
             return IO_EIO if res == EIO else IoResult(False, res)
         return IoResult(True, None, to_data(res))
@@ -175,11 +184,19 @@ class Model:
         self._export_disk()
         return IO_OK
 
+    def nbd_write(self, start: int, end: int, value: int) -> str | None:
+        """A write arriving at the export (the COLO primary's forwarded writes): the
+        errno text it fails with, or None."""
+        res = self._primary_write_value(start, end - start, value)
+        return res.errno if isinstance(res, IoResult) and not res.ok else None
+
     def _primary_write_value(self, offset: int, length: int, pattern: int) -> Observation:
         disk = self._export_disk()
         start, end = offset, offset + length
         for node in self.nodes.values():
-            node.before_secondary_write(disk, start, end)
+            err = node.before_secondary_write(disk, start, end)
+            if err is not None:
+                return IoResult(False, err)
         write_layer(disk.chain(), 0, start, end, pattern)
         for node in self.nodes.values():
             if node.settling and node.secondary is disk:

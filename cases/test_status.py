@@ -122,8 +122,14 @@ def test_secondary_status_after_a_failed_start(secondary, options, error):
     s.finish()
 
 
-THROTTLE_GROUP = {"qom-type": "throttle-group", "id": "tg", "limits": {"bps-write": 4096}}
+THROTTLE_GROUPS = [
+    {"qom-type": "throttle-group", "id": "tg", "limits": {"bps-write": 4096}},
+    {"qom-type": "throttle-group", "id": "unlimited", "limits": {}},
+]
 THROTTLE = {"driver": "throttle", "node-name": "thr", "throttle-group": "tg", "file": "secondary"}
+# Moving the filter to the unlimited group drains it, which releases the queued requests at
+# once (changing the group's limits with qom-set would not: queued requests keep their timers).
+UNTHROTTLE = [{**THROTTLE, "throttle-group": "unlimited"}]
 
 
 @pytest.fixture
@@ -142,9 +148,12 @@ def test_secondary_status_during_the_failover_commit(hand_secondary):
     """FAILOVER (the commit held by a 4 KiB/s throttle under the secondary disk): the
     backup job's cancellation set the error, so the status reads `I/O error occurred`
     until the commit completes; start/stop/checkpoint are silent meanwhile."""
-    s = hand_secondary(objects=[THROTTLE_GROUP], secondary_filter=THROTTLE)
+    s = hand_secondary(objects=THROTTLE_GROUPS, secondary_filter=THROTTLE)
     m = s.topo.machine("secondary")
-    s.run(Start(primary=False), Write(0, 64 * KiB, 0x11))
+    # Several separate commit requests (the mirror merges adjacent dirty chunks into one):
+    # the throttle lets the first through at once (its bucket is empty), the next ones
+    # wait for it to drain at 4 KiB/s.
+    s.run(Start(primary=False), *(Write(i * MiB, 64 * KiB, 0x11 + i) for i in range(4)))
     s.expect(Stop(primary=False, failover=True), QMP_OK)
     # The model allows either answer (it cannot know the commit is held); QEMU must
     # give exactly this one while the throttle holds the commit.
@@ -161,10 +170,10 @@ def test_secondary_status_during_the_failover_commit(hand_secondary):
             assert got == IO_ERROR
         else:
             assert got == QMP_OK
-    m.qmp_ok("qom-set", path="tg", property="limits", value={"bps-write": 0})
+    m.qmp_ok("blockdev-reopen", options=UNTHROTTLE)
     s.do(Settle())
     s.expect(Status(), CLEAN)
-    s.do(Read(0, 128 * KiB))
+    s.do(Read(0, 4 * MiB))
     s.finish()
 
 

@@ -13,6 +13,7 @@ from harness.builds import QemuBuild
 from harness.images import Recipe
 from harness.machine import MachineSet
 from harness.model import Profile, profile_for
+from harness.pair import PairStory, build_pair
 from harness.probe import Probe
 from harness.story import Story
 
@@ -73,5 +74,23 @@ def primary(
         t = topology.primary(qemu_build[0], profile, machines, tmp_path, recipe, **kw)
         topologies.append(t)
         return Story(t, _label(qemu_build, profile))
+
+    return make
+
+
+@pytest.fixture
+def pair(
+    qemu_build: tuple[QemuBuild, Probe],
+    profile: Profile,
+    machines: MachineSet,
+    topologies: list[topology.Topology],
+    tmp_path: Path,
+) -> Callable[..., PairStory]:
+    """make(recipe=None, **options) -> a PairStory on a fresh COLO pair (harness.pair)."""
+
+    def make(recipe: Recipe | None = None, **kw: Any) -> PairStory:
+        t = build_pair(qemu_build[0], profile, machines, tmp_path, recipe, **kw)
+        topologies.append(t)
+        return PairStory(t, _label(qemu_build, profile))
 
     return make

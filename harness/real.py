@@ -114,8 +114,11 @@ _MAP_LINE = re.compile(
 def live_allocation(machine: Machine, node: str) -> list[tuple[int, int]]:
     """A node's own allocated ranges, asked of the running QEMU (HMP `qemu-io NODE map`)."""
     mark = machine.stdout_mark()
-    machine.hmp(f'qemu-io {node} "map"')
+    reply = machine.hmp(f'qemu-io {node} "map"')
     out = machine.stdout_since(mark)
+    if reply.strip():
+        # e.g. "Error: Cannot find device=active nor node-name=active": never read as "empty"
+        raise AssertionError(f"qemu-io {node} map on {machine.name}: {reply.strip()}")
     ranges: list[tuple[int, int]] = []
     for line in out.splitlines():
         mt = _MAP_LINE.match(line)

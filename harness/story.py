@@ -108,7 +108,7 @@ class Story:
         problems = []
         for name, (machine, node) in self.topo.layer_nodes.items():
             disk = self.model.disks[name]
-            if not (disk.allocates and disk.alloc_exact):
+            if disk.closed or not (disk.allocates and disk.alloc_exact):
                 continue
             m = self.topo.machine(machine)
             if m.kind != "system":

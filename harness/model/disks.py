@@ -35,6 +35,10 @@ class Disk:
     # False once an operation made the exact allocation unknowable (a failed
     # commit); data comparisons still apply, allocation ones are skipped.
     alloc_exact: bool = True
+    # Created inline (not by its own blockdev-add): QEMU closes it once nothing
+    # references it, as happens to active and hidden after a successful failover.
+    monitor_owned: bool = False
+    closed: bool = False
     # QEMU's bs->filename when it is not the plain name (error texts such as
     # "Failed to empty <filename>: ..." quote it); None: the disk's name.
     filename: str | None = None

@@ -226,6 +226,9 @@ class ReplicationNode:
         self.file = secondary
         self.stage = Stage.DONE
         self.error = False
+        for disk in (active, self.hidden):
+            if disk is not None and not disk.monitor_owned:
+                disk.closed = True
 
     def close(self) -> None:
         """replication_close: a running node is stopped without failover."""

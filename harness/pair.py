@@ -57,6 +57,7 @@ PREP = "replication0"  # the primary's replication node
 NBD_NODE = "nbd0"  # its NBD client
 LOCAL = "primary-disk"  # the primary's local disk (the quorum's children.0)
 PRIMARY_CHILD = "children.1"  # the replication node's child name in the quorum
+GUEST_EXPORT = "guest"  # the secondary guest node's own NBD export (guest_over_nbd)
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -119,9 +120,17 @@ class Pair(Topology):
     sec_node: str = "secondary"  # the node exported (the secondary disk or its filter)
     primary_rep_opts: dict[str, Any] = field(default_factory=dict)
     dead: set[str] = field(default_factory=set)  # machines killed or crashed
+    guest_machine: dict[str, str] = field(default_factory=dict)  # guest node -> machine
 
     def quorum(self, name: str) -> Quorum:
         return self.model.quorums[name]
+
+    def close(self) -> None:
+        super().close()
+        for name, g in list(self.guests.items()):
+            if isinstance(g, NbdClient):
+                g.close()
+                del self.guests[name]
 
 
 def node_filename(m: Any, node: str) -> str:
@@ -146,6 +155,7 @@ def build_pair(
     objects: Sequence[Mapping[str, Any]] = (),
     export_client: bool = False,
     top_id: str | None = None,
+    guest_over_nbd: bool = False,
 ) -> Pair:
     """Both machines, as far as COLO sets them up before replication starts.
 
@@ -154,7 +164,10 @@ def build_pair(
     file node options (a blkdebug under the qcow2 layer); `objects`: object-add
     arguments for the secondary (throttle groups) before any node; `export_client`:
     also open the harness's own NBD client of the export (PrimaryWrite/PrimaryRead);
-    `top_id`: another top-id for rep (the model then knows it names no valid top).
+    `top_id`: another top-id for rep (the model then knows it names no valid top);
+    `guest_over_nbd`: the secondary VM's I/O goes through a second NBD export (name
+    GUEST_EXPORT) of its guest node instead of HMP qemu-io, which on 10.0 drains the
+    graph (and so would let a held failover commit finish).
     """
     rec = recipe or pair_recipe()
     chain = build_chain(build, rec, workdir / "images")
@@ -217,6 +230,16 @@ def build_pair(
         topo.secondary_guest = SQ
     if export_client:
         topo.export_io = NbdClient(build, sock, EXPORT)
+    if guest_over_nbd:
+        sm.qmp_ok(
+            "block-export-add",
+            type="nbd",
+            id=GUEST_EXPORT,
+            **{"node-name": topo.secondary_guest},
+            writable=True,
+            name=GUEST_EXPORT,
+        )
+        topo.guests[topo.secondary_guest] = NbdClient(build, sock, GUEST_EXPORT)
 
     pm = machines.launch(build, PRIMARY)
     pm.qmp_ok("blockdev-add", **chain.blockdev(LOCAL, backing=None))
@@ -239,6 +262,7 @@ def build_pair(
     }
     topo.layer_nodes = {n: (SECONDARY, n) for n in ("active", "hidden", "secondary")}
     topo.layer_nodes[LOCAL] = (PRIMARY, LOCAL)
+    topo.guest_machine = {REP: SECONDARY, SQ: SECONDARY, PQ: PRIMARY}
     return topo
 
 
@@ -387,7 +411,10 @@ class PairStory(Story):
             topo.chain = dataclasses.replace(
                 topo.chain, layers={k: v for k, v in topo.chain.layers.items() if k not in gone}
             )
-        topo.guests = {k: g for k, g in topo.guests.items() if g.machine.name != name}
+        for k in [k for k in topo.guests if topo.guest_machine.get(k) == name]:
+            g = topo.guests.pop(k)
+            if isinstance(g, NbdClient):
+                g.close()
         if name == SECONDARY and topo.export_io is not None:
             topo.export_io.close()
             topo.export_io = None

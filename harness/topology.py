@@ -22,7 +22,7 @@ from harness.model.disks import Disk, write_layer
 from harness.model.replication import Mode, ReplicationNode
 from harness.nbd_client import NbdClient
 from harness.ops import PRIMARY, REP, SECONDARY
-from harness.qemu_io import GuestIO
+from harness.qemu_io import GuestIO, QemuIoSession
 
 EXPORT = "secondary"
 CHILD_EXPORT = "child"
@@ -36,7 +36,8 @@ class Topology:
     model: Model
     machines: MachineSet
     chain: Chain
-    guests: dict[str, GuestIO] = field(default_factory=dict)
+    # guest I/O per node: HMP qemu-io (GuestIO) or another qemu-io session (an NBD client)
+    guests: dict[str, QemuIoSession] = field(default_factory=dict)
     # the NBD client writing into the exported disk (the primary's path in)
     export_io: NbdClient | None = None
     # model disk name -> (machine name, node name) for live layer checks

@@ -18,7 +18,7 @@ from harness.model.disks import Disk, view, write_layer
 from harness.model.extents import UNDEF
 from harness.model.profiles import Profile
 from harness.model.quorum import Quorum
-from harness.model.replication import Abort, Mode, ReplicationNode, Stage
+from harness.model.replication import SECTOR, Abort, Mode, ReplicationNode, Stage
 from harness.observe import (
     EIO,
     IO_EIO,
@@ -35,6 +35,23 @@ from harness.observe import (
 )
 
 SETTLED = QmpResult(True, "settled")
+
+
+def _undefine_padded_sectors(chain: list[Disk], start: int, end: int) -> None:
+    """An unaligned write-zeroes through a primary node: its partly covered head and tail
+    sectors end up undefined as a whole, the bytes it asked to zero included.
+
+    bdrv_co_do_zero_pwritev pads the request to the node's 512-byte alignment and calls
+    bdrv_padding_rmw_read(..., zero_middle=true); the primary refuses the read-modify-write
+    read, and that function returns before its `zero_mem:` memset, so the padded sectors
+    are written from a buffer nobody initialised (the caller ignores the failed read).
+    """
+    head = start - start % SECTOR
+    tail = -(-end // SECTOR) * SECTOR
+    if head < start:
+        write_layer(chain, 0, head, min(head + SECTOR, tail), UNDEF)
+    if end < tail:
+        write_layer(chain, 0, max(tail - SECTOR, head), tail, UNDEF)
 
 
 def to_data(pieces: list[tuple[int, int, int]]) -> Data:
@@ -144,7 +161,12 @@ class Model:
 
     def _write_zeroes(self, op: ops.WriteZeroes) -> Observation:
         # The filter has no write-zeroes callback: the block layer writes a zero buffer.
-        return self._write_value(op.node, op.offset, op.length, 0)
+        obs = self._write_value(op.node, op.offset, op.length, 0)
+        node = self._io_node(op.node)
+        if obs == IO_OK and isinstance(node, ReplicationNode) and node.mode is Mode.PRIMARY:
+            if node.link_up:
+                _undefine_padded_sectors(node.file.chain(), op.offset, op.offset + op.length)
+        return obs
 
     def _discard(self, op: ops.Discard) -> Observation:
         # No discard callback: the block layer answers success and does nothing.

@@ -247,8 +247,14 @@ def test_deleting_a_running_primary_node_stops_it(many):
 # ---- all nodes healthy
 
 
-@pytest.mark.quick
-@pytest.mark.parametrize("n", [1, 2, 4])
+@pytest.mark.parametrize(
+    "n",
+    [
+        pytest.param(1, marks=pytest.mark.quick),
+        pytest.param(2, marks=pytest.mark.quick),
+        pytest.param(4, marks=pytest.mark.slow),
+    ],
+)
 def test_many_secondaries_whole_life(many, n):
     names = [f"r{i}" for i in range(1, n + 1)]
     s = many(sec(*names))

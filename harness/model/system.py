@@ -37,7 +37,7 @@ from harness.observe import (
 SETTLED = QmpResult(True, "settled")
 
 
-def _undefine_padded_sectors(chain: list[Disk], start: int, end: int) -> None:
+def _undefine_padded_sectors(node: ReplicationNode, start: int, end: int) -> None:
     """An unaligned write-zeroes through a primary node: its partly covered head and tail
     sectors end up undefined as a whole, the bytes it asked to zero included.
 
@@ -48,10 +48,17 @@ def _undefine_padded_sectors(chain: list[Disk], start: int, end: int) -> None:
     """
     head = start - start % SECTOR
     tail = -(-end // SECTOR) * SECTOR
+    sectors = []
     if head < start:
-        write_layer(chain, 0, head, min(head + SECTOR, tail), UNDEF)
+        sectors.append((head, min(head + SECTOR, tail)))
     if end < tail:
-        write_layer(chain, 0, max(tail - SECTOR, head), tail, UNDEF)
+        sectors.append((max(tail - SECTOR, head), tail))
+    for s, e in sectors:
+        if node.forward is not None:
+            if node.forward(s, e, UNDEF) is not None:
+                node.error = True
+        else:
+            write_layer(node.file.chain(), 0, s, e, UNDEF)
 
 
 def to_data(pieces: list[tuple[int, int, int]]) -> Data:
@@ -165,7 +172,7 @@ class Model:
         node = self._io_node(op.node)
         if obs == IO_OK and isinstance(node, ReplicationNode) and node.mode is Mode.PRIMARY:
             if node.link_up:
-                _undefine_padded_sectors(node.file.chain(), op.offset, op.offset + op.length)
+                _undefine_padded_sectors(node, op.offset, op.offset + op.length)
         return obs
 
     def _discard(self, op: ops.Discard) -> Observation:

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import BinaryNotExecutable, BuildNotFound
+from harness.errors import BinaryMissing, BinaryNotExecutable, BuildNotFound
 
 SYSTEM = "qemu-system-x86_64"
 IMG = "qemu-img"
@@ -137,7 +137,7 @@ def _from_qemu_dir(qemu_dir: str, environ: Mapping[str, str]) -> QemuBuild:
             )
     missing = [p.name for p in paths.values() if not p.exists()]
     if missing:
-        raise BuildNotFound(
+        raise BinaryMissing(
             f"--qemu-dir {qemu_dir}: {layout} has {SYSTEM} but not {', '.join(missing)}"
         )
     checked = {k: _check_executable(str(p)) for k, p in paths.items()}
@@ -160,11 +160,11 @@ def _resolve_var(var: str, value: str, environ: Mapping[str, str]) -> str:
     if os.sep not in value:
         found = _which(value, environ)
         if found is None:
-            raise BuildNotFound(f"{var}={value}: not found on PATH")
+            raise BinaryMissing(f"{var}={value}: not found on PATH")
         return found
     path = os.path.abspath(value)
     if not os.path.exists(path):
-        raise BuildNotFound(f"{var}={value}: no such file")
+        raise BinaryMissing(f"{var}={value}: no such file")
     return _check_executable(path)
 
 
@@ -213,7 +213,7 @@ def _from_env_and_path(environ: Mapping[str, str]) -> QemuBuild:
         else:
             resolved[key] = _check_executable(path)
     if missing:
-        raise BuildNotFound(
+        raise BinaryMissing(
             f"found {resolved['system']} but not {', '.join(missing)} "
             f"(looked {'next to it and ' if system_var else ''}on PATH)"
         )

@@ -16,6 +16,12 @@ class HarnessError(Exception):
         return f"qrc: {self}"
 
 
+class UsageError(HarnessError):
+    """The command line is wrong (an unknown option, a bad value); argparse's code."""
+
+    exit_code = 2
+
+
 class BuildNotFound(HarnessError):
     """No QEMU binary where the user pointed (or none on PATH)."""
 
@@ -28,7 +34,22 @@ class BinaryNotExecutable(HarnessError):
     exit_code = 4
 
 
-# 5 is left out on purpose: pytest uses it for "no tests collected".
+class BinaryMissing(BuildNotFound):
+    """The build was found but one of its binaries is not there (qemu-img, the
+    storage daemon...), or an iotests variable names a file that does not exist.
+
+    A BuildNotFound (callers that only ask "is there a usable build" need not
+    care), but with its own exit code: "this build is incomplete" is a
+    different problem from "there is no QEMU here".
+    """
+
+    exit_code = 12
+
+
+class NoCases(HarnessError):
+    """The selection (-k, -m, --case, paths) matched no case: pytest's own code 5."""
+
+    exit_code = 5
 
 
 class NoReplication(HarnessError):
@@ -67,5 +88,22 @@ class ProbeError(HarnessError):
     exit_code = 11
 
 
+class ReplayUnavailable(HarnessError):
+    """`qrc replay` (or `qrc bisect --trace`) without the differential replayer installed."""
+
+    exit_code = 13
+
+
+class RunnerError(HarnessError):
+    """pytest itself failed (an internal error, or it died without writing its report)."""
+
+    exit_code = 14
+
+
 # The protocol of `git bisect run`: this build cannot be tested.
 BISECT_SKIP = 125
+# ... and "stop bisecting": git aborts the bisection on an exit code of 128 or
+# more.  `qrc bisect` uses it when the command line itself is wrong (unknown
+# option, unwritable report path, a selection that matches no case), which says
+# nothing about the commit under test and must not be recorded as "bad".
+BISECT_ABORT = 128

@@ -20,6 +20,9 @@ from harness.probe import Probe, probe, replication_verdict
 
 ROOT = Path(__file__).resolve().parent
 
+# JSON report, per-failure artifacts and progress events (used by `qrc run`).
+pytest_plugins = ["harness.report.plugin"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("qrc", "QEMU replication conformance")

@@ -9,6 +9,7 @@ operations that led there, and the layer maps of both sides.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,23 @@ def _ranges(rs: Iterable[tuple[int, int]]) -> str:
     )
 
 
+# Stories made in this process, oldest first (weak: a story lives as long as its
+# case keeps it).  The report plugin reads them when a case fails, to write its
+# trace and layer maps; it calls forget_stories() as each case starts.
+_made: list[weakref.ref[Story]] = []
+
+
+def stories() -> list[Story]:
+    """The stories made since the last forget_stories(), oldest first, still alive."""
+    alive = [s for s in (r() for r in _made) if s is not None]
+    _made[:] = [weakref.ref(s) for s in alive]
+    return alive
+
+
+def forget_stories() -> None:
+    _made.clear()
+
+
 class Story:
     """Runs operations on the model and on QEMU and compares every observation."""
 
@@ -65,6 +83,7 @@ class Story:
         self.real = RealSide(topo)
         self.steps: list[Step] = []
         self.label = label or f"QEMU {topo.build.label}, profile {topo.model.profile.name}"
+        _made.append(weakref.ref(self))
 
     # ---- running
 

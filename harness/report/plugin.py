@@ -1,0 +1,255 @@
+"""pytest plugin (registered by the root conftest.py): JSON report, artifacts, progress events.
+
+Options (all off unless given; `qrc run` gives them):
+  --qrc-json PATH         one record per case and QEMU build (harness.report.records)
+  --qrc-artifacts DIR     a directory per failed case (harness.report.artifacts)
+  --qrc-events-fd FD      progress events, one JSON object per line, for `qrc run`'s display
+
+Under pytest-xdist the work is split: each worker tags its cases' reports
+(QEMU version, markers, failure summary, artifacts path) through
+`user_properties`, which xdist ships to the controller with the reports, and
+writes artifacts while the failed case's fixtures (its QEMUs) still exist; the
+controller alone assembles the records, writes the JSON and emits events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any, TextIO
+
+import pytest
+
+from harness.report import records
+
+JSON_KEY = pytest.StashKey["Recorder"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("qrc-report", "qrc reports")
+    group.addoption(
+        "--qrc-json", metavar="PATH", default=None, help="write a JSON report (one record per case)"
+    )
+    group.addoption(
+        "--qrc-artifacts",
+        metavar="DIR",
+        default=None,
+        help="write a directory of artifacts (QMP transcripts, trace, layer maps) per failed case",
+    )
+    group.addoption("--qrc-events-fd", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _check_writable(directory: Path, option: str) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise pytest.UsageError(f"{option} {directory}: cannot write there: not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".qrc-write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise pytest.UsageError(f"{option} {directory}: cannot write there: {e.strerror}") from None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    json_path = config.getoption("qrc_json")
+    artifacts = config.getoption("qrc_artifacts")
+    events_fd = config.getoption("qrc_events_fd")
+    if _is_worker(config):
+        return
+    if json_path:
+        _check_writable(Path(json_path).absolute().parent, "--qrc-json")
+    if artifacts:
+        _check_writable(Path(artifacts).absolute(), "--qrc-artifacts")
+    if json_path or events_fd is not None:
+        rec = Recorder(Path(json_path).absolute() if json_path else None, events_fd, config)
+        config.stash[JSON_KEY] = rec
+        config.pluginmanager.register(rec, "qrc-recorder")
+
+
+# --- worker side (or the only process, without xdist) -------------------------
+
+
+def _build_of(item: pytest.Item) -> tuple[str, str] | None:
+    """(version, label) of the QEMU build the case is parametrised with."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return None
+    param = callspec.params.get("qemu_build")
+    if not (isinstance(param, tuple) and len(param) == 2):
+        return None
+    build, found = param
+    return str(getattr(found, "version", "")), str(getattr(build, "label", ""))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    story = sys.modules.get("harness.story")
+    if story is not None:
+        story.forget_stories()
+    build = _build_of(item)
+    version, label = build if build else (None, None)
+    markers = sorted({m.name for m in item.iter_markers()} - {"parametrize", "usefixtures"})
+    item.user_properties += [
+        ("case", records.case_key(item.nodeid, version)),
+        ("qemu_version", version),
+        ("qemu_build", label),
+        ("markers", ",".join(markers)),
+    ]
+
+
+def _headline(excinfo: pytest.ExceptionInfo[BaseException] | None) -> tuple[str, str | None]:
+    """(message, divergence) for a failure: the exception's first line, and for a
+    story's Divergence/ModelDisagrees the report's headline (what differed)."""
+    if excinfo is None:
+        return "", None
+    exc = excinfo.value
+    name = type(exc).__name__
+    text = str(exc).strip()
+    lines = text.splitlines()
+    story = sys.modules.get("harness.story")
+    divergence = None
+    if story is not None and isinstance(exc, (story.Divergence, story.ModelDisagrees)):
+        # Story.report(): label line, the headline (maybe several lines), "operations:"...
+        body = lines[1:]
+        if "operations:" in body:
+            body = body[: body.index("operations:")]
+        divergence = " ".join(" ".join(body).split())[:500]
+        return f"{name}: {divergence}", divergence
+    return f"{name}: {' '.join(lines[0].split()) if lines else ''}"[:500], None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if not report.failed:
+        return report
+    props: list[tuple[str, object]] = []
+    message, divergence = _headline(call.excinfo)
+    if message:
+        props.append(("message", message))
+    if divergence:
+        props.append(("divergence", divergence))
+    base = item.config.getoption("qrc_artifacts")
+    if base:
+        props.append(("artifacts", _write_artifacts(item, report, Path(base))))
+    item.user_properties += props
+    report.user_properties += props
+    return report
+
+
+def _write_artifacts(item: pytest.Item, report: pytest.TestReport, base: Path) -> str:
+    from harness.report.artifacts import write_case_artifacts
+
+    machine = sys.modules.get("harness.machine")
+    story = sys.modules.get("harness.story")
+    funcargs: dict[str, Any] = getattr(item, "funcargs", {})
+    sets = [v for v in funcargs.values() if machine and isinstance(v, machine.MachineSet)]
+    stories = story.stories() if story is not None else []
+    try:
+        where = write_case_artifacts(
+            base.absolute(), item.nodeid, f"[{report.when}]\n{report.longreprtext}", stories, sets
+        )
+    except OSError as e:
+        return f"(not written: {e})"
+    return str(where)
+
+
+# --- controller side ---------------------------------------------------------
+
+
+class Recorder:
+    """Assembles records from phase reports; writes the JSON and the progress events."""
+
+    def __init__(self, json_path: Path | None, events_fd: int | None, config: pytest.Config):
+        self.json_path = json_path
+        self.config = config
+        self.t0 = time.monotonic()
+        self.pending: dict[str, dict[str, Any]] = {}
+        self.done: list[dict[str, Any]] = []
+        self.total: int | None = None
+        self.events: TextIO | None = None
+        if events_fd is not None:
+            try:
+                self.events = os.fdopen(events_fd, "w", buffering=1, closefd=True)
+            except OSError as e:
+                raise pytest.UsageError(f"--qrc-events-fd {events_fd}: {e.strerror}") from None
+
+    def emit(self, **event: Any) -> None:
+        if self.events is None:
+            return
+        try:
+            self.events.write(json.dumps(event) + "\n")
+        except (OSError, ValueError):  # the reader went away: run on without a display
+            self.events = None
+
+    def _set_total(self, n: int) -> None:
+        if self.total is None:
+            self.total = n
+            self.emit(e="total", n=n)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if not self.config.pluginmanager.has_plugin("dsession"):
+            self._set_total(len(session.items))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: object, ids: list[str]) -> None:
+        self._set_total(len(ids))
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            rec = records.collect_error(report)
+            self.done.append(rec)
+            self.emit(e="done", **rec)
+
+    def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
+        self.emit(e="start", id=nodeid)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        rec = self.pending.setdefault(report.nodeid, records.new_record(report.nodeid))
+        records.update(rec, report)
+        if report.when not in ("setup", "call", "teardown"):
+            self._finish(report.nodeid)  # a crashed worker: no logfinish follows
+
+    def pytest_runtest_logfinish(self, nodeid: str, location: object) -> None:
+        self._finish(nodeid)
+
+    def _finish(self, nodeid: str) -> None:
+        rec = self.pending.pop(nodeid, None)
+        if rec is None:
+            return
+        if rec["outcome"] is None:
+            rec["outcome"] = "error"
+            rec["message"] = rec["message"] or "the case ended without a result"
+        self.done.append(rec)
+        self.emit(e="done", **rec)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        for nodeid in list(self.pending):
+            self._finish(nodeid)
+        wall = time.monotonic() - self.t0
+        if self.json_path is not None:
+            doc = records.document(
+                self.done, int(exitstatus), wall, list(self.config.invocation_params.args)
+            )
+            records.write_json(self.json_path, doc)
+        self.emit(e="end", exitstatus=int(exitstatus), duration=round(wall, 3))
+        if self.events is not None:
+            self.events.close()
+            self.events = None
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.json_path is not None:
+            terminalreporter.write_line(f"qrc JSON report: {self.json_path}")

@@ -1,9 +1,9 @@
 """The `qrc` command.
 
 Each subcommand is a pair of small functions (add its options, run it)
-registered in `SUBCOMMANDS`; later ones (run, matrix, bisect, replay) live
-in their own modules and are added to that table.  Bad input ends in one
-line on stderr and a distinct exit code (see harness.errors), never a
+registered in `SUBCOMMANDS`; the machinery of run, matrix and bisect lives in
+harness.report (runner, plugin, matrix).  Bad input ends in one line on stderr
+and a distinct exit code (see harness.errors and EXIT_CODES below), never a
 traceback.
 """
 
@@ -13,20 +13,95 @@ import argparse
 import json
 import os
 import sys
+import tempfile
+import textwrap
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from harness.builds import QemuBuild, find_build, known_builds
-from harness.errors import BuildNotFound, HarnessError
-from harness.probe import REQUIRED_COMMANDS, Probe, probe, replication_verdict
+from harness.errors import (
+    BISECT_ABORT,
+    BISECT_SKIP,
+    BinaryNotExecutable,
+    BuildNotFound,
+    HarnessError,
+    NoCases,
+    NoReplication,
+    ProbeError,
+    ReplayUnavailable,
+    ReportPathError,
+    RunnerError,
+    UsageError,
+)
+from harness.probe import REQUIRED_COMMANDS, Probe, probe, replication_verdict, require_replication
 
 PROG = "qrc"
+
+# The exit codes, for `qrc --help` and the README (tests check both against harness.errors).
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (0, "every selected case passed (expected failures included)"),
+    (1, "a case failed or errored (or a strict expected failure passed)"),
+    (2, "usage error: unknown option or bad argument"),
+    (3, "no QEMU where pointed: --qemu-dir without QEMU, none on PATH"),
+    (4, "a binary exists but is not executable"),
+    (5, "the selection matched no case"),
+    (6, "the build has no replication driver (or lacks a needed QMP command)"),
+    (7, "an image recipe is invalid"),
+    (8, "a trace file is malformed"),
+    (9, "a report path (--report-dir, --out) cannot be written"),
+    (10, "setup failed (scripts/setup.sh)"),
+    (11, "probing the build failed (QEMU crashed, hung or spoke no QMP)"),
+    (12, "a binary of the build is missing (qemu-img, the storage daemon...)"),
+    (13, "replay is not available yet"),
+    (14, "pytest itself failed (internal error)"),
+    (130, "interrupted"),
+)
+BISECT_CODES: tuple[tuple[int, str], ...] = (
+    (0, "good: the selected cases pass"),
+    (1, "bad: a selected case fails"),
+    (
+        125,
+        "skip: this build cannot be tested (binaries missing or not executable, "
+        "no replication driver, probe fails, every selected case skipped)",
+    ),
+    (
+        128,
+        "abort the bisection: the command line is wrong (unknown option, unwritable "
+        "report path, a selection matching no case, replay not available)",
+    ),
+)
+
+
+def _code_rows(codes: Sequence[tuple[int, str]]) -> list[str]:
+    return [
+        textwrap.fill(f"  {code:>3}  {text}", width=92, subsequent_indent=" " * 7)
+        for code, text in codes
+    ]
+
+
+def _codes_text() -> str:
+    rows = _code_rows(EXIT_CODES)
+    brows = _code_rows(BISECT_CODES)
+    return "\n".join(
+        [
+            "exit codes (one line on stderr for each error):",
+            *rows,
+            "",
+            "qrc bisect exits only with git bisect run's codes:",
+            *brows,
+        ]
+    )
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (exit code 2 as usual)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
@@ -38,6 +113,9 @@ class Subcommand:
     help: str
     configure: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+    # extra arguments are pytest's (run, matrix); elsewhere they are an error
+    passthrough: bool = False
+    epilog: str | None = None
 
 
 def project_root() -> Path:
@@ -101,31 +179,461 @@ def _probe_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- run and matrix: shared ---------------------------------------------------
+
+
+def _resolve_builds(qemu_dirs: Sequence[str], all_builds: bool) -> list[tuple[QemuBuild, Probe]]:
+    """The builds a run will use, each found, probed and able to host replication."""
+    if qemu_dirs:
+        builds = [find_build(d, os.environ) for d in qemu_dirs]
+    elif all_builds:
+        builds = known_builds(project_root())
+        if not builds:
+            raise BuildNotFound("no QEMU on PATH and no .qemu/10.0: run scripts/setup.sh")
+    else:
+        builds = [find_build(None, os.environ)]
+    out = []
+    for b in builds:
+        found = probe(b)
+        require_replication(found)
+        out.append((b, found))
+    return out
+
+
+def _child_dir(d: str) -> str:
+    """--qemu-dir as pytest sees it: it runs in the project root."""
+    path = Path(d).absolute()
+    root = project_root()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def _pytest_args(
+    qemu_dirs: Sequence[str], all_cases: bool, extra: Sequence[str], all_builds: bool = False
+) -> list[str]:
+    from harness.report.runner import absolutize
+
+    args: list[str] = []
+    if not any(a in ("no:xdist", "-pno:xdist") for a in extra):
+        args += ["-n", "auto"]
+    if not all_cases:
+        args += ["-m", "quick"]  # a later -m of the user's wins
+    for d in qemu_dirs:
+        # One token: pytest's first look at the arguments (which decides where the
+        # conftests are) would take a separate value for a path to test.
+        args.append(f"--qemu-dir={_child_dir(d)}")
+    if all_builds:
+        args.append("--all-builds")
+    return args + absolutize(extra, Path.cwd())
+
+
+def _run_options(p: argparse.ArgumentParser, what: str) -> None:
+    from harness.report.runner import PROGRESS_MODES
+
+    p.add_argument(
+        "--qemu-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help=f"QEMU build tree, install prefix or unpacked packages (repeatable); {what}",
+    )
+    p.add_argument("--all", action="store_true", help="every case, not only the quick set")
+    p.add_argument(
+        "--report-dir",
+        default="reports",
+        metavar="DIR",
+        help="where junit.xml, report.json, pytest.log and artifacts/ go (default: ./reports)",
+    )
+    p.add_argument(
+        "--progress",
+        choices=PROGRESS_MODES,
+        default="auto",
+        help="bar (terminals), lines (one per case), steps (failures and every 10%%: "
+        "CI logs), none; auto picks bar on a terminal, else steps",
+    )
+
+
+def _exit_for(rc: int, doc: dict[str, Any] | None, log: Path) -> int:
+    """qrc's exit code for pytest's, once the summary is printed."""
+    from harness.report import records
+
+    if rc in (0, 1):
+        return rc
+    if rc == 3:
+        raise RunnerError(f"pytest had an internal error; see {log}")
+    bad = doc is not None and any(r["outcome"] in records.BAD for r in doc["cases"])
+    return 1 if bad else 130
+
+
+def _no_cases(log: Path) -> NoCases:
+    return NoCases(f"no case matched the selection (pytest's output: {log})")
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from harness.report.runner import Progress, prepare_dir, run_pytest, summary_text
+
+    extra: list[str] = args.extra
+    all_builds = "--all-builds" in extra
+    builds = _resolve_builds(args.qemu_dir, all_builds)
+    report_dir = prepare_dir(Path(args.report_dir), "--report-dir")
+    pargs = _pytest_args(args.qemu_dir, args.all, extra)
+    result = run_pytest(pargs, report_dir, Progress(sys.stdout, args.progress))
+    if result.returncode == 5:
+        raise _no_cases(result.log)
+    print(summary_text(result, builds, "qrc run"))
+    return _exit_for(result.returncode, result.doc, result.log)
+
+
+# --- matrix -------------------------------------------------------------------
+
+
+def _matrix_configure(p: argparse.ArgumentParser) -> None:
+    _run_options(p, "default: every installed build (PATH's QEMU and .qemu/10.0)")
+    p.add_argument(
+        "--out", default=".", metavar="DIR", help="where matrix.md and matrix.html go (default: .)"
+    )
+    p.add_argument(
+        "--from-json",
+        action="append",
+        default=[],
+        metavar="REPORT",
+        help="draw the matrix from JSON reports (e.g. shards') instead of running",
+    )
+    p.add_argument(
+        "--marker",
+        metavar="NAME",
+        default=None,
+        help="with --from-json: only the cases with this marker (e.g. quick)",
+    )
+
+
+def _load_reports(paths: Sequence[str]) -> dict[str, Any]:
+    from harness.report import records
+
+    docs = []
+    for f in paths:
+        try:
+            docs.append(records.load(Path(f)))
+        except OSError as e:
+            raise UsageError(f"{f}: {e.strerror}") from None
+        except ValueError as e:
+            raise UsageError(f"{f}: not a qrc JSON report ({str(e).splitlines()[0]})") from None
+    return records.merge_reports(docs)
+
+
+def _matrix_run(args: argparse.Namespace) -> int:
+    from harness.report.matrix import build_matrix, to_html, to_markdown
+    from harness.report.runner import Progress, prepare_dir, run_pytest, summary_text
+
+    out = prepare_dir(Path(args.out), "--out")
+    order: list[tuple[str, str]] = []
+    rc = 0
+    if args.from_json:
+        if args.qemu_dir or args.extra:
+            raise UsageError("--from-json draws from reports: no --qemu-dir or pytest arguments")
+        doc = _load_reports(args.from_json)
+        if args.marker:
+            doc["cases"] = [c for c in doc["cases"] if args.marker in (c.get("markers") or [])]
+    else:
+        if args.marker:
+            raise UsageError("--marker filters --from-json reports; to run, select with -m")
+        all_builds = not args.qemu_dir
+        builds = _resolve_builds(args.qemu_dir, all_builds)
+        report_dir = prepare_dir(Path(args.report_dir), "--report-dir")
+        pargs = _pytest_args(args.qemu_dir, args.all, args.extra, all_builds=all_builds)
+        result = run_pytest(pargs, report_dir, Progress(sys.stdout, args.progress))
+        if result.returncode == 5:
+            raise _no_cases(result.log)
+        print(summary_text(result, builds, "qrc matrix"))
+        labels = [_child_dir(d) for d in args.qemu_dir] or [b.label for b, _ in builds]
+        order = [(label, p.version) for label, (_, p) in zip(labels, builds, strict=True)]
+        rc = _exit_for(result.returncode, result.doc, result.log)
+        doc = result.doc or {"cases": []}
+    m = build_matrix(doc["cases"], order)
+    md, page = out / "matrix.md", out / "matrix.html"
+    try:
+        md.write_text(to_markdown(m))
+        page.write_text(to_html(m))
+    except OSError as e:
+        raise ReportPathError(f"--out {out}: cannot write the matrix: {e.strerror}") from None
+    print(
+        f"matrix: {os.path.relpath(md)}, {os.path.relpath(page)}: {len(m.rows)} cases x "
+        f"{len(m.columns)} builds, {len(m.differing)} rows differ between builds"
+    )
+    return rc
+
+
+# --- bisect -------------------------------------------------------------------
+
+_UNTESTABLE = (BuildNotFound, BinaryNotExecutable, NoReplication, ProbeError)
+
+
+def _bisect_configure(p: argparse.ArgumentParser) -> None:
+    from harness.report.runner import PROGRESS_MODES
+
+    p.add_argument("--qemu-dir", required=True, metavar="BUILD", help="the QEMU build tree to test")
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument("-k", dest="keyword", metavar="EXPR", help="cases matching pytest's -k EXPR")
+    sel.add_argument("-m", dest="markexpr", metavar="MARKEXPR", help="cases with these markers")
+    sel.add_argument("--case", action="append", metavar="ID", help="a case's node id (repeatable)")
+    sel.add_argument("--trace", metavar="FILE", help="replay an operation trace (qrc replay)")
+    p.add_argument(
+        "--report-dir",
+        metavar="DIR",
+        default=None,
+        help="keep junit.xml, report.json and artifacts here (default: a temporary "
+        "directory, removed; keeps the QEMU checkout clean)",
+    )
+    p.add_argument("--progress", choices=PROGRESS_MODES, default="auto", help="as for qrc run")
+
+
+def _bisect_say(verdict: str, text: str) -> None:
+    print(f"qrc bisect: {verdict}: {text}", flush=True)
+
+
+def _bisect_run(args: argparse.Namespace) -> int:
+    try:
+        build = find_build(args.qemu_dir, os.environ)
+        found = probe(build)
+        require_replication(found)
+    except _UNTESTABLE as e:
+        print(f"qrc bisect: cannot test this build, skip (125): {e}", file=sys.stderr)
+        return BISECT_SKIP
+    try:
+        if args.trace:
+            return _bisect_trace(args.trace, args.qemu_dir)
+        return _bisect_cases(args, build, found)
+    except _UNTESTABLE as e:
+        print(f"qrc bisect: cannot test this build, skip (125): {e}", file=sys.stderr)
+        return BISECT_SKIP
+    except HarnessError as e:
+        print(f"qrc bisect: {e} (aborting the bisection: {BISECT_ABORT})", file=sys.stderr)
+        return BISECT_ABORT
+
+
+def _bisect_cases(args: argparse.Namespace, build: QemuBuild, found: Probe) -> int:
+    from harness.report import records
+    from harness.report.runner import Progress, prepare_dir, run_pytest
+
+    selection: list[str] = []
+    if args.case:
+        selection = list(args.case)
+    elif args.keyword is not None:
+        selection = ["-k", args.keyword]
+    elif args.markexpr is not None:
+        selection = ["-m", args.markexpr]
+    quick = not selection
+    keep = args.report_dir is not None
+    report_dir = (
+        prepare_dir(Path(args.report_dir), "--report-dir")
+        if keep
+        else Path(tempfile.mkdtemp(prefix="qrc-bisect-"))
+    )
+    try:
+        result = run_pytest(
+            _pytest_args([args.qemu_dir], not quick, selection),
+            report_dir,
+            Progress(sys.stdout, args.progress),
+        )
+    finally:
+        if not keep:
+            import shutil
+
+            shutil.rmtree(report_dir, ignore_errors=True)
+    where = f"QEMU {found.version} at {build.system}"
+    cases = result.doc["cases"] if result.doc else []
+    if result.returncode == 5:
+        raise NoCases("the selection matched no case")
+    bad = [r for r in cases if r["outcome"] in records.BAD]
+    if bad and all(r["when"] == "collect" for r in bad):
+        raise RunnerError(f"a case file does not import: {bad[0]['nodeid']}: {bad[0]['message']}")
+    if bad or result.returncode == 1:
+        _bisect_say("bad (1)", f"{len(bad)} of {len(cases)} selected results fail on {where}")
+        for r in bad:
+            print(f"  {r['outcome'].upper()} {r['nodeid']}: {r.get('message') or ''}")
+            if keep and r.get("artifacts"):
+                print(f"    artifacts: {r['artifacts']}")
+        return 1
+    if result.returncode != 0:
+        raise RunnerError(f"pytest exited with status {result.returncode}; see {result.log}")
+    good = [r for r in cases if r["outcome"] in (*records.GOOD, "xpassed")]
+    if not good:
+        reasons = sorted({str(r.get("reason")) for r in cases})
+        why = "; ".join(reasons)
+        _bisect_say("skip (125)", f"every selected case was skipped on {where}: {why}")
+        return BISECT_SKIP
+    _bisect_say("good (0)", f"{len(good)} selected results pass on {where}")
+    return 0
+
+
+def _bisect_trace(trace: str, qemu_dir: str) -> int:
+    replay = _load_replay()
+    rc = replay(str(Path(trace).absolute()), str(Path(qemu_dir).absolute()))
+    if rc in (0, 1, BISECT_SKIP):
+        return rc
+    raise RunnerError(f"replay of {trace} exited with status {rc}")
+
+
+# --- replay -------------------------------------------------------------------
+
+
+def _load_replay() -> Callable[[str, str | None], int]:
+    """harness.differential.replay.replay_main, imported only when asked for."""
+    import importlib
+
+    try:
+        module = importlib.import_module("harness.differential.replay")
+    except ModuleNotFoundError as e:
+        if e.name in ("harness.differential", "harness.differential.replay"):
+            raise ReplayUnavailable("replay is not available yet") from None
+        raise
+    fn = getattr(module, "replay_main", None)
+    if not callable(fn):
+        raise ReplayUnavailable("replay is not available yet")
+    return fn  # type: ignore[no-any-return]
+
+
+def _replay_configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("trace", metavar="TRACE", help="an operation trace (trace-N.json of a failure)")
+    p.add_argument("--qemu-dir", metavar="DIR", default=None, help="the build to replay against")
+
+
+def _replay_run(args: argparse.Namespace) -> int:
+    replay = _load_replay()
+    return replay(str(Path(args.trace).absolute()), args.qemu_dir)
+
+
+# --- merge --------------------------------------------------------------------
+
+
+def _merge_configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, metavar="FILE", help="merged report (.json or .xml)")
+    p.add_argument("inputs", nargs="+", metavar="REPORT", help="shards' report.json or junit.xml")
+
+
+def _merge_junit(paths: Sequence[str]) -> ET.ElementTree[ET.Element]:
+    root = ET.Element("testsuites")
+    for f in paths:
+        try:
+            top = ET.parse(f).getroot()
+        except OSError as e:
+            raise UsageError(f"{f}: {e.strerror}") from None
+        except ET.ParseError as e:
+            raise UsageError(f"{f}: not JUnit XML ({e})") from None
+        if top.tag == "testsuites":
+            root.extend(list(top))
+        elif top.tag == "testsuite":
+            root.append(top)
+        else:
+            raise UsageError(f"{f}: not JUnit XML (root element {top.tag})")
+    return ET.ElementTree(root)
+
+
+def _merge_run(args: argparse.Namespace) -> int:
+    from harness.report import records
+
+    out = Path(args.out)
+    try:
+        if out.suffix == ".json":
+            records.write_json(out, _load_reports(args.inputs))
+        elif out.suffix == ".xml":
+            _merge_junit(args.inputs).write(out, encoding="utf-8", xml_declaration=True)
+        else:
+            raise UsageError(f"--out {out}: name it .json (JSON reports) or .xml (JUnit)")
+    except OSError as e:
+        raise ReportPathError(f"--out {out}: cannot write there: {e.strerror}") from None
+    print(f"merged {len(args.inputs)} reports into {out}")
+    return 0
+
+
+def _bisect_epilog() -> str:
+    rows = "\n".join(_code_rows(BISECT_CODES))
+    return (
+        "git bisect run's protocol; the only exit codes:\n" + rows + "\n\n"
+        "example, in a QEMU checkout built in ./build:\n"
+        "  git bisect run /path/to/.venv/bin/qrc bisect --qemu-dir build -k test_plain_stop"
+    )
+
+
 SUBCOMMANDS: list[Subcommand] = [
     Subcommand("probe", "what a QEMU build can do", _probe_configure, _probe_run),
+    Subcommand(
+        "run",
+        "run the conformance cases (pytest -n auto, the quick set unless --all); "
+        "other arguments go to pytest",
+        lambda p: _run_options(p, "default: iotests' variables, then PATH"),
+        _run_run,
+        passthrough=True,
+    ),
+    Subcommand(
+        "matrix",
+        "run the cases against several builds; write matrix.md and matrix.html",
+        _matrix_configure,
+        _matrix_run,
+        passthrough=True,
+    ),
+    Subcommand(
+        "bisect",
+        "test one QEMU build for git bisect run (exit 0 good, 1 bad, 125 skip)",
+        _bisect_configure,
+        _bisect_run,
+        epilog=_bisect_epilog(),
+    ),
+    Subcommand(
+        "replay", "replay an operation trace against a build", _replay_configure, _replay_run
+    ),
+    Subcommand(
+        "merge", "merge shards' JSON reports or JUnit XML files", _merge_configure, _merge_run
+    ),
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="QEMU block replication conformance harness")
+    parser = _Parser(
+        prog=PROG,
+        description="QEMU block replication conformance harness",
+        epilog=_codes_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for cmd in SUBCOMMANDS:
-        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        p = sub.add_parser(
+            cmd.name,
+            help=cmd.help,
+            description=cmd.help,
+            epilog=cmd.epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         cmd.configure(p)
-        p.set_defaults(_run=cmd.run)
+        p.set_defaults(_cmd=cmd)
     return parser
+
+
+def _subcommand_of(argv: Sequence[str]) -> str | None:
+    names = {c.name for c in SUBCOMMANDS}
+    return next((a for a in argv if a in names), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `qrc`: parse, dispatch, map errors to one line and a code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    bisecting = _subcommand_of(argv) == "bisect"
     try:
         try:
-            args = build_parser().parse_args(argv)
+            args, extra = build_parser().parse_known_args(argv)
         except SystemExit as exc:  # --help (0) or a usage error (2)
-            return exc.code if isinstance(exc.code, int) else 2
-        run: Callable[[argparse.Namespace], int] = args._run
-        return run(args)
+            code = exc.code if isinstance(exc.code, int) else 2
+            return BISECT_ABORT if bisecting and code != 0 else code
+        cmd: Subcommand = args._cmd
+        if extra and not cmd.passthrough:
+            print(
+                f"{PROG} {cmd.name}: unrecognized arguments: {' '.join(extra)} "
+                f"(see '{PROG} {cmd.name} --help')",
+                file=sys.stderr,
+            )
+            return BISECT_ABORT if bisecting else UsageError.exit_code
+        args.extra = extra[1:] if extra[:1] == ["--"] else extra
+        return cmd.run(args)
     except HarnessError as exc:
         print(exc.one_line(), file=sys.stderr)
         return exc.exit_code

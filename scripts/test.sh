@@ -2,7 +2,9 @@
 # The project's own tests, against every known QEMU build (system and
 # .qemu/10.0: --all-builds, an option of the root conftest.py; tests/ also
 # iterate harness.builds.known_builds themselves).  Extra arguments go to
-# pytest.  JUnit XML lands in reports/.
+# pytest.  JUnit XML, the JSON report (one record per case and build, which
+# .ci/run draws the version matrix from) and the artifacts of failed cases land
+# in reports/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +12,9 @@ bash scripts/setup.sh
 mkdir -p reports
 
 rc=0
+rm -rf reports/artifacts-tests
 .venv/bin/python -m pytest -n auto --all-builds --junitxml=reports/junit-tests.xml \
+    --qrc-json=reports/report-tests.json --qrc-artifacts=reports/artifacts-tests \
     tests cases "$@" || rc=$?
 if [ "$rc" = 5 ]; then
     # pytest's "no tests collected": a run that runs nothing is a failure here.

@@ -1,0 +1,268 @@
+"""`qrc run` for real (summary, JUnit, JSON, artifacts of a real divergence), its bad
+input (one line, a distinct exit code each), `qrc --help`'s exit codes, and `qrc replay`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from cli_helpers import (
+    FLIPPED,
+    FLIPPED_FILE,
+    ROOT,
+    fake_build,
+    no_replication_build,
+    one_line,
+    qrc,
+)
+
+import harness.cli
+import harness.errors
+from harness.errors import HarnessError
+from harness.report import records
+from harness.report.runner import RunResult, summary_text
+
+# pytest-xdist is not needed for one case: each run starts quicker without it
+SERIAL = ("-p", "no:xdist")
+
+
+def test_run_prints_progress_and_summary_and_writes_reports(tmp_path: Path) -> None:
+    build = fake_build(tmp_path / "build")
+    r = qrc(
+        "run", "--qemu-dir", str(build), "--progress", "lines", *SERIAL, FLIPPED_FILE, cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stderr == ""
+    lines = r.stdout.splitlines()
+    assert re.fullmatch(
+        r"\[1/1 100% 0:\d\d\] passed  tests/data/bisect/case_flipped\.py::test_start_twice"
+        r"\[7\.2\.\d+\] \(\d+\.\d\ds\)",
+        lines[0],
+    ), lines[0]
+    assert re.fullmatch(r"== qrc run: 1 passed in \d+\.\d s \(1 results\) ==", lines[1])
+    assert re.fullmatch(rf"QEMU: QEMU 7\.2\.\d+ \({build}/qemu-system-x86_64\)", lines[2])
+    assert lines[3] == (
+        "reports: reports/junit.xml, reports/report.json; pytest's output: reports/pytest.log"
+    )
+    suite = ET.parse(tmp_path / "reports" / "junit.xml").getroot()
+    assert len(suite.findall(".//testcase")) == 1
+    doc = records.load(tmp_path / "reports" / "report.json")
+    (rec,) = doc["cases"]
+    assert rec["outcome"] == "passed" and rec["case"] == FLIPPED
+    assert rec["qemu_version"].startswith("7.2.") and rec["qemu_build"] == str(build)
+    assert rec["markers"] == ["quick", "secondary"] and rec["duration"] > 0
+
+
+def test_run_failure_writes_artifacts(tmp_path: Path) -> None:
+    build = fake_build(tmp_path / "build")
+    r = qrc(
+        "run",
+        "--qemu-dir",
+        str(build),
+        *SERIAL,
+        "--report-dir",
+        "out",
+        FLIPPED_FILE,
+        cwd=tmp_path,
+        env={"QRC_SELFTEST_FLIP": "1"},
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert re.search(r"^== qrc run: 1 failed in \d+\.\d s \(1 results\) ==$", r.stdout, re.M)
+    assert "flipped by the test" in r.stdout
+    (rec,) = records.load(tmp_path / "out" / "report.json")["cases"]
+    assert rec["outcome"] == "failed" and rec["when"] == "call"
+    assert "flipped by the test" in rec["divergence"]
+    assert rec["message"].startswith("Divergence: model expected: error GenericError")
+    art = Path(rec["artifacts"])
+    assert art.parent == tmp_path / "out" / "artifacts"
+    assert f"artifacts: out/artifacts/{art.name}" in r.stdout
+    assert "Divergence" in (art / "failure.txt").read_text()
+    trace = json.loads((art / "trace-1.json").read_text())
+    assert len(trace["operations"]) == 7 and trace["recipe"] == "images/secondary-1m.toml"
+    story = (art / "story-1.txt").read_text()
+    assert "layer maps (model):" in story and "layer allocation (QEMU, live):" in story
+    page = (art / "layers.html").read_text()
+    for layer in ("secondary", "hidden", "active"):
+        assert f"<h3>{layer} <small>qcow2, 1 MiB, 64 KiB clusters" in page
+    assert page.count("QEMU (live: HMP qemu-io map)") == 3
+    assert page.count("allocation agrees") == 3  # the text diverged, the layers agree
+    machine = art / "machines" / "secondary"
+    transcript = [json.loads(ln) for ln in (machine / "transcript.jsonl").read_text().splitlines()]
+    assert any(e.get("cmd") == "xen-set-replication" for e in transcript)
+    assert {p.name for p in machine.iterdir()} == {
+        "transcript.jsonl",
+        "stdout.log",
+        "stderr.log",
+        "command.txt",
+    }
+    assert (machine / "command.txt").read_text().startswith(f"{build}/qemu-system-x86_64 ")
+
+
+# --- bad input: one line each, a distinct exit code each ---------------------------
+
+
+def test_usage_errors(tmp_path: Path) -> None:
+    r = qrc("run", "--progress", "sideways", cwd=tmp_path)
+    assert r.returncode == 2
+    assert one_line(r).startswith("qrc run: argument --progress: invalid choice: 'sideways'")
+    r = qrc("frobnicate", cwd=tmp_path)
+    assert r.returncode == 2 and one_line(r).startswith("qrc: argument COMMAND: invalid choice")
+    r = qrc("probe", "--bogus", cwd=tmp_path)
+    assert r.returncode == 2
+    assert one_line(r) == "qrc probe: unrecognized arguments: --bogus (see 'qrc probe --help')"
+    # an option neither qrc nor pytest knows: pytest's verdict, in one line
+    r = qrc("run", *SERIAL, "--no-such-option", cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+    assert one_line(r) == "qrc: unrecognized arguments: --no-such-option"
+
+
+def test_build_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = qrc("run", "--qemu-dir", str(empty), cwd=tmp_path)
+    assert r.returncode == 3
+    assert one_line(r).startswith(f"qrc: --qemu-dir {empty}: no qemu-system-x86_64 in {empty}")
+    noexec = fake_build(tmp_path / "noexec", not_executable="qemu-img")
+    r = qrc("run", "--qemu-dir", str(noexec), cwd=tmp_path)
+    assert r.returncode == 4
+    assert one_line(r) == f"qrc: {noexec}/qemu-img: not executable"
+    missing = fake_build(tmp_path / "missing", leave_out="qemu-nbd")
+    r = qrc("run", "--qemu-dir", str(missing), cwd=tmp_path)
+    assert r.returncode == 12
+    assert one_line(r) == (
+        f"qrc: --qemu-dir {missing}: build tree has qemu-system-x86_64 but not qemu-nbd"
+    )
+    norep = no_replication_build(tmp_path / "norep")
+    r = qrc("run", "--qemu-dir", str(norep), cwd=tmp_path)
+    assert r.returncode == 6
+    assert re.fullmatch(
+        rf"qrc: QEMU 7\.2\.\d+ at {norep}/qemu-system-x86_64 has no replication block driver "
+        r"\(built without --enable-replication\)",
+        one_line(r),
+    )
+    assert not (tmp_path / "reports").exists()  # nothing ran
+
+
+def test_no_case_and_unwritable_report_dir(tmp_path: Path) -> None:
+    build = fake_build(tmp_path / "build")
+    r = qrc(
+        "run", "--qemu-dir", str(build), *SERIAL, "-k", "no_such_case", FLIPPED_FILE, cwd=tmp_path
+    )
+    assert r.returncode == 5 and r.stdout == ""
+    assert one_line(r) == (
+        f"qrc: no case matched the selection (pytest's output: {tmp_path}/reports/pytest.log)"
+    )
+    (tmp_path / "file").write_text("")
+    r = qrc("run", "--qemu-dir", str(build), "--report-dir", "file/reports", cwd=tmp_path)
+    assert r.returncode == 9
+    assert one_line(r) == (
+        f"qrc: --report-dir {tmp_path}/file/reports: cannot write there: Not a directory"
+    )
+
+
+def test_pytest_internal_error(tmp_path: Path) -> None:
+    (tmp_path / "boom.py").write_text(
+        "def pytest_collection_modifyitems(items):\n    raise RuntimeError('boom')\n"
+    )
+    build = fake_build(tmp_path / "build")
+    r = qrc(
+        "run",
+        "--qemu-dir",
+        str(build),
+        *SERIAL,
+        "-p",
+        "boom",
+        FLIPPED_FILE,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path)},
+    )
+    assert r.returncode == 14, r.stdout + r.stderr
+    assert r.stderr.splitlines()[-1] == (
+        f"qrc: pytest had an internal error; see {tmp_path}/reports/pytest.log"
+    )
+
+
+def test_replay_not_available_yet(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "harness.differential.replay", None)
+    assert harness.cli.main(["replay", "trace.json"]) == 13
+    assert capsys.readouterr().err == "qrc: replay is not available yet\n"
+
+
+def test_replay_calls_replay_main(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, str | None]] = []
+
+    def fake(trace: str, qemu_dir: str | None) -> int:
+        calls.append((trace, qemu_dir))
+        return 42
+
+    monkeypatch.setattr(harness.cli, "_load_replay", lambda: fake)
+    assert harness.cli.main(["replay", "t.json", "--qemu-dir", "b"]) == 42
+    assert calls == [(str(Path("t.json").absolute()), "b")]
+
+
+# --- the exit code table ------------------------------------------------------------
+
+
+def _error_classes() -> list[type[HarnessError]]:
+    return [
+        c
+        for c in vars(harness.errors).values()
+        if isinstance(c, type) and issubclass(c, HarnessError) and c is not HarnessError
+    ]
+
+
+def test_every_error_has_its_own_documented_code(tmp_path: Path) -> None:
+    codes = [c.exit_code for c in _error_classes()]
+    assert len(codes) == len(set(codes)), sorted(codes)
+    documented = dict(harness.cli.EXIT_CODES)
+    assert set(codes) <= set(documented)
+    assert len(documented) == len(harness.cli.EXIT_CODES)
+    r = qrc("--help", cwd=tmp_path)
+    assert r.returncode == 0
+    for code, text in harness.cli.EXIT_CODES + harness.cli.BISECT_CODES:
+        assert f"\n  {code:>3}  {text[:40]}" in r.stdout, (code, text)
+    readme = (ROOT / "README.md").read_text()
+    for code, _ in harness.cli.EXIT_CODES + harness.cli.BISECT_CODES:
+        assert re.search(rf"^\| {code} \|", readme, re.M), f"README lacks exit code {code}"
+
+
+def test_summary_groups_reasons() -> None:
+    def rec(n: str, outcome: str, reason: str | None = None) -> dict[str, object]:
+        return records.new_record(n) | {"outcome": outcome, "reason": reason}
+
+    doc = records.document(
+        [
+            rec("a", "skipped", "needs 10.0"),
+            rec("b", "skipped", "needs 10.0"),
+            rec("c", "xfailed", "QEMU bug (7.2): X"),
+            rec("d", "passed"),
+            rec("e", "failed") | {"message": "Divergence: Y", "artifacts": "/r/artifacts/e"},
+        ],
+        1,
+        3.0,
+        [],
+    )
+    p = Path("/r")
+    result = RunResult(1, doc, 3.04, p, p / "pytest.log", p / "junit.xml", p / "report.json", p)
+    rel = os.path.relpath
+    assert summary_text(result, [], "qrc run").splitlines() == [
+        "== qrc run: 1 failed, 1 passed, 1 xfailed, 2 skipped in 3.0 s (5 results) ==",
+        "QEMU: none",
+        "failed (1):",
+        "  FAILED e",
+        "         Divergence: Y",
+        f"         artifacts: {rel('/r/artifacts/e')}",
+        "expected failures (1), by reason:",
+        "     1  QEMU bug (7.2): X",
+        "skipped (2), by reason:",
+        "     2  needs 10.0",
+        f"reports: {rel('/r/junit.xml')}, {rel('/r/report.json')}; "
+        f"pytest's output: {rel('/r/pytest.log')}",
+    ]

@@ -13,7 +13,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,10 +167,8 @@ def test_sigkill_is_machine_died(build: QemuBuild, machines: MachineSet) -> None
 def test_sigstop_is_machine_hung(build: QemuBuild, machines: MachineSet) -> None:
     m = machines.launch(build, "m")
     m.kill(signal.SIGSTOP)
-    t = time.monotonic()
     with pytest.raises(MachineHung) as exc:
         m.execute("query-status", timeout=0.3)
-    assert time.monotonic() - t < 3
     assert "no QMP reply within 0.3 s" in str(exc.value)
     assert m.returncode == -signal.SIGKILL and not _alive(m.pid)
 
@@ -195,10 +192,9 @@ def test_abort_carries_signal_and_assertion(
 
 @with_builds
 def test_exit_at_startup_is_reported_at_once(build: QemuBuild, machines: MachineSet) -> None:
-    t = time.monotonic()
     with pytest.raises(MachineDied) as exc:
         machines.launch(build, "bad", args=["-no-such-option"], timeout=20)
-    assert time.monotonic() - t < 5  # did not wait for the accept deadline
+    # MachineDied, not MachineHung: the exit was seen, the accept deadline not waited for
     assert exc.value.returncode == 1 and exc.value.signal is None
     assert "-no-such-option" in exc.value.stderr_tail
     assert "exited before connecting" in str(exc.value)
@@ -219,12 +215,11 @@ def test_machine_set_shuts_down_on_exception(build: QemuBuild, tmp_path: Path) -
 
 @with_builds
 def test_machine_set_kills_on_keyboard_interrupt(build: QemuBuild, tmp_path: Path) -> None:
-    t = time.monotonic()
     with pytest.raises(KeyboardInterrupt), MachineSet(tmp_path) as ms:
         a = ms.launch(build, "a")
         b = ms.launch(build, "b", "qsd")
         raise KeyboardInterrupt
-    assert time.monotonic() - t < 2
+    # SIGKILL at once, not quit: an interrupted run does not wait for anything
     assert a.returncode == -signal.SIGKILL and b.returncode == -signal.SIGKILL
     assert not a.sockdir.exists() and not b.sockdir.exists()
 
@@ -257,15 +252,11 @@ def test_stdout_since_mark(build: QemuBuild, machines: MachineSet, tmp_path: Pat
 
 
 @with_builds
-def test_qmp_round_trip_latency(build: QemuBuild, machines: MachineSet) -> None:
+def test_many_round_trips_stay_in_order(build: QemuBuild, machines: MachineSet) -> None:
+    """500 commands in a row each get their own reply (latency: benchmarks/harness.py)."""
     m = machines.launch(build, "m")
-    n = 500
-    t = time.perf_counter()
-    for _ in range(n):
-        m.qmp("query-status")
-    per = (time.perf_counter() - t) / n
-    print(f"query-status round trip {per * 1e6:.0f} us")
-    assert per < 3e-3  # 300 ops/s leaves about 3 ms per operation
+    for i in range(500):
+        assert m.qmp("query-status").ok, i
 
 
 def test_errors_are_assertion_errors() -> None:

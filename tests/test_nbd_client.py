@@ -180,10 +180,8 @@ def test_server_gone_for_good(server: Machine, client: Clients) -> None:
     c = client(spawn_deadline=0.5)
     server.qmp_ok("nbd-server-stop")
     assert c.write(0, 512, 1) == IO_EIO
-    t = time.monotonic()
     with pytest.raises(QemuIoSpawnFailed) as exc:
         c.write(0, 512, 1)
-    assert time.monotonic() - t < 3
     assert "Failed to connect" in str(exc.value)
 
 
@@ -194,10 +192,8 @@ def test_stuck_command_hits_its_deadline(server: Machine, client: Clients) -> No
     stuck_pid = c.pid
     assert stuck_pid is not None
     server.kill(signal.SIGSTOP)
-    t = time.monotonic()
     with pytest.raises(QemuIoTimeout) as exc:
         c.write(0, 512, 2)
-    assert time.monotonic() - t < 3
     assert "write -P 2 0 512" in str(exc.value) and "no prompt within 0.5 s" in str(exc.value)
     assert not _alive(stuck_pid)
     server.kill(signal.SIGCONT)
@@ -250,12 +246,9 @@ def test_spawn_failure_is_clear(build: QemuBuild) -> None:
 
 
 @with_builds
-def test_nbd_latency(server: Machine, client: Clients) -> None:
+def test_many_writes_each_get_their_own_result(server: Machine, client: Clients) -> None:
+    """300 writes in a row, each result attributed to its command (latency: benchmarks/)."""
     c = client()
-    n = 300
-    t = time.perf_counter()
-    for i in range(n):
+    for i in range(300):
         assert c.write((i % 16) * 64 * K, 64 * K, i % 256) == IO_OK
-    per = (time.perf_counter() - t) / n
-    print(f"NBD client 64 KiB write {per * 1e3:.2f} ms")
-    assert per < 0.02
+    assert c.read(15 * 64 * K, 64 * K, ((15 * 64 * K, 64 * K, 299 % 256),)).ok

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -352,19 +351,13 @@ def test_hmp_errors_fail_loudly(rig: Machine) -> None:
 
 @with_builds
 @pytest.mark.needs_qemu
-def test_hmp_latency(rig: Machine) -> None:
-    """Also checks, 200 times each, that the text is complete when the QMP reply arrives."""
+def test_hmp_text_complete_at_reply(rig: Machine) -> None:
+    """200 times each: the text is complete when the QMP reply arrives (latency: benchmarks/)."""
     io = GuestIO(rig, "sec")
     n = 200
-    t = time.perf_counter()
     for i in range(n):
         assert io.write((i % 16) * 64 * K, 64 * K, i % 256) == IO_OK
-    w = (time.perf_counter() - t) / n
-    t = time.perf_counter()
     for _ in range(n):
         assert io.read(0, 64 * K, ((0, 64 * K, 0xC0),)) == IoResult(
             True, None, ((0, 64 * K, 0xC0),)
         )
-    r = (time.perf_counter() - t) / n
-    print(f"HMP qemu-io 64 KiB write {w * 1e3:.2f} ms, verified read {r * 1e3:.2f} ms")
-    assert w < 0.02 and r < 0.02

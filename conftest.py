@@ -16,6 +16,7 @@ import pytest
 
 from harness.builds import QemuBuild, find_build, known_builds
 from harness.errors import HarnessError
+from harness.layers import inspector_pids
 from harness.probe import Probe, probe, replication_verdict
 
 ROOT = Path(__file__).resolve().parent
@@ -104,6 +105,7 @@ def _qemu_children() -> list[str]:
 def _no_qemu_left_behind() -> Iterator[None]:
     """Every test must end every QEMU it started; a leak fails the test that leaked."""
     yield
-    left = _qemu_children()
+    keep = {str(p) for p in inspector_pids()}
+    left = [p for p in _qemu_children() if p.split()[0] not in keep]
     if left:
         pytest.fail(f"QEMU processes left running after the test: {', '.join(left)}")

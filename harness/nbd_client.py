@@ -62,6 +62,7 @@ class InteractiveQemuIo(QemuIoSession):
         timeout: float = 10.0,
         spawn_attempts: int = 3,
         spawn_deadline: float = 5.0,
+        lazy: bool = False,
     ) -> None:
         self.build = build
         self.argv = [str(build.io), *image_args]
@@ -74,7 +75,8 @@ class InteractiveQemuIo(QemuIoSession):
         self.startup_output = ""
         self._child: pexpect.spawn[bytes] | None = None
         self._suspect = False
-        self._spawn()
+        if not lazy:
+            self._spawn()
 
     def _where(self) -> str:
         pid = self._child.pid if self._child is not None else "-"
@@ -271,11 +273,13 @@ class NbdClient(InteractiveQemuIo):
             timeout=timeout,
             spawn_attempts=spawn_attempts,
             spawn_deadline=spawn_deadline,
+            # Many topologies never send a primary write: connect on first use.
+            lazy=True,
         )
 
     @property
     def reconnects(self) -> int:
-        return self.spawns - 1
+        return max(0, self.spawns - 1)
 
     def _before_retry(self, deadline: float) -> bool:
         """Poll (with the deadline) until the server's socket exists again."""

@@ -7,11 +7,11 @@ so what comes back is what QEMU holds, never the hint echoed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
 from harness import ops
+from harness.layers import parse_map
 from harness.machine import Machine, MachineDied
 from harness.model.system import SETTLED
 from harness.observe import Crashed, IoResult, Observation, OneOf
@@ -106,11 +106,6 @@ class RealSide:
         return SETTLED
 
 
-_MAP_LINE = re.compile(
-    r"^.*\((0x[0-9a-f]+)\) bytes\s+(allocated|not allocated) at offset .*\((0x[0-9a-f]+)\)\s*$"
-)
-
-
 def live_allocation(machine: Machine, node: str) -> list[tuple[int, int]]:
     """A node's own allocated ranges, asked of the running QEMU (HMP `qemu-io NODE map`)."""
     mark = machine.stdout_mark()
@@ -119,15 +114,4 @@ def live_allocation(machine: Machine, node: str) -> list[tuple[int, int]]:
     if reply.strip():
         # e.g. "Error: Cannot find device=active nor node-name=active": never read as "empty"
         raise AssertionError(f"qemu-io {node} map on {machine.name}: {reply.strip()}")
-    ranges: list[tuple[int, int]] = []
-    for line in out.splitlines():
-        mt = _MAP_LINE.match(line)
-        if mt is None:
-            raise AssertionError(f"qemu-io {node} map: unexpected line {line!r} in {out!r}")
-        length, kind, offset = int(mt.group(1), 16), mt.group(2), int(mt.group(3), 16)
-        if kind == "allocated":
-            if ranges and ranges[-1][1] == offset:
-                ranges[-1] = (ranges[-1][0], offset + length)
-            else:
-                ranges.append((offset, offset + length))
-    return ranges
+    return parse_map(out, f"qemu-io {node} map on {machine.name}")

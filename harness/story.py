@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import ops
-from harness.images import allocated, allocation_map
+from harness.layers import inspector
 from harness.machine import MachineError
 from harness.model.disks import Disk
 from harness.model.extents import UNDEF
 from harness.model.system import to_data
-from harness.nbd_client import InteractiveQemuIo
 from harness.observe import Crashed, Observation, compare, data_differences, fmt_data
 from harness.real import RealSide, live_allocation
 from harness.topology import Topology
@@ -158,26 +157,22 @@ class Story:
             raise Divergence(self.report("offline layer check failed:\n" + "\n".join(problems)))
 
     def _check_offline(self, disk: Disk, path: str, fmt: str) -> list[str]:
-        build = self.topo.build
+        ins = inspector(self.topo.build)
         problems: list[str] = []
         if disk.allocates and disk.alloc_exact:
-            real = [(s, s + n) for s, n in allocated(allocation_map(build, path, fmt))]
+            real = ins.allocation(path, fmt)
             want = list(_merge(disk.data.allocated(0, disk.size)))
-            if list(_merge(real)) != want:
+            if real != want:
                 problems.append(
                     f"  {disk.name}: model allocates {_ranges(want)}; "
-                    f"qemu-img map shows {_ranges(real)}"
+                    f"the image (offline, qemu-io map) has {_ranges(real)}"
                 )
         expect = to_data([(s, e, v) for s, e, v in disk.data.items() if v != UNDEF])
         if not expect:
             return problems
-        args = ["-f", "raw", path] if fmt == "raw" else [_alone(path, fmt)]
-        with InteractiveQemuIo(build, ["-r", *args], name=f"offline {disk.name}") as io:
-            for off, length, pat in expect:
-                got = io.read(off, length, ((off, length, pat),))
-                if not got.ok or got.data != ((off, length, pat),):
-                    diffs = data_differences(((off, length, pat),), got.data or ())
-                    problems.append(f"  {disk.name}: {got.describe()}; " + "; ".join(diffs))
+        for wanted, got in ins.verify(path, fmt, expect):
+            diffs = data_differences(wanted, got.data or ())
+            problems.append(f"  {disk.name}: {got.describe()}; " + "; ".join(diffs))
         return problems
 
     # ---- reporting
@@ -235,9 +230,3 @@ def _merge(ranges: Iterable[tuple[int, int]]) -> Iterable[tuple[int, int]]:
         cur = (s, e)
     if cur is not None:
         yield cur
-
-
-def _alone(path: str, fmt: str) -> str:
-    return "json:" + json.dumps(
-        {"driver": fmt, "file": {"driver": "file", "filename": path}, "backing": None}
-    )

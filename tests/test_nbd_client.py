@@ -178,6 +178,7 @@ def test_reconnect_after_server_restart(server: Machine, client: Clients) -> Non
 @with_builds
 def test_server_gone_for_good(server: Machine, client: Clients) -> None:
     c = client(spawn_deadline=0.5)
+    assert c.write(0, 512, 1) == IO_OK  # connected (the client connects on first use)
     server.qmp_ok("nbd-server-stop")
     assert c.write(0, 512, 1) == IO_EIO
     with pytest.raises(QemuIoSpawnFailed) as exc:

@@ -170,9 +170,13 @@ class Model:
         # The filter has no write-zeroes callback: the block layer writes a zero buffer.
         obs = self._write_value(op.node, op.offset, op.length, 0)
         node = self._io_node(op.node)
-        if obs == IO_OK and isinstance(node, ReplicationNode) and node.mode is Mode.PRIMARY:
-            if node.link_up:
-                _undefine_padded_sectors(node, op.offset, op.offset + op.length)
+        if (
+            obs == IO_OK
+            and isinstance(node, ReplicationNode)
+            and node.mode is Mode.PRIMARY
+            and node.link_up
+        ):
+            _undefine_padded_sectors(node, op.offset, op.offset + op.length)
         return obs
 
     def _discard(self, op: ops.Discard) -> Observation:

@@ -104,6 +104,9 @@ class InteractiveQemuIo(QemuIoSession):
                 encoding=None,
             )
             child.delaybeforesend = None
+            # pexpect sleeps 0.1 ms after every read by default (~0.2 ms per read in
+            # practice, several reads per command): a tenth of a primary write's time
+            child.delayafterread = None
             # ptyprocess sleeps 0.1 s in close() by default; we reap the child ourselves.
             ptyproc = cast(Any, child).ptyproc  # not in the stubs
             ptyproc.delayafterclose = ptyproc.delayafterterminate = 0

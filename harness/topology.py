@@ -294,3 +294,41 @@ def add_node(topo: Topology, spec: NodeSpec) -> ReplicationNode:
     )
     topo.guests[spec.name] = GuestIO(m, spec.name)
     return node
+
+
+# ---- fault injection under the replication node
+
+
+def blkdebug_over_secondary(
+    sector: int | None = None,
+    *,
+    iotypes: Sequence[str] = ("write",),
+    errno: int = 5,
+    node_name: str = "secondary-dbg",
+    image: str = "secondary",
+) -> dict[str, Any]:
+    """blockdev-add options of a blkdebug filter for `secondary(..., secondary_filter=...)`.
+
+    Every request of one of `iotypes` ("write", "write-zeroes", ...) that reaches the
+    secondary disk and covers `sector` (any sector if None) fails with `errno` (5: EIO).
+    Guest writes of a running secondary go to the active disk and never reach it, so
+    the first writer is the failover commit: the commit fails (FAILOVER_FAILED) exactly
+    when it copies that sector, i.e. when the sector's commit chunk is allocated in the
+    active or hidden disk. Primary writes over NBD and writes after the failover do reach
+    it: a case keeps them off `sector` or expects their EIO.
+
+    blkdebug arms its rules only when their event fires, here "pwritev": a data write
+    reaching the blkdebug node. A commit whose request for `sector` is a write-zeroes
+    (the chunk reads as zeros: e.g. the hidden disk got a zero cluster from
+    copy-before-write) fails only if an earlier data write armed the rules, and the
+    commit's own data copies race it: arm them first with a harmless data write (the
+    differential runner rewrites the last sector with the byte it holds).
+    """
+    rules: list[dict[str, Any]] = []
+    for iotype in iotypes:
+        rule: dict[str, Any] = {"event": "pwritev", "iotype": iotype, "errno": errno,
+                                "once": False}
+        if sector is not None:
+            rule["sector"] = sector
+        rules.append(rule)
+    return {"driver": "blkdebug", "node-name": node_name, "image": image, "inject-error": rules}

@@ -1,0 +1,203 @@
+"""Throughput of the differential runner against real QEMU, on one worker.
+
+    python benchmarks/differential.py [--ops N] [--seed S] [--qemu-dir DIR ...] [--no-ci]
+
+Prints one JSON document with, per QEMU build:
+
+- `lockstep`: a fixed random sequence of N operations (seeded RNG; the same kinds,
+  weights and preconditions as the state machine, offsets biased to the same
+  boundaries) applied to the model and to QEMU in lock-step through
+  harness.differential.Session on the secondary-only topology (64 KiB clusters):
+  `ops_per_s` counts the operations and the layer checks around checkpoints, not
+  topology setup. When a failover ends replication, the session ends (final live and
+  offline layer checks, untimed) and a fresh one starts; `sessions`, `setup_ms` and
+  `end_ms` (means) say what that costs.
+- `ci_profile`: the CI profile's runs (ci_groups(), seed 0) end to end, QEMU start
+  and final checks included: `steps_per_s` and `ops_per_s` over the wall time.
+
+Timings depend on the machine's load; run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness import ops
+from harness.builds import QemuBuild, find_build, known_builds
+from harness.differential.machine import (
+    WEIGHTS,
+    Options,
+    ci_groups,
+    run_groups,
+    secondary_specs,
+)
+from harness.differential.session import Session, TopologySpec
+from harness.differential.strategies import DELTAS, LENGTHS, PATTERNS, geometry
+from harness.machine import MachineSet
+from harness.model import profile_for
+from harness.model.replication import Stage
+from harness.probe import probe, replication_verdict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _region(rng: random.Random, spec: TopologySpec, recent: list[int]) -> tuple[int, int]:
+    g = geometry(spec)
+    r = rng.random()
+    if recent and r < 0.3:
+        off = rng.choice(recent) + rng.choice(DELTAS)
+    elif r < 0.8:
+        off = rng.choice(g.units) * rng.randrange(9) + rng.choice(DELTAS)
+    else:
+        off = rng.randrange(g.window)
+    length = rng.choice(LENGTHS) if rng.random() < 0.6 else rng.randrange(1, 256 * 1024)
+    off, length = g.clip(off, length)
+    recent.extend((off, off + length))
+    del recent[:-8]
+    return off, length
+
+
+def _next_op(rng: random.Random, s: Session, recent: list[int]) -> list[ops.Op]:
+    running = s.node.stage is Stage.RUNNING
+    kinds = [k for k, w in WEIGHTS for _ in range(w) if k != "link_down"
+             and (k != "failover" or running)]
+    kind = rng.choice(kinds)
+    if kind in ("write", "write_zeroes", "read", "discard", "primary_write",
+                "primary_write_zeroes", "primary_discard", "primary_read"):
+        off, n = _region(rng, s.spec, recent)
+        pat = rng.choice(PATTERNS)
+        return [{
+            "write": lambda: ops.Write(off, n, pat),
+            "write_zeroes": lambda: ops.WriteZeroes(off, n),
+            "read": lambda: ops.Read(off, n),
+            "discard": lambda: ops.Discard(off, n),
+            "primary_write": lambda: ops.PrimaryWrite(off, n, pat),
+            "primary_write_zeroes": lambda: ops.PrimaryWriteZeroes(off, n),
+            "primary_discard": lambda: ops.PrimaryDiscard(off, n),
+            "primary_read": lambda: ops.PrimaryRead(off, n),
+        }[kind]()]
+    return {
+        "checkpoint": [ops.Checkpoint()],
+        "failover": [ops.Stop(primary=False, failover=True), ops.Settle()],
+        "status": [ops.Status()],
+        "flush": [ops.Flush()],
+        "stop": [ops.Stop(primary=False)],
+        "start": [ops.Start(primary=False)],
+        "start_other_mode": [ops.Start(primary=True)],
+        "start_with_failover": [ops.Start(primary=False, failover=True)],
+    }[kind]
+
+
+def lockstep(build: QemuBuild, n_ops: int, seed: int) -> dict[str, Any]:
+    found = probe(build)
+    profile = profile_for(found.version_tuple)
+    spec = next(sp for sp in secondary_specs() if sp.name == "secondary")
+    rng = random.Random(seed)
+    work = Path(tempfile.mkdtemp(prefix="qrc-bench-"))
+    done = 0
+    op_time = 0.0
+    setups: list[float] = []
+    ends: list[float] = []
+    kinds: dict[str, int] = {}
+    try:
+        while done < n_ops:
+            ex = work / f"session-{len(setups)}"
+            with MachineSet(ex) as machines:
+                t = time.perf_counter()
+                s = Session(spec, build, profile, machines, ex)
+                s.step(ops.Start(primary=False))
+                setups.append(time.perf_counter() - t)
+                recent: list[int] = []
+                while done < n_ops:
+                    seq = _next_op(rng, s, recent)
+                    t = time.perf_counter()
+                    for op in seq:
+                        s.step(op)
+                    op_time += time.perf_counter() - t
+                    done += len(seq)
+                    for op in seq:
+                        kinds[op.kind] = kinds.get(op.kind, 0) + 1
+                    if s.node.stage is not Stage.RUNNING and rng.random() < 0.5:
+                        break
+                t = time.perf_counter()
+                s.end()
+                ends.append(time.perf_counter() - t)
+            shutil.rmtree(ex, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "qemu": found.version,
+        "topology": spec.label,
+        "ops": done,
+        "seconds": round(op_time, 3),
+        "ops_per_s": round(done / op_time, 1),
+        "sessions": len(setups),
+        "setup_ms": round(1000 * sum(setups) / len(setups), 1),
+        "end_ms": round(1000 * sum(ends) / len(ends), 1),
+        "operations": dict(sorted(kinds.items())),
+    }
+
+
+def ci_profile(build: QemuBuild) -> dict[str, Any]:
+    found = probe(build)
+    work = Path(tempfile.mkdtemp(prefix="qrc-bench-ci-"))
+    try:
+        t = time.perf_counter()
+        results = run_groups(
+            build, found.version, profile_for(found.version_tuple), work, ci_groups(),
+            options=Options(), stop_at_failure=False,
+        )
+        wall = time.perf_counter() - t
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    steps = sum(r.steps for r in results)
+    n_ops = sum(r.ops for r in results)
+    return {
+        "qemu": found.version,
+        "examples": sum(r.examples for r in results),
+        "steps": steps,
+        "ops": n_ops,
+        "seconds": round(wall, 2),
+        "steps_per_s": round(steps / wall, 1),
+        "ops_per_s": round(n_ops / wall, 1),
+        "divergences": sum(1 for r in results if r.failure is not None),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ops", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--qemu-dir", action="append", default=[])
+    ap.add_argument("--no-ci", action="store_true", help="skip the CI-profile run")
+    args = ap.parse_args()
+    builds = ([find_build(d, os.environ) for d in args.qemu_dir] if args.qemu_dir
+              else known_builds(ROOT))
+    out: dict[str, Any] = {"ops": args.ops, "seed": args.seed, "load": os.getloadavg()[0],
+                           "builds": {}}
+    for b in builds:
+        verdict = replication_verdict(probe(b))
+        if verdict is not None:
+            out["builds"][b.label] = {"skipped": verdict}
+            continue
+        entry: dict[str, Any] = {"lockstep": lockstep(b, args.ops, args.seed)}
+        if not args.no_ci:
+            entry["ci_profile"] = ci_profile(b)
+        out["builds"][b.label] = entry
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Random differential runs: the model and real QEMU in lock-step (harness.differential).
+
+One test per group of topologies (secondary-only with six geometries, the same over a
+blkdebug filter that makes failover commits fail, primary-only with NBD link loss) and
+per QEMU build. The CI profile is bounded and seeded (seed 0): 23 examples of 19 steps,
+at least 320 steps per QEMU version. A divergence is shrunk by hypothesis and written
+as a trace file (its path is in the failure; `qrc replay TRACE` re-runs it).
+
+Environment: QRC_DIFFERENTIAL_PROFILE=nightly (or HYPOTHESIS_PROFILE=qrc-differential-
+nightly) for the long profile, QRC_DIFFERENTIAL_SEED=N (or --hypothesis-seed N),
+QRC_DIFFERENTIAL_EXAMPLES / QRC_DIFFERENTIAL_STEPS to resize, QRC_ARTIFACTS=DIR to keep
+traces in DIR/differential/ (default: the test's tmp dir).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+
+import pytest
+
+from harness.differential.machine import CI, Group, Options, ci_groups, run_groups
+from harness.model import profile_for
+from harness.observe import QMP_OK
+from harness.ops import PRIMARY, PrimaryRead, Start, Write, WriteZeroes
+
+pytestmark = [pytest.mark.differential]
+
+
+def _options(request: pytest.FixtureRequest) -> Options:
+    try:
+        opts = Options.from_env()
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
+    seed = request.config.getoption("hypothesis_seed", default=None)
+    if opts.seed is None and seed is not None:
+        text = str(seed)
+        number = int(text) if text.isdigit() else zlib.crc32(text.encode())
+        opts = dataclasses.replace(opts, seed=number)
+    return opts
+
+
+@pytest.mark.parametrize("group", ci_groups(), ids=lambda g: g.name)
+def test_differential(qemu_build, tmp_path, request, record_property, group: Group):
+    build, found = qemu_build
+    opts = _options(request)
+    traces = opts.artifacts or tmp_path / "traces"
+    (res,) = run_groups(
+        build,
+        found.version,
+        profile_for(found.version_tuple),
+        tmp_path,
+        [group],
+        options=opts,
+        trace_dir=traces,
+    )
+    record_property("differential", res.summary())
+    print(res.summary())
+    print("operations:", dict(sorted(res.kinds.items())))
+    if res.failure is not None:
+        pytest.fail(f"{res.summary()}\n{res.failure}", pytrace=False)
+    if opts.profile == CI and opts.examples is None and opts.steps is None:
+        assert res.steps >= group.min_steps, res.summary()
+
+
+# ---- what the runner found in QEMU
+
+
+@pytest.mark.quick
+@pytest.mark.primary
+@pytest.mark.xfail(
+    strict=True,
+    reason="QEMU bug (7.2, 10.0): an unaligned write-zeroes on a primary replication node "
+    "writes its head/tail sectors from an uninitialised buffer, the bytes it was asked to "
+    "zero included (bdrv_padding_rmw_read returns before zero_mem: when the RMW read fails, "
+    "and bdrv_co_do_zero_pwritev ignores that failure)",
+)
+def test_primary_unaligned_write_zeroes_zeroes_its_bytes(primary):
+    """Found by the differential runner. The model predicts the bug (the whole padded
+    sectors undefined), so the random runs agree with QEMU; this states what is right."""
+    s = primary()
+    s.expect(Start(primary=True, machine=PRIMARY), QMP_OK)
+    wrong = []
+    for i, size in enumerate((0x7C70, 0x200, 0x1000, 0x7C70, 0x200, 0x1000, 0x10000, 0x200)):
+        base = 0x40000 + i * 0x20000
+        # a data write leaves its bytes in a freed buffer the pad buffer may reuse
+        s.run(Write(base - size, size, 0x5A))
+        s.do(WriteZeroes(base + 0x10, 0x100))
+        got = s.topo.export_io.read(base + 0x10, 0x100)
+        if got.data != ((base + 0x10, 0x100, 0),):
+            wrong.append(f"write -z {base + 0x10:#x} 0x100 left {got.describe()}")
+        s.do(PrimaryRead(base, 0x200))
+    assert not wrong, "; ".join(wrong)

@@ -1,0 +1,776 @@
+"""The differential state machine: random operations on real QEMU and the model in lock-step.
+
+A hypothesis `RuleBasedStateMachine` owns a fresh Session (topology in QEMU and
+in the model) per example, built at its first step. Each step draws one
+operation kind from a weighted list (guest write/read/write-zeroes/discard/
+flush, the primary's NBD write/read/write-zeroes/discard, checkpoint, start,
+stop, failover, status, NBD link loss) filtered by preconditions from the
+model's state (only fail over while RUNNING, only use the primary's link while
+it is up, keep writes that reach a poisoned secondary disk off the poisoned
+page), and applies it through `Session.step`, which compares QEMU's answer with
+the model's (and checks the layers before checkpoints); the teardown runs the
+final live and offline layer checks.
+
+A divergence fails the example; hypothesis shrinks it, and every failing run
+(so last of all the shrunk example's final run) writes its trace file, whose
+path the failure message gives.
+
+Profiles (hypothesis settings): `ci` (fixed seed, bounded: the suite's time
+budget) and `nightly` (long). `run_differential` runs one state machine over a
+set of topology specs; `ci_groups` are the runs the CI test makes per QEMU
+version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, note, settings
+from hypothesis import strategies as st
+from hypothesis.errors import Flaky
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    rule,
+    run_state_machine_as_test,
+)
+
+from harness import ops
+from harness.builds import QemuBuild
+from harness.differential.ops import LinkDown
+from harness.differential.session import (
+    FAULTS_KIND,
+    PRIMARY_KIND,
+    SECONDARY_KIND,
+    Session,
+    TopologySpec,
+)
+from harness.differential.strategies import (
+    DELTAS,
+    Geometry,
+    geometry,
+    lengths,
+    offsets,
+    patterns,
+)
+from harness.differential.trace import session_trace
+from harness.images import Recipe, load_recipe
+from harness.machine import MachineSet
+from harness.model import Profile
+from harness.model.disks import allocated_above
+from harness.model.replication import Mode, ReplicationNode, Stage
+
+# ---- profiles
+
+CI = "ci"
+NIGHTLY = "nightly"
+_PREFIX = "qrc-differential-"
+
+_COMMON: dict[str, Any] = {
+    "deadline": None,
+    "database": None,
+    "derandomize": False,  # the runner always passes an explicit seed
+    "suppress_health_check": list(HealthCheck),
+    "print_blob": False,
+    "report_multiple_bugs": False,
+}
+settings.register_profile(_PREFIX + CI, max_examples=10, stateful_step_count=20, **_COMMON)
+settings.register_profile(
+    _PREFIX + NIGHTLY, max_examples=500, stateful_step_count=50, **_COMMON
+)
+PROFILES = (CI, NIGHTLY)
+CI_SEED = 0
+# Seconds hypothesis may spend shrinking one divergence (each try is a fresh QEMU run).
+SHRINK_SECONDS = {CI: 12, NIGHTLY: 300}
+
+
+@contextlib.contextmanager
+def shrink_budget(seconds: int) -> Iterator[None]:
+    """Bound hypothesis' shrinking time (its engine allows 300 s and has no setting for
+    it), and say so in our words when the budget runs out (its own warning speaks of
+    five minutes and asks for a bug report)."""
+    try:
+        from hypothesis.internal.conjecture import engine
+    except ImportError:  # pragma: no cover - a hypothesis without that module
+        yield
+        return
+    old = getattr(engine, "MAX_SHRINKING_SECONDS", None)
+    old_report = getattr(engine, "report", None)  # hypothesis.reporting.report there
+    if old is None or old_report is None:  # pragma: no cover
+        yield
+        return
+
+    def report(text: object) -> None:
+        if isinstance(text, str) and "working to shrink" in text:
+            text = f"(shrinking stopped at its budget of {seconds} s)"
+        old_report(text)
+
+    engine.MAX_SHRINKING_SECONDS = int(seconds)
+    setattr(engine, "report", report)  # noqa: B010 (not in the module's exports)
+    try:
+        yield
+    finally:
+        engine.MAX_SHRINKING_SECONDS = old
+        setattr(engine, "report", old_report)  # noqa: B010
+
+
+def profile_settings(name: str, examples: int | None = None, steps: int | None = None) -> settings:
+    """The hypothesis settings of profile `name` (ci, nightly), optionally resized."""
+    if name not in PROFILES:
+        raise ValueError(f"no differential profile {name!r}; known: {', '.join(PROFILES)}")
+    s: settings = settings.get_profile(_PREFIX + name)
+    changes: dict[str, Any] = {}
+    if examples is not None:
+        changes["max_examples"] = examples
+    if steps is not None:
+        changes["stateful_step_count"] = steps
+    return settings(s, **changes) if changes else s
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the environment asks for: profile, seed, sizes, where traces go."""
+
+    profile: str = CI
+    seed: int | None = None
+    examples: int | None = None
+    steps: int | None = None
+    artifacts: Path | None = None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Options:
+        """QRC_DIFFERENTIAL_PROFILE (or HYPOTHESIS_PROFILE naming one of ours),
+        QRC_DIFFERENTIAL_SEED, QRC_DIFFERENTIAL_EXAMPLES, QRC_DIFFERENTIAL_STEPS,
+        QRC_ARTIFACTS (traces go to its differential/ subdirectory)."""
+        env = dict(os.environ if environ is None else environ)
+        prof = env.get("QRC_DIFFERENTIAL_PROFILE") or ""
+        hyp = env.get("HYPOTHESIS_PROFILE", "")
+        if not prof and hyp.removeprefix(_PREFIX) in PROFILES:
+            prof = hyp.removeprefix(_PREFIX)
+        prof = prof or CI
+        if prof not in PROFILES:
+            raise ValueError(f"QRC_DIFFERENTIAL_PROFILE={prof!r}: known {', '.join(PROFILES)}")
+
+        def num(name: str) -> int | None:
+            v = env.get(name)
+            if not v:
+                return None
+            try:
+                return int(v, 0)
+            except ValueError:
+                raise ValueError(f"{name}={v!r} is not an integer") from None
+
+        art = env.get("QRC_ARTIFACTS")
+        return cls(
+            profile=prof,
+            seed=num("QRC_DIFFERENTIAL_SEED"),
+            examples=num("QRC_DIFFERENTIAL_EXAMPLES"),
+            steps=num("QRC_DIFFERENTIAL_STEPS"),
+            artifacts=Path(art) / "differential" if art else None,
+        )
+
+    def resolved_seed(self) -> int:
+        """The CI profile's fixed seed unless one is given; nightly draws one."""
+        if self.seed is not None:
+            return self.seed
+        if self.profile == CI:
+            return CI_SEED
+        return int.from_bytes(os.urandom(4), "little")
+
+    def settings(self) -> settings:
+        return profile_settings(self.profile, self.examples, self.steps)
+
+
+# ---- topology specs
+
+
+def stale_recipe() -> Recipe:
+    """64 MiB, 64 KiB clusters; the active and hidden disks hold stale data before start
+    (start's checkpoint must empty them) and the secondary disk holds data of its own."""
+    return Recipe.from_dict(
+        {
+            "description": "secondary chain with stale active and hidden disks",
+            "layers": {
+                "secondary": {
+                    "size": "64M",
+                    "contents": [{"offset": 0, "length": "256k", "pattern": 0x66}],
+                },
+                "hidden": {
+                    "size": "64M",
+                    "backing": "secondary",
+                    "contents": [{"offset": "64k", "length": "128k", "pattern": 0xA5}],
+                },
+                "active": {
+                    "size": "64M",
+                    "backing": "hidden",
+                    "contents": [
+                        {"offset": 0, "length": "96k", "pattern": 0x5A},
+                        {"offset": "1M", "length": "4k", "pattern": 0x5B},
+                    ],
+                },
+            },
+        },
+        source="<differential: stale active and hidden>",
+    )
+
+
+# the faults topology's poisoned sector: inside cluster 5 (where random requests land)
+POISON = 0x50000 + 0x1000
+
+
+def secondary_specs() -> tuple[TopologySpec, ...]:
+    """The smallest clusters first (hypothesis draws the first most often): with 512-byte
+    clusters everything below the 64 KiB backup cluster shows in the layer maps."""
+    recipes = ("secondary-512", "secondary", "secondary-mixed", "secondary-2m",
+               "secondary-prefilled")
+    specs = [TopologySpec(SECONDARY_KIND, load_recipe(r), r) for r in recipes]
+    specs.insert(2, TopologySpec(SECONDARY_KIND, stale_recipe(), "stale"))
+    return tuple(specs)
+
+
+def faults_specs() -> tuple[TopologySpec, ...]:
+    return (
+        TopologySpec(FAULTS_KIND, load_recipe("secondary"), "secondary", POISON),
+        TopologySpec(FAULTS_KIND, stale_recipe(), "stale", POISON),
+    )
+
+
+def primary_specs() -> tuple[TopologySpec, ...]:
+    return (TopologySpec(PRIMARY_KIND, load_recipe("primary-child"), "primary-child"),)
+
+
+@dataclass(frozen=True)
+class Group:
+    """One run of the state machine: a name, its specs and its share of the examples."""
+
+    name: str
+    specs: Callable[[], tuple[TopologySpec, ...]]
+    examples: int
+    # the CI profile keeps running (next seed) until this many steps have run
+    min_steps: int = 0
+    # operation weights that differ from WEIGHTS in this group
+    weights: tuple[tuple[str, int], ...] = ()
+    # examples start replication at once (else three in four do)
+    start_first: bool = False
+    # fail over only when the commit has something to copy (active or hidden hold data)
+    failover_dirty: bool = False
+
+
+def ci_groups() -> tuple[Group, ...]:
+    """The CI test's runs per QEMU version: 23 examples of 19 steps (about 440 steps),
+    at least 320 in all (a group short of its min_steps runs again with the next seed)."""
+    return (
+        Group("secondary", secondary_specs, 10, 150),
+        # the failover commit is what this topology is about
+        Group("faults", faults_specs, 8, 100,
+              (("failover", 4), ("write", 6), ("primary_write", 3), ("checkpoint", 2)),
+              start_first=True, failover_dirty=True),
+        # the primary's own I/O and its link matter, the third party's writes less
+        Group("primary", primary_specs, 5, 70,
+              (("link_down", 4), ("write", 6), ("write_zeroes", 3), ("primary_write", 2))),
+    )
+
+
+# ---- running
+
+
+class DifferentialFailure(AssertionError):
+    """QEMU and the model disagreed (or QEMU misbehaved) during a random run."""
+
+
+@dataclass
+class RunStats:
+    t0: float = field(default_factory=time.perf_counter)
+    examples: int = 0
+    steps: int = 0
+    ops: int = 0
+    failing_runs: int = 0
+    first_failure_s: float | None = None
+    trace: Path | None = None
+    # operations by kind, plus "failover_failed" (failover commits that failed)
+    kinds: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class RunResult:
+    """What one run found. `failure` is None when QEMU always agreed with the model."""
+
+    group: str
+    qemu: str
+    seed: int
+    examples: int
+    steps: int
+    ops: int
+    wall_s: float
+    failure: str | None = None
+    trace: Path | None = None
+    first_failure_s: float | None = None
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        head = (
+            f"differential {self.group} on QEMU {self.qemu}: {self.examples} examples, "
+            f"{self.steps} steps ({self.ops} operations) in {self.wall_s:.1f} s, seed {self.seed}"
+        )
+        if self.failure is None:
+            return head + ": no divergence"
+        return head + f": DIVERGENCE (first found after {self.first_failure_s:.2f} s)"
+
+
+@dataclass
+class RunConfig:
+    build: QemuBuild
+    qemu: str  # the version, for traces and messages
+    profile: Profile
+    specs: tuple[TopologySpec, ...]
+    workdir: Path
+    trace_dir: Path
+    seed: int
+    group: str = "differential"
+    weights: tuple[tuple[str, int], ...] = ()
+    start_first: bool = False
+    failover_dirty: bool = False
+
+
+# The operations a step chooses from, with their weights. Each name is one method
+# of the state machine (`op_<name>`); its `_allowed` says when it may be chosen.
+WEIGHTS: tuple[tuple[str, int], ...] = (
+    ("write", 4),
+    ("primary_write", 6),
+    ("checkpoint", 4),
+    ("read", 3),
+    ("failover", 3),
+    ("link_down", 3),
+    ("write_zeroes", 2),
+    ("discard", 2),
+    ("primary_read", 2),
+    ("primary_write_zeroes", 2),
+    ("status", 2),
+    ("primary_discard", 1),
+    ("flush", 1),
+    ("stop", 1),
+    ("start", 1),
+    ("start_other_mode", 1),
+    ("start_with_failover", 1),
+)
+KINDS = tuple(k for k, _ in WEIGHTS)
+
+
+@functools.lru_cache(maxsize=256)
+def _kinds(allowed: tuple[str, ...], changes: tuple[tuple[str, int], ...] = ()) -> tuple[str, ...]:
+    """The allowed operation kinds, each repeated by its weight (`changes` overrides
+    WEIGHTS)."""
+    weights = dict(WEIGHTS)
+    weights.update(changes)
+    return tuple(k for k, _ in WEIGHTS if k in allowed for _ in range(weights[k]))
+
+
+@functools.lru_cache(maxsize=64)
+def _indices(n: int) -> st.SearchStrategy[int]:
+    return st.integers(0, n - 1)
+
+
+# A step picks kinds[(i + STRIDE * step) % len(kinds)] for a drawn i: uniform i gives
+# the weighted choice, and hypothesis' simplest examples (i = 0 throughout, which it
+# always tries first) walk through every kind instead of repeating the first.
+STRIDE = 7
+
+
+def _has_dirty(node: ReplicationNode) -> bool:
+    """Does the active or hidden disk hold anything a failover commit would copy?"""
+    if node.active is None or node.secondary is None:
+        return False
+    size = node.secondary.size
+    return any(a for _, _, a in allocated_above(node.active, node.secondary, 0, size))
+
+
+def _avoid_for_guest(session: Session) -> bool:
+    """A guest write reaches the (poisoned) secondary disk unless the stage is NONE (EIO)
+    or RUNNING (it goes to the active disk)."""
+    return session.spec.poison is not None and session.node.stage not in (
+        Stage.NONE,
+        Stage.RUNNING,
+    )
+
+
+def machine_class(cfg: RunConfig, stats: RunStats) -> type[RuleBasedStateMachine]:
+    """A RuleBasedStateMachine class bound to one build, profile and set of specs."""
+
+    class DifferentialMachine(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.session: Session | None = None
+            self.machines: MachineSet | None = None
+            self.exdir: Path | None = None
+            self.geo: Geometry | None = None
+            self.spec: TopologySpec | None = None
+            self.start_first = False
+            self.failed = False
+            # ends of recent requests: later ones start there often
+            self.recent: list[int] = []
+            self.steps = 0
+
+        # ---- plumbing
+
+        @property
+        def s(self) -> Session:
+            """The example's session, built at its first step: an example hypothesis
+            ends before any step (it does that) costs no QEMU."""
+            if self.session is None:
+                self._open()
+            assert self.session is not None
+            return self.session
+
+        @property
+        def g(self) -> Geometry:
+            assert self.geo is not None
+            return self.geo
+
+        def _guard(self, fn: Callable[[], object]) -> None:
+            failure: AssertionError | None = None
+            try:
+                fn()
+            except AssertionError as e:  # Divergence, MachineError, QemuIoError, deadlines
+                failure = e
+            if failure is not None:
+                # raised outside the except block, always from this line: hypothesis
+                # sees one kind of failure however the divergence showed
+                raise DifferentialFailure(self._fail(failure))
+
+        def _fail(self, failure: AssertionError) -> str:
+            self.failed = True
+            stats.failing_runs += 1
+            if stats.first_failure_s is None:
+                stats.first_failure_s = time.perf_counter() - stats.t0
+            s = self.s
+            where = s.where or "?"
+            report = str(failure)
+            name = f"trace-{cfg.qemu}-{cfg.group}-seed{cfg.seed}.json"
+            trace = session_trace(s, cfg.qemu, cfg.seed, f"{type(failure).__name__}: {report}")
+            stats.trace = trace.write(cfg.trace_dir / name)
+            return (
+                f"{report}\n"
+                f"failed at: {where} (topology {s.spec.label}, seed {cfg.seed})\n"
+                f"trace: {stats.trace}\n"
+                f"replay: qrc replay {stats.trace} [--qemu-dir DIR]"
+            )
+
+        def _do(self, *seq: ops.Op) -> None:
+            for op in seq:
+                self._guard(functools.partial(self.s.step, op))
+                stats.ops += 1
+                stats.kinds[op.kind] += 1
+                if isinstance(op, ops.Stop) and self.s.node.stage is Stage.FAILOVER_FAILED:
+                    stats.kinds["failover_failed"] += 1
+
+        # ---- setup and teardown
+
+        @initialize(
+            spec=st.sampled_from(cfg.specs),
+            start=st.just(True) if cfg.start_first else st.sampled_from((True, True, True, False)),
+        )
+        def setup(self, spec: TopologySpec, start: bool) -> None:
+            self.spec = spec
+            self.start_first = start
+            self.geo = geometry(spec)
+
+        def _open(self) -> None:
+            spec = self.spec
+            assert spec is not None
+            stats.examples += 1
+            self.exdir = cfg.workdir / f"example-{stats.examples}"
+            self.machines = MachineSet(self.exdir)
+            self.session = Session(
+                spec, cfg.build, cfg.profile, self.machines, self.exdir,
+                f"QEMU {cfg.qemu}, profile {cfg.profile.name}",
+            )
+            if self.start_first:
+                self._do(ops.Start(primary=spec.mode is Mode.PRIMARY, machine=spec.machine))
+
+        def teardown(self) -> None:
+            try:
+                if self.session is not None and not self.failed:
+                    self._guard(self.session.end)
+            finally:
+                if self.session is not None:
+                    self.session.topo.close()
+                if self.machines is not None:
+                    self.machines.shutdown_all()
+                if self.exdir is not None and not self.failed:
+                    shutil.rmtree(self.exdir, ignore_errors=True)
+
+        # ---- the step
+        #
+        # One rule draws the operation from a weighted list, filtered by the
+        # preconditions (from the model's state): hypothesis' own choice among many
+        # rules switches a random half of them off per example ("swarm" testing),
+        # which with the few, expensive examples a QEMU run affords leaves too many
+        # examples without checkpoints, failovers or link loss.
+
+        def _allowed(self, kind: str) -> bool:
+            s = self.s
+            primary_kind = s.spec.kind == PRIMARY_KIND
+            if kind.startswith("primary_"):
+                return s.topo.export_io is not None and s.link_up()
+            if kind == "failover":
+                if s.node.stage is not Stage.RUNNING:
+                    return False
+                return not cfg.failover_dirty or _has_dirty(s.node)
+            if kind == "link_down":
+                return primary_kind and s.link_up()
+            return True
+
+        @rule(data=st.data())
+        def step(self, data: st.DataObject) -> None:
+            stats.steps += 1
+            changes = cfg.weights
+            if self.s.node.stage is Stage.NONE:
+                # before start the commands' refusals are what there is to see
+                changes += (("status", 4), ("checkpoint", 2))
+            kinds = _kinds(tuple(k for k in KINDS if self._allowed(k)), changes)
+            i = data.draw(_indices(len(kinds)), label="op index")
+            kind = kinds[(i + STRIDE * self.steps) % len(kinds)]
+            self.steps += 1
+            note(f"step {self.steps}: {kind}")
+            getattr(self, f"op_{kind}")(data)
+
+        # ---- requests: where
+
+        def _region(self, data: st.DataObject, avoid: bool) -> tuple[int, int]:
+            """Offset and length: near an interesting boundary, anywhere in the window,
+            at the end of the disk, or (a third of the time, once there are some) at or
+            next to a recent request, so that requests meet."""
+            g = self.g
+            if self.recent and data.draw(st.sampled_from((False, False, True)), label="again"):
+                base = data.draw(st.sampled_from(tuple(self.recent)), label="recent")
+                off = base + data.draw(st.sampled_from(DELTAS), label="delta")
+            else:
+                off = data.draw(offsets(g), label="offset")
+            length = data.draw(lengths(g), label="length")
+            off, length = g.clip(off, length, avoid)
+            for p in (off, off + length):
+                if p not in self.recent:
+                    self.recent.append(p)
+            del self.recent[:-8]
+            return off, length
+
+        # ---- the replication node's guest I/O
+
+        def op_write(self, data: st.DataObject) -> None:
+            off, n = self._region(data, _avoid_for_guest(self.s))
+            self._do(ops.Write(off, n, data.draw(patterns(), label="pattern")))
+
+        def op_write_zeroes(self, data: st.DataObject) -> None:
+            off, n = self._region(data, _avoid_for_guest(self.s))
+            self._do(ops.WriteZeroes(off, n))
+
+        def op_read(self, data: st.DataObject) -> None:
+            self._do(ops.Read(*self._region(data, False)))
+
+        def op_discard(self, data: st.DataObject) -> None:
+            self._do(ops.Discard(*self._region(data, False)))
+
+        def op_flush(self, data: st.DataObject) -> None:
+            self._do(ops.Flush())
+
+        # ---- the primary's I/O through the NBD export (kept off a poisoned page)
+
+        def op_primary_write(self, data: st.DataObject) -> None:
+            off, n = self._region(data, True)
+            self._do(ops.PrimaryWrite(off, n, data.draw(patterns(), label="pattern")))
+
+        def op_primary_write_zeroes(self, data: st.DataObject) -> None:
+            self._do(ops.PrimaryWriteZeroes(*self._region(data, True)))
+
+        def op_primary_discard(self, data: st.DataObject) -> None:
+            self._do(ops.PrimaryDiscard(*self._region(data, True)))
+
+        def op_primary_read(self, data: st.DataObject) -> None:
+            self._do(ops.PrimaryRead(*self._region(data, False)))
+
+        # ---- replication control (QMP)
+
+        def _mine(self) -> tuple[bool, str]:
+            spec = self.s.spec
+            return spec.mode is Mode.PRIMARY, spec.machine
+
+        def op_status(self, data: st.DataObject) -> None:
+            self._do(ops.Status(machine=self._mine()[1]))
+
+        def op_checkpoint(self, data: st.DataObject) -> None:
+            self._do(ops.Checkpoint(machine=self._mine()[1]))
+
+        def op_start(self, data: st.DataObject) -> None:
+            primary, m = self._mine()
+            self._do(ops.Start(primary=primary, machine=m))
+
+        def op_start_other_mode(self, data: st.DataObject) -> None:
+            primary, m = self._mine()
+            self._do(ops.Start(primary=not primary, machine=m))
+
+        def op_start_with_failover(self, data: st.DataObject) -> None:
+            """Refused by the QMP handler whatever the stage."""
+            primary, m = self._mine()
+            failover = data.draw(st.booleans(), label="failover")
+            self._do(ops.Start(primary=primary, failover=failover, machine=m))
+
+        def op_stop(self, data: st.DataObject) -> None:
+            primary, m = self._mine()
+            self._do(ops.Stop(primary=primary, machine=m))
+
+        def op_failover(self, data: st.DataObject) -> None:
+            """Only while RUNNING: stop with failover=True, optionally a status racing the
+            commit, then wait for the commit to finish (Settle)."""
+            primary, m = self._mine()
+            self._do(ops.Stop(primary=primary, failover=True, machine=m))
+            if data.draw(st.booleans(), label="status racing the commit"):
+                self._do(ops.Status(machine=m))
+            self._do(ops.Settle(machine=m))
+
+        def op_link_down(self, data: st.DataObject) -> None:
+            """Primary topology, link up: block-export-del (hard) on the storage daemon."""
+            self._do(LinkDown())
+
+    DifferentialMachine.__name__ = f"Differential_{cfg.group}"
+    DifferentialMachine.__qualname__ = DifferentialMachine.__name__
+    return DifferentialMachine
+
+
+def run_differential(
+    build: QemuBuild,
+    qemu: str,
+    profile: Profile,
+    specs: Sequence[TopologySpec],
+    workdir: Path,
+    *,
+    hyp_settings: settings,
+    seed: int,
+    trace_dir: Path | None = None,
+    group: str = "differential",
+    shrink_seconds: int = SHRINK_SECONDS[CI],
+    weights: tuple[tuple[str, int], ...] = (),
+    start_first: bool = False,
+    failover_dirty: bool = False,
+) -> RunResult:
+    """Run the state machine over `specs`; a divergence is shrunk and traced, not raised."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = RunConfig(
+        build=build,
+        qemu=qemu,
+        profile=profile,
+        specs=tuple(specs),
+        workdir=workdir,
+        trace_dir=trace_dir or workdir / "traces",
+        seed=seed,
+        group=group,
+        weights=weights,
+        start_first=start_first,
+        failover_dirty=failover_dirty,
+    )
+    stats = RunStats()
+    cls = machine_class(cfg, stats)
+    # hypothesis.seed() for a state machine: run_state_machine_as_test copies it
+    cls._hypothesis_internal_use_seed = seed
+    failure: str | None = None
+    try:
+        with shrink_budget(shrink_seconds):
+            run_state_machine_as_test(cls, settings=hyp_settings)
+    except DifferentialFailure as e:
+        failure = str(e)
+        notes = getattr(e, "__notes__", None)
+        if notes:
+            failure += "\n" + "\n".join(notes)
+    except Flaky as e:
+        # a divergence that did not happen again when hypothesis re-ran the example
+        failure = (
+            f"a divergence that did not reproduce when re-run (timing in QEMU or in the "
+            f"harness?): {e}\ntrace of the last failing run: {stats.trace}"
+        )
+    return RunResult(
+        group=group,
+        qemu=qemu,
+        seed=seed,
+        examples=stats.examples,
+        steps=stats.steps,
+        ops=stats.ops,
+        wall_s=time.perf_counter() - stats.t0,
+        failure=failure,
+        trace=stats.trace if failure is not None else None,
+        first_failure_s=stats.first_failure_s,
+        kinds=dict(stats.kinds),
+    )
+
+
+def run_groups(
+    build: QemuBuild,
+    qemu: str,
+    profile: Profile,
+    workdir: Path,
+    groups: Sequence[Group],
+    *,
+    options: Options,
+    trace_dir: Path | None = None,
+    stop_at_failure: bool = True,
+) -> list[RunResult]:
+    """Each group in turn (the CI configuration is `ci_groups()`); one result per group.
+
+    In the CI profile a group that ran fewer than its `min_steps` steps (hypothesis
+    sometimes ends examples early) runs again with the next seed, at most 3 times.
+    """
+    out: list[RunResult] = []
+    base = options.settings()
+    seed0 = options.resolved_seed()
+    for grp in groups:
+        examples = options.examples
+        if examples is None and options.profile == CI:
+            examples = grp.examples
+        hs = settings(base, max_examples=examples) if examples is not None else base
+        total: RunResult | None = None
+        for attempt in range(3):
+            res = run_differential(
+                build, qemu, profile, grp.specs(), workdir / f"{grp.name}-{attempt}",
+                hyp_settings=hs, seed=seed0 + attempt, trace_dir=trace_dir, group=grp.name,
+                shrink_seconds=SHRINK_SECONDS[options.profile], weights=grp.weights,
+                start_first=grp.start_first, failover_dirty=grp.failover_dirty,
+            )
+            total = res if total is None else _merge(total, res)
+            if res.failure is not None or options.profile != CI:
+                break
+            if total.steps >= grp.min_steps:
+                break
+        assert total is not None
+        out.append(total)
+        if total.failure is not None and stop_at_failure:
+            break
+    return out
+
+
+def _merge(a: RunResult, b: RunResult) -> RunResult:
+    """Two runs of one group as one result (b's failure, if any, is the result's)."""
+    kinds = Counter(a.kinds)
+    kinds.update(b.kinds)
+    first = b.first_failure_s
+    if first is not None:
+        first += a.wall_s
+    return RunResult(
+        group=a.group,
+        qemu=a.qemu,
+        seed=b.seed if b.failure is not None else a.seed,
+        examples=a.examples + b.examples,
+        steps=a.steps + b.steps,
+        ops=a.ops + b.ops,
+        wall_s=a.wall_s + b.wall_s,
+        failure=b.failure,
+        trace=b.trace,
+        first_failure_s=first,
+        kinds=dict(kinds),
+    )

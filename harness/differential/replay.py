@@ -1,0 +1,104 @@
+"""Replay a trace file against a QEMU build: the exit code drives `git bisect run`.
+
+    0    QEMU now agrees with the model (the whole trace, final layer checks included)
+    1    QEMU still diverges from the model (or misbehaves: dies, hangs)
+    125  this build cannot run the trace (no binaries, no replication, setup failed)
+    8    the trace file is malformed or truncated (harness.errors.TraceError)
+
+The model runs under the profile of the build being replayed (not the one the
+trace was recorded with), so one trace can bisect across releases.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from typing import TextIO
+
+from harness.builds import QemuBuild, find_build
+from harness.differential.session import Session
+from harness.differential.trace import Trace, load_trace
+from harness.errors import BISECT_SKIP, HarnessError, TraceError
+from harness.machine import MachineSet
+from harness.model import profile_for
+from harness.probe import probe, replication_verdict
+from harness.tmp import private_dir
+
+AGREES = 0
+DIVERGES = 1
+
+
+def _line(stream: TextIO, text: str) -> None:
+    stream.write(" ".join(text.split()) + "\n")
+
+
+def replay_main(trace_path: str, qemu_dir: str | None) -> int:
+    """Replay `trace_path` on the build at `qemu_dir` (None: iotests' variables, PATH)."""
+    try:
+        trace = load_trace(trace_path)
+    except TraceError as e:
+        _line(sys.stderr, e.one_line())
+        return TraceError.exit_code
+    try:
+        build = find_build(qemu_dir, os.environ)
+        found = probe(build)
+    except HarnessError as e:
+        _line(sys.stderr, f"{e.one_line()} (cannot run the trace: exit {BISECT_SKIP})")
+        return BISECT_SKIP
+    verdict = replication_verdict(found)
+    if verdict is not None:
+        _line(sys.stderr, f"qrc: {verdict} (cannot run the trace: exit {BISECT_SKIP})")
+        return BISECT_SKIP
+    return replay(trace, build, found.version, found.version_tuple)
+
+
+def replay(
+    trace: Trace, build: QemuBuild, version: str, version_tuple: tuple[int, int, int]
+) -> int:
+    """Run the trace's operations under the differential policy; AGREES or DIVERGES
+    (BISECT_SKIP if the topology cannot even be built)."""
+    profile = profile_for(version_tuple)
+    workdir = private_dir("qrc-replay-")
+    keep = False
+    try:
+        with MachineSet(workdir) as machines:
+            try:
+                session = Session(
+                    trace.spec, build, profile, machines, workdir,
+                    f"QEMU {version}, profile {profile.name} (replay)",
+                )
+            except HarnessError as e:
+                _line(sys.stderr, f"{e.one_line()} (cannot build the topology: exit 125)")
+                return BISECT_SKIP
+            except AssertionError as e:
+                _line(sys.stderr, f"qrc: cannot build the topology on QEMU {version}: "
+                      f"{str(e).splitlines()[0] if str(e) else type(e).__name__} (exit 125)")
+                return BISECT_SKIP
+            try:
+                for op in trace.operations:
+                    session.step(op)
+                if trace.pending is not None:
+                    session.step(trace.pending)
+                session.end()
+            except AssertionError as e:
+                keep = True
+                where = session.where or "?"
+                same = " (as recorded)" if where == trace.where else (
+                    f" (recorded: {trace.where})" if trace.where else " (recorded: no divergence)"
+                )
+                print(f"replay: QEMU {version} diverges from the model at {where}{same}")
+                print(str(e))
+                print(f"replay: logs kept in {workdir}")
+                return DIVERGES
+            finally:
+                session.close()
+        recorded = f"; recorded: {trace.where}" if trace.where else ""
+        print(
+            f"replay: QEMU {version} agrees with the model "
+            f"({len(trace.operations)} operations, profile {profile.name}{recorded})"
+        )
+        return AGREES
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -9,13 +9,19 @@ commands instead of spawning qemu-img and qemu-io for every layer.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 from harness.builds import QemuBuild
 from harness.nbd_client import InteractiveQemuIo
 from harness.observe import Data, IoResult
+from harness.tmp import private_dir
 
 _MAP_LINE = re.compile(
     r"^.*\((0x[0-9a-f]+)\) bytes\s+(allocated|not allocated) at offset .*\((0x[0-9a-f]+)\)\s*$"
@@ -47,39 +53,63 @@ def alone(path: str, fmt: str) -> str:
 
 
 class LayerInspector:
-    """One interactive qemu-io (no image) that opens layers read-only one at a time."""
+    """One interactive qemu-io (no image) that opens layers read-only one at a time.
+
+    qemu-io's readline echoes a command with a redraw per typed character, so the
+    echo grows with the square of the command's length: a layer is opened through a
+    symlink with a short path in a private directory (same file, a few times cheaper
+    to type than a case's tmp path), and only once for its map and all its reads.
+    """
 
     def __init__(self, build: QemuBuild) -> None:
         self.io = InteractiveQemuIo(build, [], name=f"layer inspector ({build.io})")
+        self._dir = _link_dir()
+        self._link = str(self._dir / "l")
 
-    def _open(self, path: str, fmt: str) -> None:
+    @contextlib.contextmanager
+    def opened(self, path: str, fmt: str) -> Iterator[None]:
+        """The layer `path` open alone (no backing), read-only, in the inspector."""
         if any(c.isspace() for c in path):
             raise ValueError(f"qemu-io's command line splits on spaces: {path!r}")
-        out = self.io._run(f"open -r {alone(path, fmt)}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._link)
+        os.symlink(os.path.abspath(path), self._link)
+        out = self.io._run(f"open -r {alone(self._link, fmt)}")
         if out.strip():
             raise AssertionError(f"qemu-io could not open {path}: {out.strip()}")
+        try:
+            yield
+        finally:
+            self.io._run("close")
+
+    def _map(self, path: str) -> list[tuple[int, int]]:
+        return parse_map(self.io._run("map"), f"offline map of {path}")
+
+    def _verify(self, extents: Data) -> list[tuple[Data, IoResult]]:
+        bad: list[tuple[Data, IoResult]] = []
+        for ext in extents:
+            want: Data = (ext,)
+            got = self.io.read(ext[0], ext[1], want)
+            if not got.ok or got.data != want:
+                bad.append((want, got))
+        return bad
 
     def allocation(self, path: str, fmt: str) -> list[tuple[int, int]]:
         """The layer's own allocated ranges."""
-        self._open(path, fmt)
-        try:
-            return parse_map(self.io._run("map"), f"offline map of {path}")
-        finally:
-            self.io._run("close")
+        with self.opened(path, fmt):
+            return self._map(path)
 
     def verify(self, path: str, fmt: str, extents: Data) -> list[tuple[Data, IoResult]]:
         """Read each (offset, length, pattern) extent; the ones that differ, with what was read."""
-        self._open(path, fmt)
-        bad: list[tuple[Data, IoResult]] = []
-        try:
-            for ext in extents:
-                want: Data = (ext,)
-                got = self.io.read(ext[0], ext[1], want)
-                if not got.ok or got.data != want:
-                    bad.append((want, got))
-        finally:
-            self.io._run("close")
-        return bad
+        with self.opened(path, fmt):
+            return self._verify(extents)
+
+    def inspect(
+        self, path: str, fmt: str, want_map: bool, extents: Data
+    ) -> tuple[list[tuple[int, int]] | None, list[tuple[Data, IoResult]]]:
+        """allocation() (if `want_map`, else None) and verify(), under one open."""
+        with self.opened(path, fmt):
+            return (self._map(path) if want_map else None), self._verify(extents)
 
     @property
     def pid(self) -> int | None:
@@ -87,6 +117,19 @@ class LayerInspector:
 
     def close(self) -> None:
         self.io.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _link_dir() -> Path:
+    """A private directory for the inspector's symlink: in /dev/shm if there is one (the
+    link is replaced for every layer, and on a disk file system busy with the cases'
+    image writes that can wait a millisecond for the journal), else a short tmp path."""
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
+        try:
+            return Path(tempfile.mkdtemp(prefix="qrc-layers-", dir="/dev/shm"))
+        except OSError:
+            pass
+    return private_dir("qrc-layers-")
 
 
 _inspectors: dict[tuple[int, str], LayerInspector] = {}

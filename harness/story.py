@@ -157,20 +157,20 @@ class Story:
             raise Divergence(self.report("offline layer check failed:\n" + "\n".join(problems)))
 
     def _check_offline(self, disk: Disk, path: str, fmt: str) -> list[str]:
-        ins = inspector(self.topo.build)
         problems: list[str] = []
-        if disk.allocates and disk.alloc_exact:
-            real = ins.allocation(path, fmt)
+        want_map = disk.allocates and disk.alloc_exact
+        expect = to_data([(s, e, v) for s, e, v in disk.data.items() if v != UNDEF])
+        if not want_map and not expect:
+            return problems
+        real, bad = inspector(self.topo.build).inspect(path, fmt, want_map, expect)
+        if real is not None:
             want = list(_merge(disk.data.allocated(0, disk.size)))
             if real != want:
                 problems.append(
                     f"  {disk.name}: model allocates {_ranges(want)}; "
                     f"the image (offline, qemu-io map) has {_ranges(real)}"
                 )
-        expect = to_data([(s, e, v) for s, e, v in disk.data.items() if v != UNDEF])
-        if not expect:
-            return problems
-        for wanted, got in ins.verify(path, fmt, expect):
+        for wanted, got in bad:
             diffs = data_differences(wanted, got.data or ())
             problems.append(f"  {disk.name}: {got.describe()}; " + "; ".join(diffs))
         return problems

@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -24,8 +26,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
-from qemu.qmp import QMPError
+from qemu.qmp import QMPClient, QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
+from qemu.qmp.message import Message
 
 from harness.observe import QmpResult
 from harness.tmp import private_dir as short_private_dir
@@ -147,8 +150,29 @@ def private_dir() -> Path:
     return short_private_dir("qrc-")
 
 
+class _QuietClient(QMPClient):
+    """QMPClient without its eager pretty-printing: the base class's message hooks format
+    every message (json.dumps, indent=2) for a debug log record even when debug logging
+    is off, a few milliseconds per case. With debug logging on they log as before."""
+
+    def _cb_outbound(self, msg: Message) -> Message:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            return super()._cb_outbound(msg)
+        return msg
+
+    def _cb_inbound(self, msg: Message) -> Message:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            return super()._cb_inbound(msg)
+        return msg
+
+
 class _Monitor(QEMUMonitorProtocol):
     """The legacy sync QMP wrapper, plus an accept that gives up when QEMU exits first."""
+
+    def __init__(self, address: str, server: bool = False, nickname: str | None = None) -> None:
+        super().__init__(address, server=server, nickname=nickname)
+        if type(self._qmp) is QMPClient:
+            self._qmp.__class__ = _QuietClient
 
     def accept_unless_exited(self, pidfd: int, timeout: float) -> bool:
         """Accept QEMU's connection; False if the process exited before connecting."""
@@ -275,8 +299,7 @@ class Machine:
             if self._connected and self.alive() and not self._stopped():
                 with contextlib.suppress(MachineError, subprocess.TimeoutExpired):
                     self._exchange("quit", {}, min(self.timeout, QUIT_DEADLINE))
-                    assert self._proc is not None
-                    self._proc.wait(QUIT_DEADLINE)
+                    self._wait(QUIT_DEADLINE)
         finally:
             self._force_kill()
             self._release()
@@ -316,7 +339,7 @@ class Machine:
         if self._proc is None:
             return
         try:
-            self._proc.wait(min(self.timeout, QUIT_DEADLINE))
+            self._wait(min(self.timeout, QUIT_DEADLINE))
         except subprocess.TimeoutExpired:
             self._record({"event": "connection lost but process alive: SIGKILL"})
             self._force_kill()
@@ -333,14 +356,25 @@ class Machine:
 
     def wait_exit(self, timeout: float) -> int:
         """The exit status (negative: signal) once QEMU exits; MachineHung if it does not."""
-        assert self._proc is not None
         try:
-            return self._proc.wait(timeout)
+            return self._wait(timeout)
         except subprocess.TimeoutExpired:
             self._force_kill()
             raise MachineHung(
                 f"{self.name}: did not exit within {timeout} s; SIGKILLed", self.failure_report()
             ) from None
+
+    def _wait(self, timeout: float) -> int:
+        """Popen.wait(timeout) without its polling sleeps: the pidfd becomes readable
+        the moment the process exits. subprocess.TimeoutExpired if it does not."""
+        assert self._proc is not None
+        if self._pidfd < 0:
+            return self._proc.wait(timeout)
+        p = select.poll()
+        p.register(self._pidfd, select.POLLIN)
+        if not p.poll(max(0, int(timeout * 1000))):
+            raise subprocess.TimeoutExpired(self.argv, timeout)
+        return self._proc.wait()
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None

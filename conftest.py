@@ -8,9 +8,14 @@ test command does.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Sequence
+from importlib.machinery import ModuleSpec
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -20,6 +25,31 @@ from harness.layers import inspector_pids
 from harness.probe import Probe, probe, replication_verdict
 
 ROOT = Path(__file__).resolve().parent
+
+
+class _Unrewritten(importlib.abc.MetaPathFinder):
+    """Imports these packages the ordinary way, ahead of pytest's assertion rewriter.
+
+    pytest rewrites every module of a distribution that has a pytest plugin, hypothesis
+    included, and with PYTHONDONTWRITEBYTECODE it cannot cache the result: each process
+    importing hypothesis (a worker collecting the differential cases, the controller's
+    terminal summary, where hypothesis's plugin imports it) spent about 0.5 s rewriting
+    some 75 modules. Their asserts are not our checks.
+    """
+
+    def __init__(self, *packages: str) -> None:
+        self.packages = frozenset(packages)
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname.partition(".")[0] not in self.packages:
+            return None
+        return importlib.machinery.PathFinder.find_spec(fullname, path, target)
+
+
+if not any(isinstance(f, _Unrewritten) for f in sys.meta_path):
+    sys.meta_path.insert(0, _Unrewritten("hypothesis"))
 
 # JSON report, per-failure artifacts and progress events (used by `qrc run`).
 pytest_plugins = ["harness.report.plugin"]
@@ -82,22 +112,35 @@ def qemu_build(request: pytest.FixtureRequest) -> tuple[QemuBuild, Probe]:
     return build, found  # type: ignore[no-any-return]
 
 
+def _child_pids() -> list[str]:
+    """Pids whose parent is this process: each thread's /proc children list (a few small
+    reads), or where the kernel lacks those files, every process's stat (~2 ms)."""
+    me = os.getpid()
+    try:
+        tids = os.listdir(f"/proc/{me}/task")
+        pids: list[str] = []
+        for tid in tids:
+            with open(f"/proc/{me}/task/{tid}/children") as f:
+                pids += f.read().split()
+        return pids
+    except FileNotFoundError:  # no CONFIG_PROC_CHILDREN: the parent is checked below
+        return [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+
+
 def _qemu_children() -> list[str]:
     """qemu-* processes whose parent is this pytest process (or worker)."""
     me = str(os.getpid())
     out = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for pid in _child_pids():
         try:
-            with open(f"/proc/{entry.name}/stat") as f:
+            with open(f"/proc/{pid}/stat") as f:
                 stat = f.read()
         except OSError:
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         ppid = stat[stat.rindex(")") + 2 :].split()[1]
         if ppid == me and name.startswith("qemu"):
-            out.append(f"{entry.name} {name}")
+            out.append(f"{pid} {name}")
     return out
 
 

@@ -2,8 +2,8 @@
 
 One test per group of topologies (secondary-only with six geometries, the same over a
 blkdebug filter that makes failover commits fail, primary-only with NBD link loss) and
-per QEMU build. The CI profile is bounded and seeded (seed 0): 23 examples of 19 steps,
-at least 320 steps per QEMU version. A divergence is shrunk by hypothesis and written
+per QEMU build. The CI profile is bounded and seeded (seed 0): 25 examples of 19 steps,
+at least 340 steps per QEMU version. A divergence is shrunk by hypothesis and written
 as a trace file (its path is in the failure; `qrc replay TRACE` re-runs it).
 
 Environment: QRC_DIFFERENTIAL_PROFILE=nightly (or HYPOTHESIS_PROFILE=qrc-differential-

@@ -53,6 +53,7 @@ from harness.differential.session import (
     SECONDARY_KIND,
     Session,
     TopologySpec,
+    commit_copies,
 )
 from harness.differential.strategies import (
     DELTAS,
@@ -266,13 +267,13 @@ class Group:
 
 
 def ci_groups() -> tuple[Group, ...]:
-    """The CI test's runs per QEMU version: 23 examples of 19 steps (about 440 steps),
-    at least 320 in all (a group short of its min_steps runs again with the next seed)."""
+    """The CI test's runs per QEMU version: 25 examples of 19 steps (about 475 steps),
+    at least 340 in all (a group short of its min_steps runs again with the next seed)."""
     return (
-        Group("secondary", secondary_specs, 10, 150),
+        Group("secondary", secondary_specs, 12, 170, (("failover", 5),), failover_dirty=True),
         # the failover commit is what this topology is about
         Group("faults", faults_specs, 8, 100,
-              (("failover", 4), ("write", 6), ("primary_write", 3), ("checkpoint", 2)),
+              (("failover", 2), ("write", 6), ("primary_write", 3), ("checkpoint", 2)),
               start_first=True, failover_dirty=True),
         # the primary's own I/O and its link matter, the third party's writes less
         Group("primary", primary_specs, 5, 70,
@@ -533,9 +534,13 @@ def machine_class(cfg: RunConfig, stats: RunStats) -> type[RuleBasedStateMachine
         def step(self, data: st.DataObject) -> None:
             stats.steps += 1
             changes = cfg.weights
-            if self.s.node.stage is Stage.NONE:
+            node, poison = self.s.node, self.s.spec.poison
+            if node.stage is Stage.NONE:
                 # before start the commands' refusals are what there is to see
                 changes += (("status", 4), ("checkpoint", 2))
+            elif poison is not None and commit_copies(node, poison):
+                # a failover now fails its commit: what the faults topology is for
+                changes += (("failover", 10),)
             kinds = _kinds(tuple(k for k in KINDS if self._allowed(k)), changes)
             i = data.draw(_indices(len(kinds)), label="op index")
             kind = kinds[(i + STRIDE * self.steps) % len(kinds)]

@@ -38,6 +38,8 @@ from harness.ops import (
 KiB = 1 << 10
 MiB = 1 << 20
 
+QUICK = pytest.mark.quick
+
 NODES = ("rep", "active", "hidden", "secondary")
 COMMANDS = (
     "blockdev-del",
@@ -199,10 +201,16 @@ def answer(expected: str | dict[bool, str] | None, profile) -> QmpResult:
 # ---- while running
 
 
-@pytest.mark.quick
 @pytest.mark.secondary
-@pytest.mark.parametrize("node", NODES)
-@pytest.mark.parametrize("name", COMMANDS)
+@pytest.mark.parametrize(
+    ("name", "node"),
+    [
+        pytest.param(name, node, id=f"{name}-{node}",
+                     marks=QUICK if (name, node) == ("blockdev-del", "rep") else ())
+        for name in COMMANDS
+        for node in NODES
+    ],
+)
 def test_operation_while_running(secondary, profile, name, node):
     s = secondary()
     m = s.topo.machine("secondary")
@@ -273,7 +281,7 @@ def test_snapshot_of_the_active_disk_defeats_the_checkpoint(secondary):
 
 
 STAGES_WITHOUT_BLOCKER = [
-    pytest.param((), id="none"),
+    pytest.param((), id="none", marks=QUICK),
     pytest.param((Start(primary=False), Stop(primary=False)), id="plain-stop"),
     pytest.param(
         (Start(primary=False), Stop(primary=False, failover=True), Settle()), id="failover"
@@ -286,7 +294,6 @@ def _reach(s, steps) -> None:
         s.do(op)
 
 
-@pytest.mark.quick
 @pytest.mark.secondary
 @pytest.mark.parametrize("steps", STAGES_WITHOUT_BLOCKER)
 @pytest.mark.xfail(
@@ -316,9 +323,8 @@ def test_block_resize_of_the_replication_node_aborts(secondary):
     assert "Assertion `child->perm & BLK_PERM_RESIZE' failed" in died.value.stderr_tail
 
 
-@pytest.mark.quick
 @pytest.mark.secondary
-@pytest.mark.parametrize("node", ["rep", "hidden", "secondary"])
+@pytest.mark.parametrize("node", [pytest.param("rep", marks=QUICK), "hidden", "secondary"])
 def test_block_resize_names_the_blocker(request, secondary, profile, node):
     """block_resize reports the op blocker's own text (fixed in QEMU 9.0)."""
     if not profile.at_least(9, 0):
@@ -380,10 +386,17 @@ LIFTED: dict[tuple[str, str], object] = {
 }
 
 
-@pytest.mark.quick
 @pytest.mark.secondary
-@pytest.mark.parametrize("stage", LIFTED_STAGES)
-@pytest.mark.parametrize("name,node", list(LIFTED))
+@pytest.mark.parametrize(
+    ("name", "node", "stage"),
+    [
+        pytest.param(name, node, stage, id=f"{name}-{node}-{stage}",
+                     marks=QUICK if (name, node, stage) == ("blockdev-del", "rep", "plain-stop")
+                     else ())
+        for name, node in LIFTED
+        for stage in LIFTED_STAGES
+    ],
+)
 def test_operation_without_the_blocker(secondary, stage, name, node):
     s = secondary()
     _reach(s, STEPS[stage])
@@ -394,9 +407,10 @@ def test_operation_without_the_blocker(secondary, stage, name, node):
     assert "internal backup job" not in (got.desc or "")
 
 
-@pytest.mark.quick
 @pytest.mark.secondary
-@pytest.mark.parametrize("stage", LIFTED_STAGES)
+@pytest.mark.parametrize(
+    "stage", [pytest.param(st, marks=QUICK if st == "plain-stop" else ()) for st in LIFTED_STAGES]
+)
 def test_blockdev_del_after_stop_leaves_no_replication_node(secondary, stage):
     s = secondary("secondary-prefilled")
     _reach(s, STEPS[stage])

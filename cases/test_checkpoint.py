@@ -37,7 +37,8 @@ from harness.ops import (
 )
 from harness.real import live_allocation
 
-pytestmark = [pytest.mark.quick]
+# Each test's quick case is its 64 KiB-cluster ("secondary") or running-stage one.
+QUICK, SLOW = pytest.mark.quick, pytest.mark.slow
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -49,7 +50,12 @@ GEOMETRIES = {
     "secondary-2m": 2 * MiB,
     "secondary-mixed": 2 * MiB,
 }
-RECIPES = list(GEOMETRIES)
+RECIPES = [
+    pytest.param("secondary-512", id="secondary-512"),
+    pytest.param("secondary", id="secondary", marks=QUICK),
+    pytest.param("secondary-2m", id="secondary-2m"),
+    pytest.param("secondary-mixed", id="secondary-mixed"),
+]
 
 
 def data(*extents: tuple[int, int, int]) -> IoResult:
@@ -76,8 +82,19 @@ def seed(s, size: int, pattern: int) -> None:
 
 
 @pytest.mark.secondary
-@pytest.mark.parametrize("old", ["zero", "data"])
-@pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize(
+    ("recipe", "old"),
+    [
+        pytest.param("secondary-512", "zero", id="secondary-512-zero"),
+        pytest.param("secondary-512", "data", id="secondary-512-data"),
+        pytest.param("secondary", "zero", id="secondary-zero"),
+        pytest.param("secondary", "data", id="secondary-data", marks=QUICK),
+        pytest.param("secondary-2m", "zero", id="secondary-2m-zero"),
+        pytest.param("secondary-2m", "data", id="secondary-2m-data"),
+        pytest.param("secondary-mixed", "zero", id="secondary-mixed-zero"),
+        pytest.param("secondary-mixed", "data", id="secondary-mixed-data", marks=SLOW),
+    ],
+)
 def test_copy_granularity(secondary, recipe, old):
     """A 1 KiB primary write straddling two backup clusters copies both, whole: the old
     data as data, or (unallocated, reading as zero) as zero clusters; allocated either way."""
@@ -189,6 +206,7 @@ def test_secondary_writes_discarded_at_checkpoint(secondary, recipe):
     s.finish()
 
 
+@pytest.mark.quick
 @pytest.mark.secondary
 def test_repeated_checkpoints_keep_layers_empty(secondary):
     s = secondary("secondary-prefilled")
@@ -232,7 +250,10 @@ SECONDARY_ANSWERS = {
 
 
 @pytest.mark.secondary
-@pytest.mark.parametrize("stage", list(SECONDARY_ANSWERS))
+@pytest.mark.parametrize(
+    "stage",
+    [pytest.param(st, id=st, marks=QUICK if st == "running" else ()) for st in SECONDARY_ANSWERS],
+)
 def test_checkpoint_answer_secondary(secondary, profile, stage):
     if not profile.at_least(5, 1):
         pytest.skip("silent DONE needs 5.0, the plain stop's cancelled backup job 5.1")
@@ -267,7 +288,9 @@ def test_checkpoint_answer_secondary(secondary, profile, stage):
 
 
 @pytest.mark.primary
-@pytest.mark.parametrize("stage", ["none", "running", "done-stop", "done-failover"])
+@pytest.mark.parametrize(
+    "stage", ["none", pytest.param("running", marks=QUICK), "done-stop", "done-failover"]
+)
 def test_checkpoint_answer_primary(primary, stage):
     """The primary does nothing at a checkpoint and always succeeds."""
     s = primary()
@@ -294,8 +317,15 @@ ZERO_REQUESTS = {
 
 
 @pytest.mark.secondary
-@pytest.mark.parametrize("req", list(ZERO_REQUESTS))
-@pytest.mark.parametrize("recipe", ["secondary", "secondary-512", "secondary-2m"])
+@pytest.mark.parametrize(
+    ("recipe", "req"),
+    [
+        pytest.param(recipe, req, id=f"{recipe}-{req}",
+                     marks=QUICK if (recipe, req) == ("secondary", "aligned") else ())
+        for recipe in ("secondary", "secondary-512", "secondary-2m")
+        for req in ZERO_REQUESTS
+    ],
+)
 def test_primary_write_zeroes_copies_before_write(secondary, recipe, req):
     bc = GEOMETRIES[recipe]
     off, length = ZERO_REQUESTS[req]
@@ -320,7 +350,7 @@ def test_primary_write_zeroes_copies_before_write(secondary, recipe, req):
 
 
 @pytest.mark.secondary
-@pytest.mark.parametrize("stage", ["none", "running", "done-failover"])
+@pytest.mark.parametrize("stage", ["none", pytest.param("running", marks=QUICK), "done-failover"])
 def test_primary_discard_does_nothing(secondary, stage):
     """NBD trims succeed and change nothing: the export's node (the secondary disk, or the
     copy-before-write filter while running) has no BDRV_O_UNMAP, so bdrv_co_pdiscard

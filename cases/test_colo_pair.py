@@ -45,12 +45,14 @@ from harness.ops import (
 from harness.pair import LOCAL, PQ, PREP, PRIMARY_CHILD, SQ, KiB, MiB, pair_recipe
 
 pytestmark = [pytest.mark.colo, pytest.mark.primary, pytest.mark.secondary]
+# Quick (the default set has room for only a few pair cases): the pair's life over the
+# replication node itself, and where the primary's local disk sits in its quorum.
 QUICK = pytest.mark.quick
 SLOW = pytest.mark.slow
 
 QUORUM = [
-    pytest.param(False, id="rep", marks=QUICK),
-    pytest.param(True, id="quorum", marks=SLOW),
+    pytest.param(False, id="rep"),
+    pytest.param(True, id="quorum"),
 ]
 
 GEOMETRIES = [
@@ -79,7 +81,9 @@ def whole(s, *extents: tuple[int, int, int]) -> IoResult:
 # ---- the life cycle
 
 
-@pytest.mark.parametrize("quorum", QUORUM)
+@pytest.mark.parametrize(
+    "quorum", [pytest.param(False, id="rep", marks=QUICK), pytest.param(True, id="quorum")]
+)
 def test_pair_life(pair, quorum):
     """Start in COLO's order, primary and secondary writes, checkpoints: after every step
     both VMs' disks and every layer are compared with the model."""
@@ -117,7 +121,6 @@ def test_checkpoint_rounds_over_geometries(pair, recipe):
     s.finish()
 
 
-@QUICK
 def test_primary_writes_before_the_primary_starts(pair):
     """Connected but not started: the replication child refuses the write (EIO), the
     quorum succeeds on the local disk's vote, the secondary never sees the data."""
@@ -141,7 +144,6 @@ def test_primary_writes_before_the_primary_starts(pair):
     s.finish()
 
 
-@QUICK
 def test_primary_started_before_the_secondary(pair):
     """The wrong order: with no backup job yet, primary writes go straight into the
     secondary disk (nothing saved in the hidden disk); the secondary VM cannot read
@@ -158,7 +160,6 @@ def test_primary_started_before_the_secondary(pair):
     s.finish()
 
 
-@QUICK
 def test_start_answers_on_both_sides(pair):
     """Each side walks only its own replication nodes; a second start is refused; a
     checkpoint on the primary does nothing; start with failover is refused."""
@@ -176,7 +177,6 @@ def test_start_answers_on_both_sides(pair):
     s.finish()
 
 
-@SLOW
 def test_primary_reads_come_from_its_local_disk(pair):
     """read-pattern fifo: the local disk (children.0) answers; a write that reaches only
     the secondary disk (the harness's own NBD client) is never read back by the primary."""
@@ -191,8 +191,8 @@ def test_primary_reads_come_from_its_local_disk(pair):
 @pytest.mark.parametrize(
     "offset,length",
     [
-        pytest.param(1000, 3000, id="inside-a-sector-pair", marks=QUICK),
-        pytest.param(64 * KiB - 100, 200, id="across-a-cluster", marks=SLOW),
+        pytest.param(1000, 3000, id="inside-a-sector-pair"),
+        pytest.param(64 * KiB - 100, 200, id="across-a-cluster"),
     ],
 )
 def test_unaligned_primary_write(pair, offset, length):
@@ -207,7 +207,6 @@ def test_unaligned_primary_write(pair, offset, length):
     s.finish()
 
 
-@QUICK
 def test_primary_write_zeroes(pair):
     """Write-zeroes through the quorum: zero clusters in the local disk; the replication
     node has no write-zeroes, so a buffer of zeros goes over NBD."""
@@ -223,7 +222,6 @@ def test_primary_write_zeroes(pair):
 # ---- x-blockdev-change
 
 
-@QUICK
 def test_quorum_child_changes(pair):
     """children.1 comes and goes with x-blockdev-change; removing it twice, or the last
     child, is refused with QEMU's texts; re-attaching reuses the index."""
@@ -304,7 +302,6 @@ def test_primary_goes_on_alone_after_the_secondary_quits(pair, quorum):
     s.finish()
 
 
-@SLOW
 def test_failover_with_the_primary_still_connected(pair):
     """Without nbd-server-stop and with the primary alive, the failover still commits; the
     primary's later writes then land straight in the secondary disk (no copy-before-write
@@ -327,7 +324,6 @@ def test_failover_with_the_primary_still_connected(pair):
     s.finish()
 
 
-@QUICK
 def test_primary_stop_then_writes_refused_by_the_child(pair):
     """A stopped primary replication child refuses writes (DONE: EIO, not swallowed); the
     quorum still succeeds on the local disk, and the secondary no longer gets them."""
@@ -360,7 +356,6 @@ def test_local_disk_is_children_0(pair):
     s.finish()
 
 
-@SLOW
 def test_secondary_quorum_is_the_top(pair):
     """COLO-FT: top-id names the secondary's quorum; start accepts it, and the op blocker
     sits on the quorum while replication runs."""

@@ -53,12 +53,14 @@ from harness.pair import PQ, KiB, MiB, pair_recipe
 from harness.real import commit_in_flight
 
 pytestmark = [pytest.mark.faults, pytest.mark.colo, pytest.mark.primary, pytest.mark.secondary]
+# Quick (the default set has room for only a few fault cases): a secondary killed before
+# the primary starts, and an I/O error injected into the copy-before-write.
 QUICK = pytest.mark.quick
 SLOW = pytest.mark.slow
 
 SIGS = [
-    pytest.param(signal.SIGKILL, id="SIGKILL", marks=QUICK),
-    pytest.param(signal.SIGABRT, id="SIGABRT", marks=SLOW),
+    pytest.param(signal.SIGKILL, id="SIGKILL"),
+    pytest.param(signal.SIGABRT, id="SIGABRT"),
 ]
 
 
@@ -126,7 +128,6 @@ def test_secondary_killed_before_the_primary_starts(pair):
     s.finish()
 
 
-@QUICK
 def test_secondary_crashes_on_the_start_retry(pair):
     """A real QEMU abort on the secondary (known bug: a start retried after `No top_bs or
     it is invalid` trips error_setv's assertion): the crash comes with its stderr, and
@@ -144,7 +145,6 @@ def test_secondary_crashes_on_the_start_retry(pair):
     s.finish()
 
 
-@QUICK
 def test_nbd_server_stopped_while_the_primary_writes(pair):
     s = pair()
     s.start()
@@ -170,7 +170,6 @@ def test_nbd_server_stopped_while_the_primary_writes(pair):
     s.finish()
 
 
-@SLOW
 def test_export_removed_while_the_primary_writes(pair):
     s = pair()
     s.start()
@@ -194,19 +193,18 @@ def test_export_removed_while_the_primary_writes(pair):
 
 
 KILLED_PRIMARY = [
-    pytest.param(pair_recipe(cluster="64k"), signal.SIGKILL, True, id="64k-SIGKILL", marks=QUICK),
-    pytest.param(pair_recipe(cluster="64k"), signal.SIGABRT, True, id="64k-SIGABRT", marks=SLOW),
-    pytest.param(pair_recipe(cluster="512"), signal.SIGKILL, True, id="512-SIGKILL", marks=SLOW),
+    pytest.param(pair_recipe(cluster="64k"), signal.SIGKILL, True, id="64k-SIGKILL"),
+    pytest.param(pair_recipe(cluster="64k"), signal.SIGABRT, True, id="64k-SIGABRT"),
+    pytest.param(pair_recipe(cluster="512"), signal.SIGKILL, True, id="512-SIGKILL"),
     pytest.param(pair_recipe(cluster="2M"), signal.SIGKILL, True, id="2m-SIGKILL", marks=SLOW),
     pytest.param(
         pair_recipe(cluster="512", hidden_cluster="2M", active_cluster="64k"),
         signal.SIGKILL,
         True,
         id="mixed-SIGKILL",
-        marks=SLOW,
     ),
     pytest.param(
-        pair_recipe(cluster="64k"), signal.SIGKILL, False, id="64k-no-nbd-stop", marks=SLOW
+        pair_recipe(cluster="64k"), signal.SIGKILL, False, id="64k-no-nbd-stop"
     ),
 ]
 
@@ -250,7 +248,6 @@ def test_primary_killed_mid_checkpoint_interval(pair, recipe, sig, stop_nbd):
     s.finish()
 
 
-@SLOW
 def test_primary_killed_before_any_checkpoint(pair):
     """Everything the primary wrote since start is rolled back; the secondary VM's own
     writes stay."""
@@ -275,8 +272,8 @@ def test_primary_killed_before_any_checkpoint(pair):
 BAD = 1 * MiB + 64 * KiB  # the secondary disk refuses writes covering this offset
 
 
-@pytest.mark.parametrize("quorum", [pytest.param(False, id="rep", marks=QUICK),
-                                    pytest.param(True, id="quorum", marks=SLOW)])
+@pytest.mark.parametrize("quorum", [pytest.param(False, id="rep"),
+                                    pytest.param(True, id="quorum")])
 def test_commit_failure_leaves_failover_failed(pair, quorum):
     s = pair(secondary_quorum=quorum, secondary_filter=faults.secondary_blkdebug(BAD))
     s.start()
@@ -351,7 +348,6 @@ def _released(s, sm):
     s.finish()
 
 
-@QUICK
 def test_failover_in_flight_status_and_ignored_requests(pair):
     s, sm = _held_failover(pair)
     assert s.do(Status()) == status(msg.IO_ERROR)
@@ -368,7 +364,6 @@ def test_failover_in_flight_status_and_ignored_requests(pair):
     _released(s, sm)
 
 
-@SLOW
 @pytest.mark.parametrize(
     "over_nbd",
     [pytest.param(True, id="nbd"), pytest.param(False, id="hmp")],
@@ -430,7 +425,6 @@ def test_hidden_eio_during_copy_before_write(pair):
     _finish_hidden_eio(s)
 
 
-@SLOW
 def test_hidden_eio_after_a_zero_cluster_copy(pair):
     """A write over a zero cluster then a data cluster: the zero one is copied (metadata
     only) before the data one fails, so the write fails; a later write to the zero
@@ -448,7 +442,6 @@ def test_hidden_eio_after_a_zero_cluster_copy(pair):
     _finish_hidden_eio(s)
 
 
-@QUICK
 def test_make_empty_eio_during_checkpoint(pair):
     s = _hidden_eio(pair)
     s.do(s.pwrite(0, 64 * KiB, 0x22))  # arms the rule: every later write to hidden fails
@@ -470,7 +463,6 @@ def test_make_empty_eio_during_checkpoint(pair):
     _finish_hidden_eio(s)
 
 
-@SLOW
 def test_active_eio_on_secondary_writes(pair):
     """EIO on the active disk (block-replication.txt's failure 5): the secondary VM's write
     fails with it (the replication status stays clean); the checkpoint's make-empty then

@@ -96,23 +96,22 @@ SECONDARY_STAGES = ("none", "running", "done-stop", "done-failover", "failover-f
 REQUESTS = ("read", "write", "write-zeroes", "discard")
 
 
+# The table's quick case: an aligned write to a running secondary.
+QUICK_CASE = "secondary-running-write-aligned"
+
+
 def _table() -> list[object]:
     rows: list[object] = []
     for mode, stages in (("primary", PRIMARY_STAGES), ("secondary", SECONDARY_STAGES)):
         mark = pytest.mark.primary if mode == "primary" else pytest.mark.secondary
         for stage in stages:
-            for req in REQUESTS:
-                for align in ALIGNMENTS:
-                    rows.append(
-                        pytest.param(mode, stage, req, align, marks=mark,
-                                     id=f"{mode}-{stage}-{req}-{align}")
-                    )
-            rows.append(pytest.param(mode, stage, "flush", None, marks=mark,
-                                     id=f"{mode}-{stage}-flush"))
+            cases = [(req, align, f"{mode}-{stage}-{req}-{align}")
+                     for req in REQUESTS for align in ALIGNMENTS]
+            cases.append(("flush", None, f"{mode}-{stage}-flush"))
+            for req, align, case_id in cases:
+                marks = [mark, pytest.mark.quick] if case_id == QUICK_CASE else [mark]
+                rows.append(pytest.param(mode, stage, req, align, marks=marks, id=case_id))
     return rows
-
-
-pytestmark = [pytest.mark.quick]
 
 
 def _request(req: str, align: str | None) -> Op:
@@ -217,6 +216,7 @@ def _exact(actual: Observation, *extents: tuple[int, int, int]) -> None:
     assert actual == IoResult(True, None, tuple(extents)), actual.describe()
 
 
+@pytest.mark.quick
 @pytest.mark.secondary
 def test_failover_failed_write_split_stated(secondary):
     """The FAILOVER_FAILED split, stated byte for byte: a write is padded to 512 B, then each

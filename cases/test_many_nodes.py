@@ -40,6 +40,8 @@ pytestmark = [pytest.mark.secondary]
 KiB = 1 << 10
 MiB = 1 << 20
 
+QUICK = pytest.mark.quick
+
 
 @pytest.fixture
 def many(qemu_build, profile, machines, topologies, tmp_path) -> Callable[..., Story]:
@@ -66,12 +68,12 @@ def sec(*names: str) -> list[NodeSpec]:
 
 FAILING_START = [
     pytest.param("r3", {"r3": Stage.NONE, "r2": Stage.NONE, "r1": Stage.NONE}, id="newest"),
-    pytest.param("r2", {"r3": Stage.RUNNING, "r2": Stage.NONE, "r1": Stage.NONE}, id="middle"),
+    pytest.param("r2", {"r3": Stage.RUNNING, "r2": Stage.NONE, "r1": Stage.NONE}, id="middle",
+                 marks=QUICK),
     pytest.param("r1", {"r3": Stage.RUNNING, "r2": Stage.RUNNING, "r1": Stage.NONE}, id="oldest"),
 ]
 
 
-@pytest.mark.quick
 @pytest.mark.parametrize("bad,after", FAILING_START)
 def test_start_all_stops_at_the_first_failing_node(many, bad, after):
     """The node `bad` has no block backend on its secondary disk (no NBD export)."""
@@ -194,7 +196,8 @@ MIXED = [
         "newest", True, msg.mode_mismatch(1, 0), {"p": Stage.RUNNING}, id="newest-primary"
     ),
     pytest.param(
-        "middle", False, msg.mode_mismatch(0, 1), {"r2": Stage.RUNNING}, id="middle-secondary"
+        "middle", False, msg.mode_mismatch(0, 1), {"r2": Stage.RUNNING}, id="middle-secondary",
+        marks=QUICK,
     ),
     pytest.param("middle", True, msg.mode_mismatch(1, 0), {}, id="middle-primary"),
     pytest.param(
@@ -208,7 +211,6 @@ MIXED = [
 ]
 
 
-@pytest.mark.quick
 @pytest.mark.parametrize("where,primary,error,running", MIXED)
 def test_mixed_modes_never_start_all(many, where, primary, error, running):
     s = many(_mixed(where))
@@ -250,9 +252,9 @@ def test_deleting_a_running_primary_node_stops_it(many):
 @pytest.mark.parametrize(
     "n",
     [
-        pytest.param(1, marks=pytest.mark.quick),
-        pytest.param(2, marks=pytest.mark.quick),
-        pytest.param(4, marks=pytest.mark.slow),
+        pytest.param(1),
+        pytest.param(2, marks=QUICK),
+        pytest.param(4),
     ],
 )
 def test_many_secondaries_whole_life(many, n):
@@ -282,7 +284,7 @@ def test_many_secondaries_whole_life(many, n):
 
 
 NO_NODE_COMMANDS = [
-    pytest.param(Start(primary=False), QMP_OK, id="start-secondary"),
+    pytest.param(Start(primary=False), QMP_OK, id="start-secondary", marks=QUICK),
     pytest.param(Start(primary=True), QMP_OK, id="start-primary"),
     pytest.param(Checkpoint(), QMP_OK, id="checkpoint"),
     pytest.param(Stop(primary=False), QMP_OK, id="stop"),
@@ -297,7 +299,6 @@ NO_NODE_COMMANDS = [
 ]
 
 
-@pytest.mark.quick
 @pytest.mark.parametrize("op,want", NO_NODE_COMMANDS)
 def test_no_replication_node(many, op, want: QmpResult):
     # The disks are there; the replication node is never created.

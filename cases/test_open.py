@@ -34,7 +34,7 @@ from harness.observe import IO_EIO, QMP_OK, QmpResult, qmp_error, status
 from harness.ops import PRIMARY, REP, SECONDARY, Read, Start, Status
 from harness.story import Story
 
-pytestmark = [pytest.mark.quick]
+QUICK = pytest.mark.quick
 
 # The block layer's and QAPI's texts (not the replication driver's own).
 SCHEMA_MISSING_FILE = "Parameter 'file' is missing"
@@ -122,7 +122,8 @@ SCHEMA_CASES = [
     pytest.param({"mode": "primary", "file": MISSING}, SCHEMA_MISSING_FILE, id="no-file"),
     pytest.param({"mode": "primary", "top_id": REP}, msg.PRIMARY_TOP_ID, id="primary-top-id"),
     pytest.param({"mode": "primary", "top_id": ""}, msg.PRIMARY_TOP_ID, id="primary-empty-top-id"),
-    pytest.param({"mode": "secondary"}, msg.MISSING_TOP_ID, id="secondary-no-top-id"),
+    pytest.param({"mode": "secondary"}, msg.MISSING_TOP_ID, id="secondary-no-top-id",
+                 marks=QUICK),
     # `file` is opened before any mode check: its error wins over the driver's
     pytest.param(
         {"mode": "primary", "top_id": "x", "file": "no-such-node"},
@@ -161,7 +162,8 @@ DRIVE_CASES = [
     pytest.param({"mode": "SECONDARY", "top_id": REP}, msg.BAD_MODE, id="mode-upper-case"),
     pytest.param({"mode": "primary", "top_id": REP}, msg.PRIMARY_TOP_ID, id="primary-top-id"),
     pytest.param({"mode": "primary", "top_id": ""}, msg.PRIMARY_TOP_ID, id="primary-empty-top-id"),
-    pytest.param({"mode": "secondary"}, msg.MISSING_TOP_ID, id="secondary-no-top-id"),
+    pytest.param({"mode": "secondary"}, msg.MISSING_TOP_ID, id="secondary-no-top-id",
+                 marks=QUICK),
     # "missing mode" is checked before the top-id rules, and a bad mode after them
     pytest.param({"top_id": REP}, msg.MISSING_MODE, id="no-mode-with-top-id"),
     pytest.param({"mode": "bogus", "top_id": REP}, msg.BAD_MODE, id="mode-bogus-with-top-id"),
@@ -178,6 +180,7 @@ def test_drive_add_refused(machine, disk, options, text):
     assert_nothing_left(machine, disk, options)
 
 
+@pytest.mark.quick
 @pytest.mark.secondary
 def test_drive_add_file_error_before_mode(machine, disk, tmp_path):
     """The file is opened first: a missing image beats a missing mode."""
@@ -194,7 +197,8 @@ JSON_CASES = [
     pytest.param({}, msg.MISSING_MODE, id="no-mode"),
     pytest.param({"mode": "bogus"}, msg.BAD_MODE, id="mode-bogus"),
     pytest.param({"mode": "primary", "top-id": REP}, msg.PRIMARY_TOP_ID, id="primary-top-id"),
-    pytest.param({"mode": "secondary"}, msg.MISSING_TOP_ID, id="secondary-no-top-id"),
+    pytest.param({"mode": "secondary"}, msg.MISSING_TOP_ID, id="secondary-no-top-id",
+                 marks=QUICK),
     pytest.param({"mode": "primary", "foo": "bar"}, unsupported_option("foo"), id="unknown-option"),
 ]
 
@@ -222,7 +226,7 @@ def test_qemu_io_json_refused(qemu_build, disk, options, text):
     [
         pytest.param({"mode": "primary"}, id="primary", marks=pytest.mark.primary),
         pytest.param({"mode": "secondary", "top-id": "x"}, id="secondary",
-                     marks=pytest.mark.secondary),
+                     marks=[pytest.mark.secondary, QUICK]),
     ],
 )
 def test_qemu_io_json_opens(qemu_build, disk, options):
@@ -237,6 +241,7 @@ def test_qemu_io_json_opens(qemu_build, disk, options):
 # ---- successful opens: the node, its children, its state
 
 
+@pytest.mark.quick
 @pytest.mark.secondary
 def test_open_secondary(secondary):
     """blockdev-add of the standard secondary: the node's only child is `file` -> active
@@ -258,6 +263,7 @@ def test_open_secondary(secondary):
     s.finish()
 
 
+@pytest.mark.quick
 @pytest.mark.primary
 def test_open_primary(primary):
     """blockdev-add of the primary over NBD: `file` -> the NBD client node; not running."""
@@ -274,7 +280,13 @@ def test_open_primary(primary):
 
 @pytest.mark.secondary
 @pytest.mark.parametrize(
-    "top_id", ["", "no-such-node", "active", "secondary"], ids=["empty", "none", "active", "sec"]
+    "top_id",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("no-such-node", id="none", marks=QUICK),
+        pytest.param("active", id="active"),
+        pytest.param("secondary", id="sec"),
+    ],
 )
 def test_open_accepts_any_top_id(secondary, top_id):
     """top-id is only looked up at start: open takes any string, even "" or a
@@ -287,6 +299,7 @@ def test_open_accepts_any_top_id(secondary, top_id):
     s.finish()
 
 
+@pytest.mark.quick
 @pytest.mark.secondary
 def test_drive_add_secondary(qemu_build, profile, machines, topologies, tmp_path):
     """drive_add (the original unit test's path): BlockBackend `repblk` on the node."""
@@ -304,6 +317,7 @@ def test_drive_add_secondary(qemu_build, profile, machines, topologies, tmp_path
     s.finish()
 
 
+@pytest.mark.quick
 @pytest.mark.primary
 def test_drive_add_primary(qemu_build, profile, machines, topologies, tmp_path):
     """drive_add of a primary over a local qcow2 child, as test-replication.c opens it."""
@@ -320,6 +334,7 @@ def test_drive_add_primary(qemu_build, profile, machines, topologies, tmp_path):
     s.finish()
 
 
+@pytest.mark.quick
 @pytest.mark.secondary
 def test_failed_open_between_good_ones(machine, disk, tmp_path, qemu_build):
     """A failed open among good ones changes nothing: the *_all list holds only the nodes

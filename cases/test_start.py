@@ -47,6 +47,8 @@ from harness.story import Story
 
 MiB = 1 << 20
 
+QUICK = pytest.mark.quick
+
 # What the graph shows once a secondary start got past the attach step: the children
 # start adds (the secondary disk's parents moved to the backup's copy-before-write filter).
 RUNNING_EDGES = {"file": "active", "hidden disk": "hidden", "secondary disk": "copy-before-write"}
@@ -93,7 +95,8 @@ REFUSALS = [
     pytest.param("secondary", {"hidden_backing": False}, msg.NO_HIDDEN_BACKING,
                  id="hidden-backing-null"),
     pytest.param(_no_backing_recipe("hidden"), {}, msg.NO_HIDDEN_BACKING, id="hidden-raw"),
-    pytest.param("secondary", {"export": False}, msg.NO_BLOCK_BACKEND, id="no-block-backend"),
+    pytest.param("secondary", {"export": False}, msg.NO_BLOCK_BACKEND, id="no-block-backend",
+                 marks=QUICK),
     pytest.param("length-mismatch-active", {}, msg.LENGTHS_DIFFER, id="length-active"),
     pytest.param("length-mismatch-hidden", {}, msg.LENGTHS_DIFFER, id="length-hidden"),
     pytest.param("length-mismatch-secondary", {}, msg.LENGTHS_DIFFER, id="length-secondary"),
@@ -119,7 +122,6 @@ REFUSALS = [
 ]
 
 
-@pytest.mark.quick
 @pytest.mark.secondary
 @pytest.mark.parametrize(("recipe", "options", "text"), REFUSALS)
 def test_start_refused(graph, recipe, options, text):
@@ -162,7 +164,7 @@ def _export_rep(s: Story) -> None:
 
 
 BAD_TOPS = [
-    pytest.param("no-such-node", {}, None, id="names-nothing"),
+    pytest.param("no-such-node", {}, None, id="names-nothing", marks=QUICK),
     pytest.param("", {}, None, id="empty"),
     pytest.param("active", {}, None, id="active-not-root"),
     pytest.param("hidden", {}, None, id="hidden-not-root"),
@@ -174,7 +176,6 @@ BAD_TOPS = [
 ]
 
 
-@pytest.mark.quick
 @pytest.mark.secondary
 @pytest.mark.parametrize(("top_id", "options", "setup"), BAD_TOPS)
 def test_start_bad_top_id(graph, top_id, options, setup):
@@ -197,7 +198,7 @@ def test_start_bad_top_id(graph, top_id, options, setup):
 
 
 GOOD_TOPS = [
-    pytest.param(REP, {}, None, REP, id="the-node-itself"),
+    pytest.param(REP, {}, None, REP, id="the-node-itself", marks=QUICK),
     pytest.param(REP, {}, _export_rep, None, id="the-node-exported"),
     pytest.param("q", {}, _quorum_above, "q", id="quorum-above"),
     pytest.param("repblk", {"drive_id": "repblk"}, None, None, id="its-blockbackend"),
@@ -205,7 +206,6 @@ GOOD_TOPS = [
 ]
 
 
-@pytest.mark.quick
 @pytest.mark.secondary
 @pytest.mark.parametrize(("top_id", "options", "setup", "blocked"), GOOD_TOPS)
 def test_start_good_top_id(graph, top_id, options, setup, blocked):
@@ -235,12 +235,11 @@ def test_start_good_top_id(graph, top_id, options, setup, blocked):
 # ---- the retry after "No top_bs or it is invalid"
 
 
-@pytest.mark.quick
 @pytest.mark.secondary
 @pytest.mark.parametrize(
     ("top_id", "setup"),
     [
-        pytest.param("no-such-node", None, id="names-nothing"),
+        pytest.param("no-such-node", None, id="names-nothing", marks=QUICK),
         pytest.param("active", None, id="not-root"),
         pytest.param("extra", _extra_null, id="unrelated-root"),
     ],
@@ -305,10 +304,15 @@ def test_start_retry_after_bad_top_fails_cleanly(graph):
 
 # ---- running or done
 
+# A second start in the node's own mode (the quick case) or in the other mode.
+SECONDARY_AGAIN = [pytest.param(False, id="same-mode", marks=QUICK),
+                   pytest.param(True, id="other-mode")]
+PRIMARY_AGAIN = [pytest.param(True, id="same-mode", marks=QUICK),
+                 pytest.param(False, id="other-mode")]
 
-@pytest.mark.quick
+
 @pytest.mark.secondary
-@pytest.mark.parametrize("again_primary", [False, True], ids=["same-mode", "other-mode"])
+@pytest.mark.parametrize("again_primary", SECONDARY_AGAIN)
 def test_secondary_start_while_running(secondary, again_primary):
     """The stage is checked before the mode: RUNNING answers "running or done" to both."""
     s = secondary()
@@ -319,9 +323,8 @@ def test_secondary_start_while_running(secondary, again_primary):
     s.finish()
 
 
-@pytest.mark.quick
 @pytest.mark.secondary
-@pytest.mark.parametrize("again_primary", [False, True], ids=["same-mode", "other-mode"])
+@pytest.mark.parametrize("again_primary", SECONDARY_AGAIN)
 def test_secondary_start_after_failover_ignored(secondary, again_primary):
     """DONE after a failover (QEMU >= 5.0): start returns silently, whatever the mode,
     and changes nothing: the node keeps serving I/O from the secondary disk."""
@@ -360,9 +363,8 @@ def _blkdebug_over_secondary() -> dict[str, object]:
     }
 
 
-@pytest.mark.quick
 @pytest.mark.secondary
-@pytest.mark.parametrize("again_primary", [False, True], ids=["same-mode", "other-mode"])
+@pytest.mark.parametrize("again_primary", SECONDARY_AGAIN)
 def test_secondary_start_after_failed_failover(secondary, again_primary):
     """FAILOVER_FAILED is neither NONE nor DONE/FAILOVER: "running or done"."""
     s = secondary(secondary_filter=_blkdebug_over_secondary())
@@ -410,9 +412,8 @@ def test_secondary_start_during_failover_ignored(graph):
     s.finish()
 
 
-@pytest.mark.quick
 @pytest.mark.primary
-@pytest.mark.parametrize("again_primary", [True, False], ids=["same-mode", "other-mode"])
+@pytest.mark.parametrize("again_primary", PRIMARY_AGAIN)
 def test_primary_start_while_running(primary, again_primary):
     s = primary()
     s.expect(Start(primary=True, machine=PRIMARY), QMP_OK)
@@ -421,9 +422,8 @@ def test_primary_start_while_running(primary, again_primary):
     s.finish()
 
 
-@pytest.mark.quick
 @pytest.mark.primary
-@pytest.mark.parametrize("again_primary", [True, False], ids=["same-mode", "other-mode"])
+@pytest.mark.parametrize("again_primary", PRIMARY_AGAIN)
 def test_primary_start_after_stop_ignored(primary, again_primary):
     """A stopped primary is DONE: start returns silently and writes stay refused."""
     s = primary()
@@ -474,14 +474,13 @@ def test_mode_checked_before_secondary_preconditions(graph):
 SEC, PRI = pytest.mark.secondary, pytest.mark.primary
 FAILOVER_ON_ENABLE = [
     pytest.param(False, False, False, id="secondary-failover-false", marks=SEC),
-    pytest.param(False, False, True, id="secondary-failover-true", marks=SEC),
+    pytest.param(False, False, True, id="secondary-failover-true", marks=[SEC, QUICK]),
     pytest.param(False, True, True, id="secondary-started-as-primary-failover-true", marks=SEC),
     pytest.param(True, True, True, id="primary-failover-true", marks=PRI),
     pytest.param(True, True, False, id="primary-failover-false", marks=PRI),
 ]
 
 
-@pytest.mark.quick
 @pytest.mark.parametrize(("node_primary", "start_primary", "failover"), FAILOVER_ON_ENABLE)
 def test_start_with_failover_refused(primary, secondary, node_primary, start_primary, failover):
     """`failover` with enable=true is refused before any node is visited (any value,
@@ -538,16 +537,15 @@ def _prefilled(base: str, size: int) -> Recipe:
     return Recipe.from_dict({"layers": layers}, source=f"<{base}, every layer prefilled>")
 
 
-QUICK, SLOW = pytest.mark.quick, pytest.mark.slow
 # Each geometry's prefilled recipe is its own template (built once per process and build);
 # the 2 MiB-cluster and 1 TiB ones cost most.
 GEOMETRIES = [
     pytest.param("secondary", 64 * MiB, id="64k-clusters", marks=QUICK),
-    pytest.param("secondary-512", 64 * MiB, id="512-clusters", marks=QUICK),
-    pytest.param("secondary-2m", 64 * MiB, id="2m-clusters", marks=SLOW),
-    pytest.param("secondary-mixed", 64 * MiB, id="mixed-clusters", marks=QUICK),
-    pytest.param("secondary-1m", 1 * MiB, id="1m-disk", marks=QUICK),
-    pytest.param("secondary-1t", 1 << 40, id="1t-disk", marks=SLOW),
+    pytest.param("secondary-512", 64 * MiB, id="512-clusters"),
+    pytest.param("secondary-2m", 64 * MiB, id="2m-clusters"),
+    pytest.param("secondary-mixed", 64 * MiB, id="mixed-clusters"),
+    pytest.param("secondary-1m", 1 * MiB, id="1m-disk"),
+    pytest.param("secondary-1t", 1 << 40, id="1t-disk"),
 ]
 
 

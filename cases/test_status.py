@@ -42,13 +42,15 @@ NOT_RUNNING = status(msg.NOT_RUNNING)
 IO_ERROR = status(msg.IO_ERROR)
 CLEAN = status(None)
 
+QUICK = pytest.mark.quick
+
 
 # ---- secondary
 
 
 SECONDARY_STAGES = [
     pytest.param((), Stage.NONE, NOT_RUNNING, id="none"),
-    pytest.param((Start(primary=False),), Stage.RUNNING, CLEAN, id="running"),
+    pytest.param((Start(primary=False),), Stage.RUNNING, CLEAN, id="running", marks=QUICK),
     pytest.param(
         (
             Start(primary=False),
@@ -87,7 +89,6 @@ SECONDARY_STAGES = [
 ]
 
 
-@pytest.mark.quick
 @pytest.mark.secondary
 @pytest.mark.parametrize("steps,stage,want", SECONDARY_STAGES)
 def test_secondary_status(secondary, profile, steps, stage, want):
@@ -103,12 +104,12 @@ def test_secondary_status(secondary, profile, steps, stage, want):
     s.finish()
 
 
-@pytest.mark.quick
 @pytest.mark.secondary
 @pytest.mark.parametrize(
     "options,error",
     [
-        pytest.param({"export": False}, msg.NO_BLOCK_BACKEND, id="no-block-backend"),
+        pytest.param({"export": False}, msg.NO_BLOCK_BACKEND, id="no-block-backend",
+                     marks=QUICK),
         pytest.param({"top_id": "nowhere"}, msg.BAD_TOP, id="bad-top-id"),
     ],
 )
@@ -221,10 +222,9 @@ def link_down(s: Story, how: str) -> None:
     s.model.nodes["rep"].link_up = False
 
 
-LINK_CUTS = [pytest.param("export-del"), pytest.param("kill-daemon")]
+LINK_CUTS = [pytest.param("export-del", marks=QUICK), pytest.param("kill-daemon")]
 
 
-@pytest.mark.quick
 @pytest.mark.primary
 @pytest.mark.parametrize(
     "steps,stage,want",
@@ -233,7 +233,8 @@ LINK_CUTS = [pytest.param("export-del"), pytest.param("kill-daemon")]
         pytest.param(
             (Write(0, 4 * KiB, 0x11), Read(0, 4 * KiB)), Stage.NONE, NOT_RUNNING, id="none-io"
         ),
-        pytest.param((Start(primary=True, machine=PRIMARY),), Stage.RUNNING, CLEAN, id="running"),
+        pytest.param((Start(primary=True, machine=PRIMARY),), Stage.RUNNING, CLEAN, id="running",
+                     marks=QUICK),
         pytest.param(
             (
                 Start(primary=True, machine=PRIMARY),
@@ -273,7 +274,6 @@ def test_primary_status(primary, steps, stage, want):
     s.finish()
 
 
-@pytest.mark.quick
 @pytest.mark.primary
 @pytest.mark.parametrize("how", LINK_CUTS)
 def test_primary_swallowed_child_error(primary, how):
@@ -302,7 +302,6 @@ def test_primary_swallowed_child_error(primary, how):
     s.finish()
 
 
-@pytest.mark.quick
 @pytest.mark.primary
 @pytest.mark.parametrize("how", LINK_CUTS)
 def test_primary_link_lost_without_a_write(primary, how):
@@ -319,7 +318,6 @@ def test_primary_link_lost_without_a_write(primary, how):
     s.finish()
 
 
-@pytest.mark.quick
 @pytest.mark.primary
 @pytest.mark.parametrize("how", LINK_CUTS)
 def test_primary_start_with_a_dead_link(primary, how):

@@ -44,11 +44,15 @@ MiB = 1 << 20
 # (4 KiB..64 KiB). Contents must not depend on any of it; allocation does.
 QUICK, SLOW = pytest.mark.quick, pytest.mark.slow
 GEOMETRIES = [
-    pytest.param("secondary-512", id="512", marks=SLOW),
+    pytest.param("secondary-512", id="512"),
     pytest.param("secondary", id="64k", marks=QUICK),
-    pytest.param("secondary-2m", id="2m", marks=SLOW),
-    pytest.param("secondary-mixed", id="mixed", marks=SLOW),
+    pytest.param("secondary-2m", id="2m"),
+    pytest.param("secondary-mixed", id="mixed"),
 ]
+
+# A plain stop or a failover: which one is each test's quick case.
+PLAIN_QUICK = [pytest.param(False, id="plain", marks=QUICK), pytest.param(True, id="failover")]
+FAILOVER_QUICK = [pytest.param(False, id="plain"), pytest.param(True, id="failover", marks=QUICK)]
 
 # The secondary disk's contents for the rollback stories (as in secondary-prefilled).
 PREFILL = ((0, "1M", 0x11), ("4M", "192k", 0x22))
@@ -65,9 +69,9 @@ def prefilled(cluster: str, *, hidden: str | None = None, active: str | None = N
 
 
 PREFILLED = [
-    pytest.param(prefilled("512"), id="512", marks=SLOW),
+    pytest.param(prefilled("512"), id="512"),
     pytest.param(prefilled("64k"), id="64k", marks=QUICK),
-    pytest.param(prefilled("2M"), id="2m", marks=SLOW),
+    pytest.param(prefilled("2M"), id="2m"),
     pytest.param(prefilled("512", hidden="2M", active="64k"), id="mixed", marks=SLOW),
 ]
 
@@ -185,9 +189,8 @@ def test_plain_stop_io_goes_through_the_old_chain(secondary, profile):
 # ---- primary stop
 
 
-@pytest.mark.quick
 @pytest.mark.primary
-@pytest.mark.parametrize("failover", [False, True], ids=["plain", "failover"])
+@pytest.mark.parametrize("failover", PLAIN_QUICK)
 def test_primary_stop_done_then_writes_fail(primary, failover):
     s = primary()
     s.run(Start(primary=True, machine=PRIMARY), Write(0, 64 * KiB, 0x11))
@@ -238,18 +241,23 @@ def _fills(size: int) -> dict[str, tuple[Write, ...]]:
     }
 
 
-SMALL_CHAINS = [
-    pytest.param(Recipe.secondary_chain("1M", "64k"), id="1M-64k", marks=QUICK),
-    pytest.param(Recipe.secondary_chain("1M", "512"), id="1M-512", marks=SLOW),
-    pytest.param(
-        Recipe.secondary_chain("1M", "512", hidden_cluster="2M"), id="1M-mixed", marks=SLOW
-    ),
-]
+SMALL_CHAINS = {
+    "1M-64k": Recipe.secondary_chain("1M", "64k"),
+    "1M-512": Recipe.secondary_chain("1M", "512"),
+    "1M-mixed": Recipe.secondary_chain("1M", "512", hidden_cluster="2M"),
+}
 
 
 @pytest.mark.secondary
-@pytest.mark.parametrize("fill", ["empty", "sparse", "full"])
-@pytest.mark.parametrize("recipe", SMALL_CHAINS)
+@pytest.mark.parametrize(
+    ("recipe", "fill"),
+    [
+        pytest.param(chain, fill, id=f"{chain_id}-{fill}",
+                     marks=QUICK if (chain_id, fill) == ("1M-64k", "sparse") else ())
+        for chain_id, chain in SMALL_CHAINS.items()
+        for fill in ("empty", "sparse", "full")
+    ],
+)
 def test_failover_commits_active_into_secondary(secondary, recipe, fill):
     s = secondary(recipe)
     t = s.topo.machine("secondary")
@@ -268,8 +276,9 @@ def test_failover_commits_active_into_secondary(secondary, recipe, fill):
 
 
 @pytest.mark.secondary
-@pytest.mark.slow
-@pytest.mark.parametrize("fill", ["empty", "full"])
+@pytest.mark.parametrize(
+    "fill", [pytest.param("empty", marks=QUICK), pytest.param("full", marks=SLOW)]
+)
 def test_failover_of_a_64m_disk(secondary, fill):
     s = secondary("secondary")
     s.run(Start(primary=False), *_fills(64 * MiB)[fill])
@@ -400,7 +409,7 @@ def test_done_io_goes_to_the_secondary_disk(secondary):
 
 
 REQUESTS_AFTER_FAILOVER = [
-    pytest.param(Start(primary=False), id="start-secondary"),
+    pytest.param(Start(primary=False), id="start-secondary", marks=QUICK),
     pytest.param(Start(primary=True), id="start-primary"),
     pytest.param(Stop(primary=False), id="stop"),
     pytest.param(Stop(primary=False, failover=True), id="failover"),
@@ -410,7 +419,6 @@ REQUESTS_AFTER_FAILOVER = [
 
 
 @pytest.mark.secondary
-@pytest.mark.quick
 @pytest.mark.parametrize("request_", REQUESTS_AFTER_FAILOVER)
 def test_requests_after_failover_are_ignored(secondary, profile, request_):
     if not profile.at_least(5, 0):
@@ -434,8 +442,7 @@ def test_requests_after_failover_are_ignored(secondary, profile, request_):
 
 
 @pytest.mark.secondary
-@pytest.mark.quick
-@pytest.mark.parametrize("failover", [False, True], ids=["plain", "failover"])
+@pytest.mark.parametrize("failover", PLAIN_QUICK)
 def test_stop_before_start(secondary, failover):
     s = secondary()
     want = QMP_OK if failover else QmpResult(False, None, "GenericError", msg.NOT_RUNNING)
@@ -448,9 +455,8 @@ def test_stop_before_start(secondary, failover):
     s.finish()
 
 
-@pytest.mark.quick
 @pytest.mark.primary
-@pytest.mark.parametrize("failover", [False, True], ids=["plain", "failover"])
+@pytest.mark.parametrize("failover", PLAIN_QUICK)
 def test_primary_stop_before_start(primary, failover):
     s = primary()
     want = QMP_OK if failover else QmpResult(False, None, "GenericError", msg.NOT_RUNNING)
@@ -465,8 +471,7 @@ def test_primary_stop_before_start(primary, failover):
 
 
 @pytest.mark.secondary
-@pytest.mark.quick
-@pytest.mark.parametrize("failover", [False, True], ids=["plain", "failover"])
+@pytest.mark.parametrize("failover", FAILOVER_QUICK)
 def test_secondary_life_status(secondary, profile, failover):
     require_5_1(profile)
     s = secondary()

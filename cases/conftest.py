@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,55 +43,60 @@ def topologies() -> Iterator[list[topology.Topology]]:
         t.close()
 
 
+@dataclass
+class _Maker:
+    """Everything a story maker needs: one fresh topology per call, closed at teardown."""
+
+    qemu_build: tuple[QemuBuild, Probe]
+    profile: Profile
+    machines: MachineSet
+    topologies: list[topology.Topology]
+    tmp_path: Path
+
+    def story(self, build_topology: Callable[..., Any], story: type[Story], *args: Any,
+              **kw: Any) -> Any:
+        t = build_topology(self.qemu_build[0], self.profile, self.machines, self.tmp_path,
+                           *args, **kw)
+        self.topologies.append(t)
+        return story(t, _label(self.qemu_build, self.profile))
+
+
 @pytest.fixture
-def secondary(
+def _maker(
     qemu_build: tuple[QemuBuild, Probe],
     profile: Profile,
     machines: MachineSet,
     topologies: list[topology.Topology],
     tmp_path: Path,
-) -> Callable[..., Story]:
+) -> _Maker:
+    return _Maker(qemu_build, profile, machines, topologies, tmp_path)
+
+
+@pytest.fixture
+def secondary(_maker: _Maker) -> Callable[..., Story]:
     """make(recipe="secondary", **options) -> a Story on the secondary-only topology."""
 
     def make(recipe: Recipe | str = "secondary", **kw: Any) -> Story:
-        t = topology.secondary(qemu_build[0], profile, machines, tmp_path, recipe, **kw)
-        topologies.append(t)
-        return Story(t, _label(qemu_build, profile))
+        return _maker.story(topology.secondary, Story, recipe, **kw)
 
     return make
 
 
 @pytest.fixture
-def primary(
-    qemu_build: tuple[QemuBuild, Probe],
-    profile: Profile,
-    machines: MachineSet,
-    topologies: list[topology.Topology],
-    tmp_path: Path,
-) -> Callable[..., Story]:
+def primary(_maker: _Maker) -> Callable[..., Story]:
     """make(recipe="primary-child") -> a Story on the primary-only topology."""
 
     def make(recipe: Recipe | str = "primary-child", **kw: Any) -> Story:
-        t = topology.primary(qemu_build[0], profile, machines, tmp_path, recipe, **kw)
-        topologies.append(t)
-        return Story(t, _label(qemu_build, profile))
+        return _maker.story(topology.primary, Story, recipe, **kw)
 
     return make
 
 
 @pytest.fixture
-def pair(
-    qemu_build: tuple[QemuBuild, Probe],
-    profile: Profile,
-    machines: MachineSet,
-    topologies: list[topology.Topology],
-    tmp_path: Path,
-) -> Callable[..., PairStory]:
+def pair(_maker: _Maker) -> Callable[..., PairStory]:
     """make(recipe=None, **options) -> a PairStory on a fresh COLO pair (harness.pair)."""
 
     def make(recipe: Recipe | None = None, **kw: Any) -> PairStory:
-        t = build_pair(qemu_build[0], profile, machines, tmp_path, recipe, **kw)
-        topologies.append(t)
-        return PairStory(t, _label(qemu_build, profile))
+        return _maker.story(build_pair, PairStory, recipe, **kw)
 
     return make

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from cases.conftest import machines, profile, secondary, topologies  # noqa: F401  (fixtures)
+from cases.conftest import _maker, machines, profile, secondary, topologies  # noqa: F401  (fixtures)
 from harness.model import messages as msg
 from harness.ops import PrimaryWrite, Start, Status, Write
 

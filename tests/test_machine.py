@@ -13,7 +13,6 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from harness.machine import (
     QmpCommandFailed,
 )
 from harness.observe import QmpResult
+from tests.qemu_helpers import alive, qcow2
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILDS = known_builds(ROOT)
@@ -46,35 +46,6 @@ def _version(build: QemuBuild) -> str:
 
 with_builds = pytest.mark.parametrize("build", BUILDS, ids=[_version(b) for b in BUILDS])
 pytestmark = [pytest.mark.needs_qemu, pytest.mark.timeout(60)]
-
-
-def _alive(pid: int) -> bool:
-    """Is `pid` a live (not zombie) process?"""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            st = f.read()
-    except OSError:
-        return False
-    return st[st.rindex(")") + 2] != "Z"
-
-
-@pytest.fixture
-def machines(tmp_path: Path) -> Iterator[MachineSet]:
-    """A MachineSet whose every process must be gone when the test ends."""
-    ms = MachineSet(tmp_path)
-    with ms:
-        yield ms
-    left = [p for p in ms.pids if _alive(p)]
-    assert not left, f"QEMU processes left running: {left}"
-
-
-def qcow2(build: QemuBuild, path: Path, size: str = "64M") -> str:
-    subprocess.run(
-        [build.img, "create", "-q", "-f", "qcow2", str(path), size],
-        check=True,
-        env={**os.environ, **build.env()},
-    )
-    return str(path)
 
 
 def secondary(m: Machine, d: Path, build: QemuBuild, top_id: str = "rep") -> None:
@@ -159,7 +130,7 @@ def test_sigkill_is_machine_died(build: QemuBuild, machines: MachineSet) -> None
         m.qmp("query-status")
     assert exc.value.signal == "SIGKILL"
     assert "killed by SIGKILL" in str(exc.value) and "query-status" in str(exc.value)
-    assert m.returncode == -signal.SIGKILL and not _alive(m.pid)
+    assert m.returncode == -signal.SIGKILL and not alive(m.pid)
     assert issubclass(MachineDied, AssertionError)
 
 
@@ -170,7 +141,7 @@ def test_sigstop_is_machine_hung(build: QemuBuild, machines: MachineSet) -> None
     with pytest.raises(MachineHung) as exc:
         m.execute("query-status", timeout=0.3)
     assert "no QMP reply within 0.3 s" in str(exc.value)
-    assert m.returncode == -signal.SIGKILL and not _alive(m.pid)
+    assert m.returncode == -signal.SIGKILL and not alive(m.pid)
 
 
 @with_builds
@@ -209,7 +180,7 @@ def test_machine_set_shuts_down_on_exception(build: QemuBuild, tmp_path: Path) -
         raise RuntimeError("test failed")
     assert a.returncode == 0
     assert b.returncode == -signal.SIGKILL
-    assert not _alive(a.pid) and not _alive(b.pid)
+    assert not alive(a.pid) and not alive(b.pid)
     assert not a.sockdir.exists() and not b.sockdir.exists()
 
 

@@ -25,6 +25,7 @@ from harness.nbd_client import (
 )
 from harness.observe import IO_EIO, IO_OK, IoResult
 from harness.qemu_io import GuestIO
+from tests.qemu_helpers import alive, qcow2
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILDS = known_builds(ROOT)
@@ -44,21 +45,6 @@ with_builds = pytest.mark.parametrize("build", BUILDS, ids=[_version(b) for b in
 with_kinds = pytest.mark.parametrize("kind", ["system", "qsd"])
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            st = f.read()
-    except OSError:
-        return False
-    return st[st.rindex(")") + 2] != "Z"
-
-
-def qcow2(build: QemuBuild, path: Path, size: str = "64M") -> str:
-    env = {**os.environ, **build.env()}
-    subprocess.run([build.img, "create", "-q", "-f", "qcow2", str(path), size], check=True, env=env)
-    return str(path)
-
-
 Clients = Callable[..., NbdClient]
 
 
@@ -74,7 +60,7 @@ def procs(tmp_path: Path) -> Iterator[tuple[MachineSet, list[InteractiveQemuIo]]
         for io in ios:
             io.close()
     pids = ms.pids + [p for io in ios for p in io.pids]
-    left = [p for p in pids if _alive(p)]
+    left = [p for p in pids if alive(p)]
     assert not left, f"processes left running: {left}"
 
 
@@ -196,7 +182,7 @@ def test_stuck_command_hits_its_deadline(server: Machine, client: Clients) -> No
     with pytest.raises(QemuIoTimeout) as exc:
         c.write(0, 512, 2)
     assert "write -P 2 0 512" in str(exc.value) and "no prompt within 0.5 s" in str(exc.value)
-    assert not _alive(stuck_pid)
+    assert not alive(stuck_pid)
     server.kill(signal.SIGCONT)
     assert c.write(0, 512, 3) == IO_OK
     assert c.reconnects == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from harness.builds import QemuBuild, known_builds
 from harness.machine import Machine, MachineSet
 from harness.observe import EIO, IO_EIO, IO_OK, Data, IoResult, data_from_bytes
 from harness.qemu_io import GuestIO, QemuIoSession, UnexpectedOutput, parse_dump
+from tests.qemu_helpers import qcow2
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILDS = known_builds(ROOT)
@@ -202,30 +202,6 @@ def test_node_names_are_checked() -> None:
 
 
 # ---- HMP qemu-io on real QEMU
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            st = f.read()
-    except OSError:
-        return False
-    return st[st.rindex(")") + 2] != "Z"
-
-
-@pytest.fixture
-def machines(tmp_path: Path) -> Iterator[MachineSet]:
-    ms = MachineSet(tmp_path)
-    with ms:
-        yield ms
-    left = [p for p in ms.pids if _alive(p)]
-    assert not left, f"QEMU processes left running: {left}"
-
-
-def qcow2(build: QemuBuild, path: Path, size: str = "64M") -> str:
-    env = {**os.environ, **build.env()}
-    subprocess.run([build.img, "create", "-q", "-f", "qcow2", str(path), size], check=True, env=env)
-    return str(path)
 
 
 def secondary(m: Machine, d: Path, build: QemuBuild) -> None:

@@ -1,0 +1,5 @@
+"""Fixtures shared by the harness's own tests."""
+
+from tests.qemu_helpers import machines
+
+__all__ = ["machines"]

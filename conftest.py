@@ -102,6 +102,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, hand out `slow` cases first (longest-first scheduling): a multi-second
+    case dealt last keeps one worker busy while the others have nothing left to do.
+    Serial runs keep the files' order."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
 @pytest.fixture(scope="session")
 def qemu_build(request: pytest.FixtureRequest) -> tuple[QemuBuild, Probe]:
     """(build, probe) of the QEMU under test; skips when it cannot run replication."""

@@ -35,6 +35,8 @@ def flatten(opts: Mapping[str, Any], prefix: str = "") -> list[str]:
         key = f"{prefix}{k}"
         if isinstance(v, Mapping):
             out += flatten(v, key + ".")
+        elif isinstance(v, bool):
+            out.append(f"{key}={'on' if v else 'off'}")
         elif v is None:
             # "" means null here, but both versions warn that it is deprecated
             raise ValueError(f"{key}: null cannot be spelt in -drive options")

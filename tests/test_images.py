@@ -306,7 +306,8 @@ def test_blockdev_options(tmp_path: Path) -> None:
     def node(name: str) -> dict[str, object]:
         return {"driver": "qcow2", "node-name": name,
                 "file": {"driver": "file", "node-name": f"{name}-file",
-                         "filename": str(tmp_path / f"{name}.qcow2")}}
+                         "filename": str(tmp_path / f"{name}.qcow2"),
+                         "cache": {"no-flush": True}}}
 
     assert chain.blockdev("active") == {**node("active"), "backing": "hidden"}
     assert chain.blockdev("active", backing=AUTO) == chain.blockdev("active")
@@ -390,7 +391,8 @@ def test_raw_layers_are_sparse(build: QemuBuild, tmp_path: Path) -> None:
     data = [(e.start, e.length) for e in allocation_map(build, chain.path("big"), "raw") if e.data]
     assert data == [(512 * G, 64 * K)]
     assert chain.blockdev("big") == {"driver": "raw", "node-name": "big", "file": {
-        "driver": "file", "node-name": "big-file", "filename": str(chain.path("big"))}}
+        "driver": "file", "node-name": "big-file", "filename": str(chain.path("big")),
+        "cache": {"no-flush": True}}}
     with pytest.raises(ValueError, match="raw"):
         chain.blockdev("big", backing="x")
 

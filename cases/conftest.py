@@ -93,6 +93,16 @@ def primary(_maker: _Maker) -> Callable[..., Story]:
 
 
 @pytest.fixture
+def primary_local(_maker: _Maker) -> Callable[..., Story]:
+    """make(**options) -> a Story on a primary over a local qcow2 child (no NBD, no daemon)."""
+
+    def make(**kw: Any) -> Story:
+        return _maker.story(topology.primary_local, Story, **kw)
+
+    return make
+
+
+@pytest.fixture
 def pair(_maker: _Maker) -> Callable[..., PairStory]:
     """make(recipe=None, **options) -> a PairStory on a fresh COLO pair (harness.pair)."""
 

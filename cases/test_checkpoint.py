@@ -20,7 +20,7 @@ from __future__ import annotations
 import pytest
 
 from harness.model import messages as msg
-from harness.observe import IO_OK, QMP_OK, IoResult, qmp_error, status
+from harness.observe import IO_OK, QMP_OK, data, qmp_error, status
 from harness.ops import (
     PRIMARY,
     Checkpoint,
@@ -36,6 +36,7 @@ from harness.ops import (
     Write,
 )
 from harness.real import live_allocation
+from harness.topology import blkdebug_over_secondary
 
 # Each test's quick case is its 64 KiB-cluster ("secondary") or running-stage one.
 QUICK, SLOW = pytest.mark.quick, pytest.mark.slow
@@ -56,10 +57,6 @@ RECIPES = [
     pytest.param("secondary-2m", id="secondary-2m"),
     pytest.param("secondary-mixed", id="secondary-mixed"),
 ]
-
-
-def data(*extents: tuple[int, int, int]) -> IoResult:
-    return IoResult(True, None, tuple(extents))
 
 
 def hidden_live(s) -> list[tuple[int, int]]:
@@ -223,18 +220,6 @@ def test_repeated_checkpoints_keep_layers_empty(secondary):
 
 
 # ---- the checkpoint's answer in every stage
-
-
-def blkdebug_over_secondary(sector: int) -> dict[str, object]:
-    """An error rule on one sector of the secondary disk: the failover commit fails there."""
-    return {
-        "driver": "blkdebug",
-        "node-name": "secondary-dbg",
-        "image": "secondary",
-        "inject-error": [
-            {"event": "pwritev", "iotype": "write", "sector": sector, "errno": 5, "once": False}
-        ],
-    }
 
 
 SECONDARY_ANSWERS = {

@@ -28,7 +28,7 @@ import pytest
 
 from harness.model import messages as msg
 from harness.model.replication import Stage
-from harness.observe import IO_EIO, IO_OK, QMP_OK, IoResult, QmpResult, qmp_error, status
+from harness.observe import IO_EIO, IO_OK, QMP_OK, IoResult, QmpResult, data, qmp_error, status
 from harness.ops import (
     PRIMARY,
     REP,
@@ -65,10 +65,6 @@ GEOMETRIES = [
         marks=SLOW,
     ),
 ]
-
-
-def data(*extents: tuple[int, int, int]) -> IoResult:
-    return IoResult(True, None, tuple(extents))
 
 
 def whole(s, *extents: tuple[int, int, int]) -> IoResult:

@@ -37,7 +37,7 @@ import pytest
 from harness import faults
 from harness.model import messages as msg
 from harness.model.replication import Stage
-from harness.observe import EIO, IO_OK, QMP_OK, Crashed, IoResult, qmp_error, status
+from harness.observe import EIO, IO_OK, QMP_OK, Crashed, IoResult, data, qmp_error, status
 from harness.ops import (
     PRIMARY,
     REP,
@@ -62,10 +62,6 @@ SIGS = [
     pytest.param(signal.SIGKILL, id="SIGKILL"),
     pytest.param(signal.SIGABRT, id="SIGABRT"),
 ]
-
-
-def data(*extents: tuple[int, int, int]) -> IoResult:
-    return IoResult(True, None, tuple(extents))
 
 
 def whole(s, *extents: tuple[int, int, int]) -> IoResult:

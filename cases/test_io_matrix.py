@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.graph import node_names
 from harness.model import messages as msg
 from harness.observe import IO_EIO, IO_OK, QMP_OK, IoResult, Observation, qmp_error, status
 from harness.ops import (
@@ -60,6 +61,7 @@ from harness.ops import (
     Write,
     WriteZeroes,
 )
+from harness.topology import blkdebug_over_secondary
 
 KiB = 1 << 10
 CL = 64 * KiB
@@ -77,18 +79,6 @@ ALIGNMENTS: dict[str, tuple[int, int]] = {
 # guest-written clusters, which neither the primary's writes nor the split's writes to the
 # secondary disk touch afterwards.
 ERROR_SECTOR = (0x10000 + 0x200) // 512
-
-
-def blkdebug_over_secondary() -> dict[str, object]:
-    return {
-        "driver": "blkdebug",
-        "node-name": "secondary-dbg",
-        "image": "secondary",
-        "inject-error": [
-            {"event": "pwritev", "iotype": "write", "sector": ERROR_SECTOR, "errno": 5,
-             "once": False}
-        ],
-    }
 
 
 PRIMARY_STAGES = ("none", "running", "done-stop", "done-failover")
@@ -169,7 +159,7 @@ def _secondary_stage(s, stage: str) -> None:
         s.expect(Status(), status(None))
         # The inline active and hidden nodes are closed once the commit drops them (their
         # images stay as they were: finish() checks them offline).
-        assert node_names(s) == {"rep", "secondary", "secondary-file"}
+        assert node_names(s.topo.machine("secondary")) == {"rep", "secondary", "secondary-file"}
     elif stage == "failover-failed":
         s.model.nodes["rep"].commit_fails = True
         s.expect(Stop(primary=False, failover=True), QMP_OK)
@@ -180,10 +170,6 @@ def _secondary_stage(s, stage: str) -> None:
         s.expect(Stop(primary=False), qmp_error(msg.NOT_RUNNING))
 
 
-def node_names(s) -> set[str]:
-    return {n["node-name"] for n in s.topo.machine("secondary").qmp_ok("query-named-block-nodes")}
-
-
 @pytest.mark.parametrize(("mode", "stage", "req", "align"), _table())
 def test_io(primary, secondary, mode, stage, req, align):
     if mode == "primary":
@@ -191,7 +177,8 @@ def test_io(primary, secondary, mode, stage, req, align):
         _primary_stage(s, stage)
     else:
         if stage == "failover-failed":
-            s = secondary("secondary-prefilled", secondary_filter=blkdebug_over_secondary())
+            failing = blkdebug_over_secondary(ERROR_SECTOR)
+            s = secondary("secondary-prefilled", secondary_filter=failing)
         else:
             s = secondary("secondary-prefilled")
         _secondary_stage(s, stage)
@@ -222,7 +209,7 @@ def test_failover_failed_write_split_stated(secondary):
     """The FAILOVER_FAILED split, stated byte for byte: a write is padded to 512 B, then each
     run allocated in active or hidden goes to the active disk and the rest straight to the
     secondary disk, which the primary's NBD reads then show."""
-    s = secondary("secondary-prefilled", secondary_filter=blkdebug_over_secondary())
+    s = secondary("secondary-prefilled", secondary_filter=blkdebug_over_secondary(ERROR_SECTOR))
     _secondary_stage(s, "failover-failed")
     # crossing B: [B-1024, B) is allocated in hidden -> active; [B, B+1024) -> secondary
     s.expect(Write(B - 700, 1500, 0x55), IO_OK)

@@ -44,13 +44,11 @@ QUICK = pytest.mark.quick
 
 
 @pytest.fixture
-def many(qemu_build, profile, machines, topologies, tmp_path) -> Callable[..., Story]:
+def many(_maker) -> Callable[..., Story]:
     """make(specs, size="1M") -> a Story on one QEMU with the given replication nodes."""
 
     def make(specs: Sequence[NodeSpec], size: str = "1M") -> Story:
-        t = topology.many_nodes(qemu_build[0], profile, machines, tmp_path, specs, size=size)
-        topologies.append(t)
-        return Story(t, f"QEMU {qemu_build[1].version}, model profile {profile.name}")
+        return _maker.story(topology.many_nodes, Story, specs, size=size)
 
     return make
 

@@ -27,12 +27,12 @@ from typing import Any
 
 import pytest
 
-from cases import hand_topology as hand
+from harness.drive import drive_add
+from harness.graph import block_job_nodes, node_info, node_names, rep_edges
 from harness.images import Recipe, build_chain
 from harness.model import messages as msg
 from harness.observe import IO_EIO, QMP_OK, QmpResult, qmp_error, status
 from harness.ops import PRIMARY, REP, SECONDARY, Read, Start, Status
-from harness.story import Story
 
 QUICK = pytest.mark.quick
 
@@ -93,13 +93,9 @@ def rep_opts(disk, **options: Any) -> dict[str, Any]:
     return opts
 
 
-def node_names(m) -> list[str]:
-    return sorted(n["node-name"] for n in m.qmp_ok("query-named-block-nodes"))
-
-
 def assert_nothing_left(m, disk, options: dict[str, Any]) -> None:
     """A failed open leaves no node and no replication state; the image is free again."""
-    assert node_names(m) == []
+    assert node_names(m) == set()
     assert m.qmp("query-xen-replication-status") == NO_REPLICATION_NODE
     mode = options.get("mode") if options.get("mode") in ("primary", "secondary") else "primary"
     good = rep_opts(disk, node_name=REP, mode=mode)
@@ -176,7 +172,7 @@ DRIVE_CASES = [
 @pytest.mark.parametrize(("options", "text"), DRIVE_CASES)
 def test_drive_add_refused(machine, disk, options, text):
     opts = rep_opts(disk, id="drv", **options)
-    assert hand.drive_add(machine, opts) == text
+    assert drive_add(machine, opts) == text
     assert_nothing_left(machine, disk, options)
 
 
@@ -187,7 +183,7 @@ def test_drive_add_file_error_before_mode(machine, disk, tmp_path):
     missing = str(tmp_path / "no-such-image.qcow2")
     opts = {"id": "drv", "driver": "replication", "file.driver": "qcow2",
             "file.file.filename": missing}
-    assert hand.drive_add(machine, opts) == could_not_open(missing)
+    assert drive_add(machine, opts) == could_not_open(missing)
     assert_nothing_left(machine, disk, {})
 
 
@@ -249,15 +245,15 @@ def test_open_secondary(secondary):
     state is registered and not running, and I/O is refused."""
     s = secondary()
     m = s.topo.machine(SECONDARY)
-    assert hand.rep_edges(m) == {"file": "active"}
-    info = hand.node_info(m, REP)
+    assert rep_edges(m) == {"file": "active"}
+    info = node_info(m, REP)
     assert (info["drv"], info["ro"], info["backing_file_depth"]) == ("replication", False, 3)
     filename = json.loads(info["file"].removeprefix("json:"))
     assert (filename["mode"], filename["top-id"]) == ("secondary", REP)
     # the hidden disk is opened as a backing node (read-only until start reopens it)
-    assert hand.node_info(m, "hidden")["ro"] is True
-    assert hand.node_info(m, "active")["ro"] is False
-    assert hand.block_job_nodes(m) == 0
+    assert node_info(m, "hidden")["ro"] is True
+    assert node_info(m, "active")["ro"] is False
+    assert block_job_nodes(m) == 0
     s.expect(Status(), status(msg.NOT_RUNNING))
     s.expect(Read(0, 4096), IO_EIO)
     s.finish()
@@ -269,8 +265,8 @@ def test_open_primary(primary):
     """blockdev-add of the primary over NBD: `file` -> the NBD client node; not running."""
     s = primary()
     m = s.topo.machine(PRIMARY)
-    assert hand.rep_edges(m) == {"file": "nbd-child"}
-    info = hand.node_info(m, REP)
+    assert rep_edges(m) == {"file": "nbd-child"}
+    info = node_info(m, REP)
     assert (info["drv"], info["ro"]) == ("replication", False)
     assert "top-id" not in json.loads(info["file"].removeprefix("json:"))
     s.expect(Status(machine=PRIMARY), status(msg.NOT_RUNNING))
@@ -292,7 +288,7 @@ def test_open_accepts_any_top_id(secondary, top_id):
     """top-id is only looked up at start: open takes any string, even "" or a
     non-root node's name; the start then answers "No top_bs or it is invalid"."""
     s = secondary(top_id=top_id)
-    assert hand.rep_edges(s.topo.machine(SECONDARY)) == {"file": "active"}
+    assert rep_edges(s.topo.machine(SECONDARY)) == {"file": "active"}
     s.expect(Status(), status(msg.NOT_RUNNING))
     s.expect(Start(primary=False), qmp_error(msg.BAD_TOP))
     s.expect(Status(), status(msg.NOT_RUNNING))
@@ -301,17 +297,14 @@ def test_open_accepts_any_top_id(secondary, top_id):
 
 @pytest.mark.quick
 @pytest.mark.secondary
-def test_drive_add_secondary(qemu_build, profile, machines, topologies, tmp_path):
+def test_drive_add_secondary(secondary):
     """drive_add (the original unit test's path): BlockBackend `repblk` on the node."""
-    t = hand.secondary(qemu_build[0], profile, machines, tmp_path, drive_id="repblk",
-                       top_id="repblk")
-    topologies.append(t)
-    m = t.machine(SECONDARY)
+    s = secondary(drive_id="repblk", top_id="repblk")
+    m = s.topo.machine(SECONDARY)
     blocks = {b["device"]: b for b in m.qmp_ok("query-block")}
     assert blocks["repblk"]["inserted"]["node-name"] == REP
     assert blocks["repblk"]["inserted"]["drv"] == "replication"
-    assert hand.rep_edges(m) == {"file": "active"}
-    s = Story(t)
+    assert rep_edges(m) == {"file": "active"}
     s.expect(Status(), status(msg.NOT_RUNNING))
     s.expect(Read(0, 4096), IO_EIO)
     s.finish()
@@ -319,16 +312,13 @@ def test_drive_add_secondary(qemu_build, profile, machines, topologies, tmp_path
 
 @pytest.mark.quick
 @pytest.mark.primary
-def test_drive_add_primary(qemu_build, profile, machines, topologies, tmp_path):
+def test_drive_add_primary(primary_local):
     """drive_add of a primary over a local qcow2 child, as test-replication.c opens it."""
-    t = hand.primary_local(qemu_build[0], profile, machines, tmp_path, drive_id="primary-id",
-                           size="1M")
-    topologies.append(t)
-    m = t.machine(PRIMARY)
+    s = primary_local(drive_id="primary-id", size="1M")
+    m = s.topo.machine(PRIMARY)
     blocks = {b["device"]: b for b in m.qmp_ok("query-block")}
     assert blocks["primary-id"]["inserted"]["node-name"] == REP
-    assert hand.rep_edges(m) == {"file": "child"}
-    s = Story(t)
+    assert rep_edges(m) == {"file": "child"}
     s.expect(Status(machine=PRIMARY), status(msg.NOT_RUNNING))
     s.expect(Read(0, 4096), IO_EIO)
     s.finish()
@@ -348,7 +338,7 @@ def test_failed_open_between_good_ones(machine, disk, tmp_path, qemu_build):
     assert machine.qmp("blockdev-add", **ok) == QMP_OK
     bad = rep_opts(other, node_name="p2", mode="primary", top_id="x")
     assert machine.qmp("blockdev-add", **bad) == qmp_error(msg.PRIMARY_TOP_ID)
-    assert [n for n in node_names(machine) if not n.startswith("#")] == ["p1"]
+    assert {n for n in node_names(machine) if not n.startswith("#")} == {"p1"}
     assert machine.qmp("query-xen-replication-status") == status(msg.NOT_RUNNING)
     assert machine.qmp("xen-set-replication", enable=True, primary=True) == QMP_OK
     assert machine.qmp("query-xen-replication-status") == QmpResult(True, {"error": False})

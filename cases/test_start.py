@@ -24,7 +24,8 @@ import re
 
 import pytest
 
-from cases import hand_topology as hand
+from harness.drive import drive_add
+from harness.graph import block_job_nodes, node_info, rep_edges
 from harness.images import Recipe, load_recipe
 from harness.machine import MachineDied
 from harness.model import messages as msg
@@ -44,6 +45,7 @@ from harness.ops import (
 )
 from harness.qemu_io import GuestIO
 from harness.story import Story
+from harness.topology import blkdebug_over_secondary
 
 MiB = 1 << 20
 
@@ -62,19 +64,6 @@ ABORT_LINE = re.compile(
     r"Assertion `\*errp == NULL' failed\.$",
     re.M,
 )
-
-
-@pytest.fixture
-def graph(qemu_build, profile, machines, topologies, tmp_path):
-    """make(recipe="secondary", **hand.secondary options) -> a Story on a hand-built graph."""
-
-    def make(recipe: Recipe | str = "secondary", **kw) -> Story:
-        t = hand.secondary(qemu_build[0], profile, machines, tmp_path, recipe, **kw)
-        topologies.append(t)
-        label = f"QEMU {qemu_build[1].version}, model profile {profile.name}"
-        return Story(t, label)
-
-    return make
 
 
 def _no_backing_recipe(layer: str) -> Recipe:
@@ -124,15 +113,15 @@ REFUSALS = [
 
 @pytest.mark.secondary
 @pytest.mark.parametrize(("recipe", "options", "text"), REFUSALS)
-def test_start_refused(graph, recipe, options, text):
+def test_start_refused(secondary, recipe, options, text):
     """Refused before the attach step: nothing changes, and a retry says the same."""
-    s = graph(recipe, **options)
+    s = secondary(recipe, **options)
     m = s.topo.machine(SECONDARY)
     s.expect(Start(primary=False), qmp_error(text))
     s.expect(Status(), status(msg.NOT_RUNNING))
     s.expect(Read(0, 4096), IO_EIO)
-    assert hand.rep_edges(m) == OPEN_EDGES
-    assert hand.block_job_nodes(m) == 0
+    assert rep_edges(m) == OPEN_EDGES
+    assert block_job_nodes(m) == 0
     s.expect(Start(primary=False), qmp_error(text))
     s.finish()
 
@@ -145,7 +134,7 @@ def _extra_null(s: Story) -> None:
 
 
 def _other_blockbackend(s: Story) -> None:
-    assert hand.drive_add(s.topo.machine(SECONDARY), {"id": "other", "driver": "null-co"}) == "OK"
+    assert drive_add(s.topo.machine(SECONDARY), {"id": "other", "driver": "null-co"}) == "OK"
 
 
 def _quorum_above(s: Story) -> None:
@@ -178,22 +167,22 @@ BAD_TOPS = [
 
 @pytest.mark.secondary
 @pytest.mark.parametrize(("top_id", "options", "setup"), BAD_TOPS)
-def test_start_bad_top_id(graph, top_id, options, setup):
+def test_start_bad_top_id(secondary, top_id, options, setup):
     """"No top_bs or it is invalid": the stage stays NONE, but the children attached just
     before the check stay attached (to the secondary disk itself: no backup filter), and
     the hidden disk stays read-write (7.2 and 10.0; inferred from the sources: the reopen
     back to read-only gets no errp and fails, the `hidden disk` child holding WRITE)."""
-    s = graph(top_id=top_id, top_valid=False, **options)
+    s = secondary(top_id=top_id, top_valid=False, **options)
     if setup is not None:
         setup(s)
     m = s.topo.machine(SECONDARY)
-    assert hand.node_info(m, "hidden")["ro"] is True
+    assert node_info(m, "hidden")["ro"] is True
     s.expect(Start(primary=False), qmp_error(msg.BAD_TOP))
     s.expect(Status(), status(msg.NOT_RUNNING))
     s.expect(Read(0, 4096), IO_EIO)
-    assert hand.rep_edges(m) == LEAKED_EDGES
-    assert hand.block_job_nodes(m) == 0
-    assert hand.node_info(m, "hidden")["ro"] is False
+    assert rep_edges(m) == LEAKED_EDGES
+    assert block_job_nodes(m) == 0
+    assert node_info(m, "hidden")["ro"] is False
     s.finish()
 
 
@@ -208,18 +197,18 @@ GOOD_TOPS = [
 
 @pytest.mark.secondary
 @pytest.mark.parametrize(("top_id", "options", "setup", "blocked"), GOOD_TOPS)
-def test_start_good_top_id(graph, top_id, options, setup, blocked):
+def test_start_good_top_id(secondary, top_id, options, setup, blocked):
     """A root containing the node: start works, the children appear, the backup job runs,
     the top node's operations are blocked (blockdev-del answers with the blocker)."""
-    s = graph(top_id=top_id, top_valid=True, **options)
+    s = secondary(top_id=top_id, top_valid=True, **options)
     if setup is not None:
         setup(s)
     m = s.topo.machine(SECONDARY)
     s.expect(Start(primary=False), QMP_OK)
     s.expect(Status(), status(None))
-    assert hand.rep_edges(m) == RUNNING_EDGES
-    assert hand.block_job_nodes(m) == 1
-    assert hand.node_info(m, "hidden")["ro"] is False
+    assert rep_edges(m) == RUNNING_EDGES
+    assert block_job_nodes(m) == 1
+    assert node_info(m, "hidden")["ro"] is False
     if blocked is not None:
         assert m.qmp("blockdev-del", **{"node-name": blocked}) == qmp_error(
             msg.node_busy(blocked)
@@ -244,10 +233,10 @@ def test_start_good_top_id(graph, top_id, options, setup, blocked):
         pytest.param("extra", _extra_null, id="unrelated-root"),
     ],
 )
-def test_start_retry_after_bad_top_aborts(graph, top_id, setup):
+def test_start_retry_after_bad_top_aborts(secondary, top_id, setup):
     """Known QEMU bug (7.2, 10.0), predicted by the model's profile: the second start
     aborts in error_setv (s->blocker was set before the top_bs check and never cleared)."""
-    s = graph(top_id=top_id, top_valid=False)
+    s = secondary(top_id=top_id, top_valid=False)
     if setup is not None:
         setup(s)
     s.expect(Start(primary=False), qmp_error(msg.BAD_TOP))
@@ -259,10 +248,10 @@ def test_start_retry_after_bad_top_aborts(graph, top_id, setup):
 
 @pytest.mark.quick
 @pytest.mark.secondary
-def test_start_retry_after_fixing_top_still_aborts(graph):
+def test_start_retry_after_fixing_top_still_aborts(secondary):
     """Creating the missing top node between the attempts does not help: the leaked
     s->blocker trips the assertion before the top-id is looked up again."""
-    s = graph(top_id="q", top_valid=False)
+    s = secondary(top_id="q", top_valid=False)
     s.expect(Start(primary=False), qmp_error(msg.BAD_TOP))
     _quorum_above(s)
     s.model.nodes[REP].top_valid = True
@@ -272,10 +261,10 @@ def test_start_retry_after_fixing_top_still_aborts(graph):
 
 @pytest.mark.quick
 @pytest.mark.secondary
-def test_start_retry_mode_mismatch_does_not_abort(graph):
+def test_start_retry_mode_mismatch_does_not_abort(secondary):
     """Checks before the blocker still answer after the failed start: a start with the
     wrong mode gets the mode error, not the abort."""
-    s = graph(top_id="no-such-node", top_valid=False)
+    s = secondary(top_id="no-such-node", top_valid=False)
     s.expect(Start(primary=False), qmp_error(msg.BAD_TOP))
     s.expect(Start(primary=True), qmp_error(msg.mode_mismatch(1, 0)))
     s.expect(Status(), status(msg.NOT_RUNNING))
@@ -291,9 +280,9 @@ def test_start_retry_mode_mismatch_does_not_abort(graph):
     "and never clears it on that path, so a retried start trips error_setv's "
     "`*errp == NULL' assertion and QEMU aborts",
 )
-def test_start_retry_after_bad_top_fails_cleanly(graph):
+def test_start_retry_after_bad_top_fails_cleanly(secondary):
     """What QEMU should do: answer the retry exactly as the first attempt."""
-    s = graph(top_id="no-such-node", top_valid=False)
+    s = secondary(top_id="no-such-node", top_valid=False)
     m = s.topo.machine(SECONDARY)
     first = m.qmp("xen-set-replication", enable=True, primary=False)
     assert first == qmp_error(msg.BAD_TOP)
@@ -334,7 +323,7 @@ def test_secondary_start_after_failover_ignored(secondary, again_primary):
     s.expect(Start(primary=again_primary), QMP_OK)
     s.expect(Status(), status(None))
     s.expect(Read(0, 65536), IoResult(True, None, ((0, 65536, 0x33),)))
-    assert hand.rep_edges(s.topo.machine(SECONDARY)) == {"file": "secondary"}
+    assert rep_edges(s.topo.machine(SECONDARY)) == {"file": "secondary"}
     s.finish()
 
 
@@ -353,21 +342,11 @@ def test_secondary_start_after_plain_stop_ignored_keeps_error(secondary):
     s.finish()
 
 
-def _blkdebug_over_secondary() -> dict[str, object]:
-    # any write of the failover commit to the secondary disk fails
-    return {
-        "driver": "blkdebug",
-        "node-name": "secondary-dbg",
-        "image": "secondary",
-        "inject-error": [{"event": "pwritev", "iotype": "write", "errno": 5, "once": False}],
-    }
-
-
 @pytest.mark.secondary
 @pytest.mark.parametrize("again_primary", SECONDARY_AGAIN)
 def test_secondary_start_after_failed_failover(secondary, again_primary):
     """FAILOVER_FAILED is neither NONE nor DONE/FAILOVER: "running or done"."""
-    s = secondary(secondary_filter=_blkdebug_over_secondary())
+    s = secondary(secondary_filter=blkdebug_over_secondary())
     s.expect(Start(primary=False), QMP_OK)
     s.expect(Write(0, 65536, 0x33), IO_OK)
     s.model.nodes[REP].commit_fails = True
@@ -381,12 +360,12 @@ def test_secondary_start_after_failed_failover(secondary, again_primary):
 
 @pytest.mark.quick
 @pytest.mark.secondary
-def test_secondary_start_during_failover_ignored(graph):
+def test_secondary_start_during_failover_ignored(secondary):
     """FAILOVER (the commit still in flight, held by a throttle over the secondary disk):
     start returns silently too, and the commit goes on to finish once released."""
     throttle = {"driver": "throttle", "node-name": "secondary-thr", "throttle-group": "tg",
                 "file": "secondary"}
-    s = graph(
+    s = secondary(
         objects=[{"qom-type": "throttle-group", "id": "tg", "limits": {"bps-write": 4096}}],
         secondary_filter=throttle,
     )
@@ -397,11 +376,11 @@ def test_secondary_start_during_failover_ignored(graph):
     s.expect(Write(0, 2 * MiB, 0x33), IO_OK)
     s.expect(Stop(primary=False, failover=True), QMP_OK)
     # no HMP qemu-io until the commit is released: on 10.0 it would drain the commit
-    assert hand.block_job_nodes(m) == 1
-    assert hand.rep_edges(m)["file"] != "secondary"
+    assert block_job_nodes(m) == 1
+    assert rep_edges(m)["file"] != "secondary"
     s.expect(Start(primary=False), QMP_OK)
     s.expect(Start(primary=True), QMP_OK)
-    assert hand.block_job_nodes(m) == 1
+    assert block_job_nodes(m) == 1
     # Lift the limit; the requests already queued keep their timers (about 16 s more) until
     # a drain restarts them: a blockdev-reopen of the throttle node drains it.
     m.qmp_ok("qom-set", path="/objects/tg", property="limits", value={"bps-write": 0})
@@ -460,10 +439,10 @@ def test_primary_started_as_secondary(primary):
 
 @pytest.mark.quick
 @pytest.mark.secondary
-def test_mode_checked_before_secondary_preconditions(graph):
+def test_mode_checked_before_secondary_preconditions(secondary):
     """The mode is checked before the graph: a secondary with no block backend started as
     a primary gets the mode error."""
-    s = graph(export=False)
+    s = secondary(export=False)
     s.expect(Start(primary=True), qmp_error(msg.mode_mismatch(1, 0)))
     s.expect(Start(primary=False), qmp_error(msg.NO_BLOCK_BACKEND))
     s.finish()
@@ -587,15 +566,15 @@ def test_start_graph(secondary):
     write filter over the secondary disk, the hidden disk now read-write, rep blocked."""
     s = secondary()
     m = s.topo.machine(SECONDARY)
-    assert hand.rep_edges(m) == OPEN_EDGES
-    assert hand.node_info(m, "hidden")["ro"] is True
+    assert rep_edges(m) == OPEN_EDGES
+    assert node_info(m, "hidden")["ro"] is True
     s.expect(Start(primary=False), QMP_OK)
-    assert hand.rep_edges(m) == RUNNING_EDGES
-    assert hand.block_job_nodes(m) == 1
-    assert hand.node_info(m, "hidden")["ro"] is False
+    assert rep_edges(m) == RUNNING_EDGES
+    assert block_job_nodes(m) == 1
+    assert node_info(m, "hidden")["ro"] is False
     assert m.qmp("blockdev-del", **{"node-name": REP}) == qmp_error(msg.node_busy(REP))
     s.expect(Stop(primary=False, failover=True), QMP_OK)
     s.do(Settle())
-    assert hand.rep_edges(m) == {"file": "secondary"}
-    assert hand.block_job_nodes(m) == 0
+    assert rep_edges(m) == {"file": "secondary"}
+    assert block_job_nodes(m) == 0
     s.finish()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import pytest
 
-from cases import hand_topology
 from harness.model import messages as msg
 from harness.model.replication import Stage
 from harness.observe import IO_EIO, IO_OK, QMP_OK, qmp_error, status
@@ -133,23 +132,13 @@ THROTTLE = {"driver": "throttle", "node-name": "thr", "throttle-group": "tg", "f
 UNTHROTTLE = [{**THROTTLE, "throttle-group": "unlimited"}]
 
 
-@pytest.fixture
-def hand_secondary(qemu_build, profile, machines, topologies, tmp_path):
-    def make(**kw) -> Story:
-        t = hand_topology.secondary(qemu_build[0], profile, machines, tmp_path, **kw)
-        topologies.append(t)
-        return Story(t, f"QEMU {qemu_build[1].version}, model profile {profile.name}")
-
-    return make
-
-
 @pytest.mark.quick
 @pytest.mark.secondary
-def test_secondary_status_during_the_failover_commit(hand_secondary):
+def test_secondary_status_during_the_failover_commit(secondary):
     """FAILOVER (the commit held by a 4 KiB/s throttle under the secondary disk): the
     backup job's cancellation set the error, so the status reads `I/O error occurred`
     until the commit completes; start/stop/checkpoint are silent meanwhile."""
-    s = hand_secondary(objects=THROTTLE_GROUPS, secondary_filter=THROTTLE)
+    s = secondary(objects=THROTTLE_GROUPS, secondary_filter=THROTTLE)
     m = s.topo.machine("secondary")
     # Several separate commit requests (the mirror merges adjacent dirty chunks into one):
     # the throttle lets the first through at once (its bucket is empty), the next ones
@@ -190,10 +179,10 @@ BLKDEBUG = {
 
 @pytest.mark.quick
 @pytest.mark.secondary
-def test_secondary_status_after_a_failed_commit(hand_secondary):
+def test_secondary_status_after_a_failed_commit(secondary):
     """FAILOVER_FAILED (blkdebug fails the commit's write of sector 0): the error stays, and
     start/stop/checkpoint answer as in a stage that is neither NONE nor RUNNING."""
-    s = hand_secondary(secondary_filter=BLKDEBUG)
+    s = secondary(secondary_filter=BLKDEBUG)
     s.run(Start(primary=False), Write(0, 64 * KiB, 0x11))
     s.model.nodes["rep"].commit_fails = True
     s.expect(Stop(primary=False, failover=True), QMP_OK)

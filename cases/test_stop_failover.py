@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import pytest
 
+from harness.graph import children, node_names
 from harness.images import Recipe
 from harness.model import messages as msg
 from harness.model.replication import Stage
-from harness.observe import IO_EIO, IO_OK, QMP_OK, IoResult, OneOf, QmpResult, status
+from harness.observe import IO_EIO, IO_OK, QMP_OK, IoResult, OneOf, QmpResult, data, status
 from harness.ops import (
     PRIMARY,
     Checkpoint,
@@ -74,23 +75,6 @@ PREFILLED = [
     pytest.param(prefilled("2M"), id="2m"),
     pytest.param(prefilled("512", hidden="2M", active="64k"), id="mixed", marks=SLOW),
 ]
-
-
-def data(*extents: tuple[int, int, int]) -> IoResult:
-    return IoResult(True, None, tuple(extents))
-
-
-def children(machine, node: str) -> dict[str, str]:
-    """The node's children in QEMU's block graph: edge name -> child node name."""
-    graph = machine.qmp_ok("x-debug-query-block-graph")
-    names = {n["id"]: n["name"] for n in graph["nodes"]}
-    ids = [i for i, name in names.items() if name == node]
-    assert len(ids) == 1, f"node {node!r} appears {len(ids)} times in the graph: {graph}"
-    return {e["name"]: names[e["child"]] for e in graph["edges"] if e["parent"] == ids[0]}
-
-
-def node_names(machine) -> set[str]:
-    return {n["node-name"] for n in machine.qmp_ok("query-named-block-nodes")}
 
 
 def require_5_1(profile) -> None:

@@ -30,7 +30,7 @@ import pytest
 
 from harness.images import Recipe
 from harness.model import messages as msg
-from harness.observe import IO_EIO, IO_OK, QMP_OK, IoResult, status
+from harness.observe import IO_EIO, IO_OK, QMP_OK, data, status
 from harness.ops import PRIMARY, Checkpoint, PrimaryWrite, Read, Start, Status, Stop, Write
 
 MiB = 1 << 20
@@ -41,10 +41,6 @@ IMG_SIZE = 64 * MiB
 FULL = pytest.param(IMG_SIZE, marks=pytest.mark.slow, id="64M")
 SCALED = pytest.param(1 * MiB, marks=pytest.mark.quick, id="1M")
 SIZES = [FULL, SCALED]
-
-
-def data(*extents: tuple[int, int, int]) -> IoResult:
-    return IoResult(True, None, tuple(extents))
 
 
 # ---- primary: start_primary() = rep (primary) over the child; the child is NBD here

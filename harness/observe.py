@@ -125,6 +125,11 @@ IO_OK = IoResult(True)
 IO_EIO = IoResult(False, EIO)
 
 
+def data(*extents: Extent) -> IoResult:
+    """A successful read of these (offset, length, pattern) extents: what cases state."""
+    return IoResult(True, None, tuple(extents))
+
+
 @dataclass(frozen=True, slots=True)
 class QmpResult(Observation):
     """A QMP command's answer: its return value, or its error class and text."""

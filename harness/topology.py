@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.builds import QemuBuild
-from harness.images import Chain, Recipe, build_chain, load_recipe
+from harness.drive import drive_add
+from harness.images import FROM_HEADER, Chain, Recipe, build_chain, load_recipe
 from harness.machine import Machine, MachineSet
 from harness.model import Model, Profile
 from harness.model.disks import Disk, write_layer
@@ -70,6 +71,13 @@ def _export_args(node: str, name: str) -> dict[str, Any]:
     return {"type": "nbd", "id": "export", "node-name": node, "writable": True, "name": name}
 
 
+def layer_opts(chain: Chain, name: str, backing: Any) -> dict[str, Any]:
+    """chain.blockdev(), also for raw layers (which take no backing option)."""
+    if chain[name].format == "raw":
+        return chain.blockdev(name, backing=None)
+    return chain.blockdev(name, backing=backing)
+
+
 def secondary(
     build: QemuBuild,
     profile: Profile,
@@ -81,16 +89,31 @@ def secondary(
     export: bool = True,
     extra_rep_options: Mapping[str, Any] | None = None,
     secondary_filter: Mapping[str, Any] | None = None,
+    active_backing: bool = True,
+    hidden_backing: bool = True,
+    drive_id: str | None = None,
+    top_valid: bool | None = None,
+    objects: Sequence[Mapping[str, Any]] = (),
 ) -> Topology:
     """rep (secondary) -> active -> hidden -> secondary, the secondary disk exported over NBD.
 
     `secondary_filter`: blockdev-add options of a filter node (blkdebug, throttle) over the
     secondary disk's format node "secondary"; the export and the hidden disk's backing then
     use the filter, so every write reaching the secondary disk passes through it.
+    `objects`: object-add arguments run first (a throttle group).
+
+    Graphs start must refuse: `active_backing`/`hidden_backing` false open that layer with
+    backing null (a raw layer never has one; a hidden disk nothing points at is not
+    opened at all); `export` false leaves the secondary disk without a BlockBackend.
+    `drive_id`: open rep with HMP drive_add as BlockBackend `drive_id` (the schema-less
+    path). `top_valid` defaults to what this graph makes of `top_id`: valid when it
+    names rep itself or rep's BlockBackend.
     """
     rec = load_recipe(recipe) if isinstance(recipe, str) else recipe
     chain = build_chain(build, rec, workdir / "images")
     m = machines.launch(build, SECONDARY)
+    for obj in objects:
+        m.qmp_ok("object-add", **obj)
     m.qmp_ok("blockdev-add", **chain.blockdev("secondary", backing=None))
     sec_node = "secondary"
     if secondary_filter is not None:
@@ -100,7 +123,12 @@ def secondary(
     sec = topo.model.add_disk(disk_from_layer(chain, "secondary"))
     hidden = topo.model.add_disk(disk_from_layer(chain, "hidden"))
     active = topo.model.add_disk(disk_from_layer(chain, "active"))
-    hidden.backing, active.backing = sec, hidden
+    hidden_opts = layer_opts(chain, "hidden", sec_node if hidden_backing else None)
+    active_opts = layer_opts(chain, "active", hidden_opts if active_backing else None)
+    if hidden_opts.get("backing") is not None:
+        hidden.backing = sec
+    if active_opts.get("backing") is not None:
+        active.backing = hidden
     if export:
         sock = m.sock_path("nbd.sock")
         m.qmp_ok("nbd-server-start", addr=_nbd_addr(sock))
@@ -113,18 +141,25 @@ def secondary(
         "node-name": REP,
         "mode": "secondary",
         "top-id": top_id,
-        "file": chain.blockdev("active", backing=chain.blockdev("hidden", backing=sec_node)),
+        "file": active_opts,
     }
     opts.update(extra_rep_options or {})
-    m.qmp_ok("blockdev-add", **opts)
+    if drive_id is None:
+        m.qmp_ok("blockdev-add", **opts)
+    else:
+        answer = drive_add(m, {"id": drive_id, **opts})
+        assert answer == "OK", f"drive_add refused the replication node: {answer}"
+    if top_valid is None:
+        top_valid = top_id in (REP, drive_id)
     topo.model.add_node(
         SECONDARY,
-        ReplicationNode(
-            REP, Mode.SECONDARY, profile, active, top_id=top_id, top_valid=top_id == REP
-        ),
+        ReplicationNode(REP, Mode.SECONDARY, profile, active, top_id=top_id, top_valid=top_valid),
     )
     topo.guests[REP] = GuestIO(m, REP)
     topo.layer_nodes = {n: (SECONDARY, n) for n in ("active", "hidden", "secondary")}
+    if active.backing is None:
+        # the hidden disk is left out of rep's graph: it is not opened at all
+        del topo.layer_nodes["hidden"]
     return topo
 
 
@@ -165,6 +200,43 @@ def primary(
     topo.guests[REP] = GuestIO(m, REP)
     topo.export_io = NbdClient(build, sock, CHILD_EXPORT)
     topo.layer_nodes = {layer_name: ("child", layer_name)}
+    return topo
+
+
+def primary_local(
+    build: QemuBuild,
+    profile: Profile,
+    machines: MachineSet,
+    workdir: Path,
+    *,
+    drive_id: str | None = None,
+    size: str = "64M",
+) -> Topology:
+    """rep (primary) over a local qcow2 child (as tests/unit/test-replication.c opens it),
+    by blockdev-add or, with `drive_id`, by HMP drive_add. The child has no export."""
+    rec = Recipe.from_dict(
+        {"layers": {"child": {"size": size, "cluster_size": "64k"}}},
+        source=f"<primary's local child, {size}>",
+    )
+    chain = build_chain(build, rec, workdir / "images")
+    m = machines.launch(build, PRIMARY)
+    opts: dict[str, Any] = {
+        "driver": "replication",
+        "node-name": REP,
+        "mode": "primary",
+        "file": chain.blockdev("child", backing=FROM_HEADER),
+    }
+    if drive_id is None:
+        m.qmp_ok("blockdev-add", **opts)
+    else:
+        answer = drive_add(m, {"id": drive_id, **opts})
+        assert answer == "OK", f"drive_add refused the replication node: {answer}"
+    topo = Topology(build, Model(profile), machines, chain)
+    child = topo.model.add_disk(disk_from_layer(chain, "child"))
+    child.has_blk = drive_id is not None
+    topo.model.add_node(PRIMARY, ReplicationNode(REP, Mode.PRIMARY, profile, child))
+    topo.guests[REP] = GuestIO(m, REP)
+    topo.layer_nodes = {"child": (PRIMARY, "child")}
     return topo
 
 

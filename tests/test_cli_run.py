@@ -266,3 +266,26 @@ def test_summary_groups_reasons() -> None:
         f"reports: {rel('/r/junit.xml')}, {rel('/r/report.json')}; "
         f"pytest's output: {rel('/r/pytest.log')}",
     ]
+
+
+def test_shards_merge_to_the_whole_run(tmp_path: Path) -> None:
+    """The README's sharding recipe: pytest-split's --splits/--group through `qrc run`,
+    then `qrc merge`, gives exactly the unsharded run's cases, each once."""
+    pytest.importorskip("pytest_split")
+    target = ("-p", "no:xdist", "--progress", "none", "cases/test_status.py")
+    whole = qrc("run", "--report-dir", "whole", *target, cwd=tmp_path)
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    for group in ("1", "2"):
+        r = qrc("run", "--report-dir", f"shard-{group}", "--splits", "2", "--group", group,
+                *target, cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+    r = qrc("merge", "--out", "merged.json", "shard-1/report.json", "shard-2/report.json",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+    def ids(path: str) -> list[str]:
+        return [c["nodeid"] for c in records.load(tmp_path / path)["cases"]]
+
+    one, two = ids("shard-1/report.json"), ids("shard-2/report.json")
+    assert one and two and not set(one) & set(two)
+    assert sorted(ids("merged.json")) == sorted(ids("whole/report.json"))

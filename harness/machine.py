@@ -129,18 +129,46 @@ def die_with_parent(parent: int) -> Callable[[], None]:
     return setup
 
 
+_setpriv: list[str] | None = None
+
+
+def pdeathsig_wrapper() -> list[str]:
+    """`setpriv --pdeathsig KILL --` when util-linux's setpriv can do it, else [].
+
+    A preexec_fn makes subprocess fork the whole Python process (page tables, then
+    copy-on-write faults in the parent); exec'ing setpriv from a vfork is cheaper and
+    sets the same parent-death signal before it execs QEMU (the pid stays QEMU's).
+    """
+    global _setpriv
+    if _setpriv is None:
+        path = shutil.which("setpriv")
+        ok = (
+            path is not None
+            and subprocess.run(
+                [path, "--pdeathsig", "KILL", "--", "true"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ).returncode
+            == 0
+        )
+        _setpriv = [path, "--pdeathsig", "KILL", "--"] if ok and path else []
+    return _setpriv
+
+
 def spawn(
     argv: Sequence[str], env: dict[str, str], stdout: Any, stderr: Any
 ) -> subprocess.Popen[bytes]:
     """Start a helper process in its own session that cannot outlive this Python process."""
+    wrapper = pdeathsig_wrapper()
     return subprocess.Popen(
-        list(argv),
+        [*wrapper, *argv],
         stdin=subprocess.DEVNULL,
         stdout=stdout,
         stderr=stderr,
         env=env,
         start_new_session=True,
-        preexec_fn=die_with_parent(os.getpid()),
+        preexec_fn=None if wrapper else die_with_parent(os.getpid()),
         close_fds=True,
     )
 

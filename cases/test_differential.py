@@ -1,9 +1,10 @@
 """Random differential runs: the model and real QEMU in lock-step (harness.differential).
 
 One test per group of topologies (secondary-only with six geometries, the same over a
-blkdebug filter that makes failover commits fail, primary-only with NBD link loss) and
-per QEMU build. The CI profile is bounded and seeded (seed 0): 25 examples of 19 steps,
-at least 340 steps per QEMU version. A divergence is shrunk by hypothesis and written
+blkdebug filter that makes failover commits fail, primary-only with NBD link loss, two
+replication nodes in one QEMU, the full COLO pair over three geometries) and per QEMU
+build. The CI profile is bounded and seeded (seed 0): 34 examples, about 630 steps, at
+least 426 per QEMU version. A divergence is shrunk by hypothesis and written
 as a trace file (its path is in the failure; `qrc replay TRACE` re-runs it).
 
 Environment: QRC_DIFFERENTIAL_PROFILE=nightly (or HYPOTHESIS_PROFILE=qrc-differential-

@@ -6,8 +6,12 @@ The state machine (harness.differential.machine) and the replayer
 under exactly the policy that recorded it:
 
 - every operation is applied to the model and to QEMU and compared (Story.do);
-- just before every checkpoint each layer's own allocation is asked of the
-  running QEMU and compared with the model (`check_layers_live`): the checkpoint
+- on the COLO pair, after every operation that can change something (and once no
+  failover commit runs), both VMs' whole disks are read back byte by byte
+  (PairStory.views); these reads are the policy's, not the trace's;
+- just before every checkpoint (of the machine holding rep) each layer's own
+  allocation is asked of the running QEMU and compared with the model
+  (`check_layers_live`): the checkpoint
   empties the active and hidden disks, and with them the evidence (whether they
   were emptied shows at the next check);
 - at the end, the layers once more live, then QEMU quits and every layer is
@@ -24,20 +28,42 @@ from typing import Any
 from harness import ops, topology
 from harness.builds import QemuBuild
 from harness.differential.ops import CHILD, LinkDown
-from harness.images import Recipe
+from harness.images import Recipe, format_size
 from harness.machine import MachineSet
 from harness.model import Model, Profile
 from harness.model.disks import allocated_above, view
 from harness.model.replication import Mode, ReplicationNode, Stage
 from harness.observe import QMP_OK, Observation
 from harness.ops import PRIMARY, REP, SECONDARY
-from harness.story import Story
-from harness.topology import Topology
+from harness.pair import LOCAL, Pair, PairStory, build_pair
+from harness.story import Step, Story
+from harness.topology import NodeSpec, Topology, many_nodes_recipe
 
 SECONDARY_KIND = "secondary"
 FAULTS_KIND = "secondary-faults"
 PRIMARY_KIND = "primary"
-KINDS = (SECONDARY_KIND, FAULTS_KIND, PRIMARY_KIND)
+PAIR_KIND = "pair"
+NODES_KIND = "many-nodes"
+KINDS = (SECONDARY_KIND, FAULTS_KIND, PRIMARY_KIND, PAIR_KIND, NODES_KIND)
+
+# The many-nodes topology's replication nodes, oldest first: "old" has no block backend
+# on its secondary disk (no NBD export), so it never starts and (backup cancelled) never
+# checkpoints; "rep", the newest, is the one the rules drive. The *_all commands walk
+# newest first and stop at the first error, so rep runs, checkpoints and fails over while
+# every command answers old's error: walked the other way round, rep would never start.
+OLD = "old"
+NODES = (NodeSpec(OLD, export=False), NodeSpec(REP))
+# Operations that change nothing: no guest views after them (pair).
+_OBSERVING = (ops.Read, ops.PrimaryRead, ops.Status)
+
+
+def nodes_recipe(size: int | str = "64M", cluster: int | str = "64k") -> Recipe:
+    """The many-nodes topology's images (harness.topology.many_nodes_recipe of NODES)."""
+    return many_nodes_recipe(NODES, _size_text(size), _size_text(cluster))
+
+
+def _size_text(v: int | str) -> str:
+    return v if isinstance(v, str) else format_size(v)
 
 SECTOR = 512
 # The failover commit's copy granularity: clamp(secondary cluster, 4 KiB, 64 KiB).
@@ -56,6 +82,16 @@ class TopologySpec:
       would reach the secondary disk off the poisoned page.
     - primary: the primary-only topology (harness.topology.primary), whose NBD link
       to its child can go down (LinkDown).
+    - pair: the full COLO pair (harness.pair.build_pair), the primary connected
+      (replication0 over NBD hot-added to its quorum) as part of the set-up. The
+      primary's guest I/O goes through its quorum colo-disk0, so it reaches the
+      secondary through replication0 -> nbd0 -> the export (copy-before-write on the
+      secondary); the secondary VM's I/O goes through rep. Its NBD link can go down
+      (LinkDown on the secondary: block-export-del of the export). After every
+      operation that can change something both VMs' whole disks are read back.
+    - many-nodes: two secondary replication nodes over two chains in one QEMU
+      (harness.topology.many_nodes of NODES): the older never starts, so the order in
+      which the *_all commands walk the nodes shows.
     """
 
     kind: str
@@ -68,6 +104,16 @@ class TopologySpec:
             raise ValueError(f"unknown topology kind {self.kind!r}; known: {', '.join(KINDS)}")
         if (self.kind == FAULTS_KIND) != (self.poison is not None):
             raise ValueError("a poisoned sector belongs to (only) the secondary-faults kind")
+        names = set(self.recipe.names)
+        if self.kind == PAIR_KIND and names != {"secondary", "hidden", "active", LOCAL}:
+            raise ValueError(f"a pair recipe has the layers secondary, hidden, active and {LOCAL}")
+        if self.kind == NODES_KIND:
+            want = nodes_recipe()
+            if names == set(want.names):
+                sec = self.recipe.layer(self.secondary_layer)
+                want = nodes_recipe(sec.size, sec.cluster_size or "64k")
+            if self.recipe.to_dict() != want.to_dict():
+                raise ValueError("a many-nodes recipe is nodes_recipe(size, cluster)")
 
     @property
     def label(self) -> str:
@@ -81,6 +127,11 @@ class TopologySpec:
     @property
     def mode(self) -> Mode:
         return Mode.PRIMARY if self.kind == PRIMARY_KIND else Mode.SECONDARY
+
+    @property
+    def secondary_layer(self) -> str:
+        """The layer of the secondary disk the rules' node (rep) replicates into."""
+        return f"{REP}-sec" if self.kind == NODES_KIND else "secondary"
 
     def poison_page(self) -> tuple[int, int] | None:
         """The 4 KiB page around the poisoned sector: what other writes keep off."""
@@ -123,15 +174,25 @@ class Session:
         self.spec = spec
         self.build = build
         topo = _build(spec, build, profile, machines, workdir)
-        self.story = Story(topo, label or f"QEMU {build.label}, profile {profile.name}")
+        label = label or f"QEMU {build.label}, profile {profile.name}"
+        if isinstance(topo, Pair):
+            self.story: Story = PairStory(topo, label, auto_check=False)
+        else:
+            self.story = Story(topo, label)
         self.story.label += f", topology {spec.label}"
         _install(self.story, spec)
         # where a failure happened (None: nowhere yet)
         self.where: str | None = None
         self.ended = False
         self.setup_steps = 0
+        # indices (in story.steps) of the reads the policy made (pair: the guest views
+        # after each operation): not part of a trace, a replay makes them again
+        self.policy_steps: set[int] = set()
         if spec.poison is not None:
             self.story.do(_arm_blkdebug(self.model))
+        if isinstance(self.story, PairStory):
+            # COLO's set-up: replication0 over NBD, hot-added to the primary's quorum
+            self.story.connect()
         # steps before this are the topology's own (not part of a trace)
         self.setup_steps = len(self.story.steps)
         # the operation being applied (its checks included); None between operations
@@ -150,20 +211,46 @@ class Session:
         return self.model.nodes[REP]
 
     def link_up(self) -> bool:
-        return self.spec.kind != PRIMARY_KIND or self.node.link_up
+        """Is the primary's NBD link (primary, pair) up?"""
+        if self.spec.kind == PRIMARY_KIND:
+            return self.node.link_up
+        if self.spec.kind == PAIR_KIND:
+            export = self.model.export
+            return export is not None and export.has_blk
+        return True
+
+    def operations(self) -> list[Step]:
+        """The steps a trace records: after the set-up, without the policy's reads."""
+        return [
+            st
+            for i, st in enumerate(self.story.steps)
+            if i >= self.setup_steps and i not in self.policy_steps
+        ]
 
     # ---- running
 
     def step(self, op: ops.Op) -> Observation:
-        """Apply `op` under the policy (layers checked before a checkpoint)."""
-        n = len(self.story.steps) - self.setup_steps + 1
+        """Apply `op` under the policy (layers checked before a checkpoint; pair: both
+        guest views read back after an operation that can change them)."""
+        n = len(self.story.steps) - self.setup_steps - len(self.policy_steps) + 1
         self.pending = op
-        if isinstance(op, ops.Checkpoint):
+        if isinstance(op, ops.Checkpoint) and op.machine == self.spec.machine:
             self._checked(f"layer allocation before operation {n}", self.story.check_layers_live)
         self.where = f"operation {n}"
         obs = self.story.do(op)
-        self.where = None
         self.pending = None
+        story = self.story
+        if isinstance(story, PairStory):
+            # a completed failover closed the inline active and hidden nodes
+            story.after_failover()
+            if not isinstance(op, _OBSERVING) and self.model.settled():
+                first = len(story.steps)
+                self.where = f"guest views after operation {n}"
+                try:
+                    story.views()
+                finally:
+                    self.policy_steps.update(range(first, len(story.steps)))
+        self.where = None
         return obs
 
     def end(self) -> None:
@@ -190,6 +277,14 @@ def _build(
 ) -> Topology:
     if spec.kind == PRIMARY_KIND:
         return topology.primary(build, profile, machines, workdir, spec.recipe)
+    if spec.kind == PAIR_KIND:
+        return build_pair(build, profile, machines, workdir, spec.recipe)
+    if spec.kind == NODES_KIND:
+        sec = spec.recipe.layer(spec.secondary_layer)
+        return topology.many_nodes(
+            build, profile, machines, workdir, NODES,
+            size=_size_text(sec.size), cluster=_size_text(sec.cluster_size or "64k"),
+        )
     flt = None
     if spec.poison is not None:
         flt = topology.blkdebug_over_secondary(
@@ -225,6 +320,11 @@ def _install(story: Story, spec: TopologySpec) -> None:
     )
 
     def model_link_down(op: LinkDown) -> Observation:
+        if isinstance(story, PairStory):
+            # the secondary's export goes: no block backend on the secondary disk any
+            # more, the primary's NBD client is cut off
+            story.export_gone()
+            return QMP_OK
         for node in model.machine(PRIMARY).nodes:
             node.link_up = False
         return QMP_OK
@@ -254,9 +354,14 @@ __all__ = [
     "CHILD",
     "FAULTS_KIND",
     "KINDS",
+    "NODES",
+    "NODES_KIND",
+    "OLD",
+    "PAIR_KIND",
     "PRIMARY_KIND",
     "SECONDARY_KIND",
     "Session",
     "TopologySpec",
     "commit_copies",
+    "nodes_recipe",
 ]

@@ -60,7 +60,8 @@ def geometry(spec: TopologySpec) -> Geometry:
     units = {512, 4 * KiB, BACKUP_CLUSTER}
     if spec.kind != PRIMARY_KIND:
         # the failover commit's chunk
-        units.add(min(max(4 * KiB, spec.recipe.layer("secondary").cluster_size or 0), 64 * KiB))
+        sec = spec.recipe.layer(spec.secondary_layer)
+        units.add(min(max(4 * KiB, sec.cluster_size or 0), 64 * KiB))
     for layer in layers:
         if layer.cluster_size:
             units.add(layer.cluster_size)

@@ -6,6 +6,8 @@
       "qemu_binary": "/usr/bin/qemu-system-x86_64",
       "profile": "7.2",                      # the model profile it ran under
       "topology": {"kind": "secondary", "name": "secondary-512", "poison": null},
+                                             # kinds: secondary, secondary-faults,
+                                             # primary, pair, many-nodes
       "recipe": {...},                       # Recipe.to_dict()
       "seed": 0,                             # the runner's seed (null: unknown)
       "operations": [{"op": "start", ...}, ...],   # op.to_json(), in order
@@ -298,7 +300,7 @@ def load_trace(path: str | os.PathLike[str]) -> Trace:
 
 def session_trace(session: Session, qemu: str, seed: int | None, report: str = "") -> Trace:
     """The trace of `session` so far (where it failed, if it did)."""
-    steps = session.story.steps[session.setup_steps :]
+    steps = session.operations()
     # an operation that failed while applied is in `steps`; one whose checks failed
     # before it was applied is not
     pending = session.pending

@@ -8,10 +8,11 @@ requires a divergence. A variant that survives fails its test. The time until th
 first divergence (before hypothesis shrinks it) is printed and recorded as a junit
 property; there is no timing assertion.
 
-The trace tests: a trace recorded from a diverging variant run (tests/data/trace-*.json)
-replays with replay_main to the same result on 7.2 and 10.0 (the correct model agrees
-with QEMU; with the variant patched in it diverges again at the recorded place), and a
-malformed or truncated trace file gets exit code 8 and one line on stderr.
+The trace tests: each trace recorded from a diverging variant run (tests/data/trace-*.json:
+the secondary-only topology, the COLO pair, the two-node machine) replays with
+replay_main to the same result on 7.2 and 10.0 (the correct model agrees with QEMU; with
+the variant patched in it diverges again at the recorded place), and a malformed or
+truncated trace file gets exit code 8 and one line on stderr.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,7 @@ from harness.model import Profile, profile_for
 from harness.model import messages as msg
 from harness.model import replication as rep
 from harness.model.disks import copy_range, make_empty, write_layer
+from harness.model.quorum import Quorum
 from harness.model.replication import EIO, Backup, Mode, ReplicationNode, Stage
 from harness.model.system import Model
 from harness.observe import IO_EIO, IO_OK, Observation
@@ -42,6 +45,8 @@ pytestmark = [pytest.mark.differential]
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 RECORDED = DATA / "trace-variant-write-zeroes-ignored.json"
+RECORDED_PAIR = DATA / "trace-variant-pair-write-zeroes-ignored.json"
+RECORDED_NODES = DATA / "trace-variant-all-walk-oldest-first.json"
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +234,9 @@ def test_variant_discard_really_discards(qemu72, tmp_path, record_property, monk
 
 def _write_zeroes_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     def write_zeroes(self: Model, op: object) -> Observation:
-        node = self.nodes[op.node]  # type: ignore[attr-defined]
+        node = self._io_node(op.node)  # type: ignore[attr-defined]
+        if isinstance(node, Quorum):
+            return IO_OK  # vote-threshold 1: the local disk's success carries it
         return IO_OK if node.io_status() >= 0 else IO_EIO
 
     monkeypatch.setattr(Model, "_write_zeroes", write_zeroes)
@@ -278,6 +285,26 @@ def test_variant_checkpoint_keeps_copied_map(qemu72, tmp_path, record_property, 
     _catch(qemu72, tmp_path, record_property, "checkpoint_keeps_copied_map")
 
 
+def _all_walk_oldest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    def walk(self: Model, machine: str, fn: Callable[[ReplicationNode], str | None]) -> str | None:
+        for node in self.machine(machine).nodes:  # QEMU: newest first (QLIST_INSERT_HEAD)
+            err = fn(node)
+            if err is not None:
+                return err
+        return None
+
+    monkeypatch.setattr(Model, "_walk", walk)
+
+
+def test_variant_all_walk_oldest_first(qemu72, tmp_path, record_property, monkeypatch):
+    """xen-set-replication, xen-colo-do-checkpoint and query-xen-replication-status walk
+    the replication nodes oldest first (QEMU: newest first), stopping at the first error.
+    Only a machine with several nodes shows it: the many-nodes group."""
+    _all_walk_oldest_first(monkeypatch)
+    res = _catch(qemu72, tmp_path, record_property, "all_walk_oldest_first")
+    assert res.group == "many-nodes", res.summary()
+
+
 
 # ---- traces and replay
 
@@ -299,18 +326,31 @@ def _replayable_builds() -> list[tuple[str, str]]:
 BUILDS = _replayable_builds()
 
 
+# (recorded trace, the variant it was recorded from)
+RECORDINGS = [
+    pytest.param(RECORDED, _write_zeroes_ignored, id="secondary"),
+    pytest.param(RECORDED_PAIR, _write_zeroes_ignored, id="pair"),
+    pytest.param(RECORDED_NODES, _all_walk_oldest_first, id="many-nodes"),
+]
+
+
+@pytest.mark.parametrize("trace,variant", RECORDINGS)
 @pytest.mark.parametrize(("version", "qemu_dir"), BUILDS, ids=[v for v, _ in BUILDS])
-def test_recorded_trace_replays_the_same_on_every_build(version, qemu_dir, capsys, monkeypatch):
-    """tests/data/trace-variant-write-zeroes-ignored.json was recorded (and shrunk) from a
-    run of the write-zeroes-ignored variant on 7.2. With the correct model QEMU agrees
-    (0); with the variant patched in it diverges again, at the recorded place (1)."""
-    recorded = json.loads(RECORDED.read_text())
+def test_recorded_trace_replays_the_same_on_every_build(
+    version, qemu_dir, trace, variant, capsys, monkeypatch
+):
+    """Each trace was recorded (and shrunk) from a run of a variant on 7.2: the
+    write-zeroes-ignored variant on the secondary-only topology and on the COLO pair (its
+    divergence is in the guest views the policy reads after an operation), the
+    oldest-first walk on the two-node machine. With the correct model QEMU agrees (0);
+    with the variant patched in it diverges again, at the recorded place (1)."""
+    recorded = json.loads(trace.read_text())
     assert recorded["divergence"] is not None and recorded["operations"]
-    assert replay_main(str(RECORDED), qemu_dir) == 0
+    assert replay_main(str(trace), qemu_dir) == 0
     out = capsys.readouterr().out
     assert f"replay: QEMU {version} agrees with the model" in out, out
-    _write_zeroes_ignored(monkeypatch)
-    assert replay_main(str(RECORDED), qemu_dir) == 1
+    variant(monkeypatch)
+    assert replay_main(str(trace), qemu_dir) == 1
     out = capsys.readouterr().out
     first = out.splitlines()[0]
     assert first.startswith(f"replay: QEMU {version} diverges from the model at "), out
@@ -349,10 +389,11 @@ def test_truncated_trace_exit_code(tmp_path, capsys):
         lambda d: d["expected"].pop(),
         lambda d: d.update(recipe={"layers": {}}),
         lambda d: d.update(format="something else"),
-        lambda d: d["topology"].update(kind="pair"),
+        lambda d: d["topology"].update(kind="no-such-kind"),
+        lambda d: d["topology"].update(kind="many-nodes"),
     ],
     ids=["no-operations", "unknown-op", "bad-field", "short-expected", "bad-recipe",
-         "not-a-trace", "unknown-kind"],
+         "not-a-trace", "unknown-kind", "recipe-not-of-its-kind"],
 )
 def test_structurally_malformed_trace_exit_code(tmp_path, capsys, damage):
     d = json.loads(RECORDED.read_text())

@@ -478,6 +478,10 @@ def machine_class(cfg: RunConfig, stats: RunStats) -> type[RuleBasedStateMachine
             self.failed = False
             # ends of recent requests: later ones start there often
             self.recent: list[int] = []
+            # starts of recent writes that copied before writing (RUNNING), and whether
+            # a checkpoint came since the last one
+            self.copied: list[int] = []
+            self.rearmed = False
             self.steps = 0
 
         # ---- plumbing
@@ -612,13 +616,27 @@ def machine_class(cfg: RunConfig, stats: RunStats) -> type[RuleBasedStateMachine
 
         # ---- requests: where
 
-        def _region(self, data: st.DataObject, avoid: bool) -> tuple[int, int]:
+        def _region(self, data: st.DataObject, avoid: bool, cbw: bool = False) -> tuple[int, int]:
             """Offset and length: near an interesting boundary, anywhere in the window,
             at the end of the disk, or (a third of the time, once there are some) at or
-            next to a recent request, so that requests meet."""
+            next to a recent request, so that requests meet.
+
+            `cbw`: the request is a write reaching the secondary disk (copy-before-write
+            while RUNNING). The first such write after a checkpoint goes, half the time,
+            where one before the checkpoint went: the checkpoint must have re-armed the
+            copy of that cluster."""
             g = self.g
-            if self.recent and data.draw(st.sampled_from((False, False, True)), label="again"):
-                base = data.draw(st.sampled_from(tuple(self.recent)), label="recent")
+            pool: tuple[int, ...] = ()
+            if cbw and self.rearmed and self.copied:
+                self.rearmed = False
+                if data.draw(st.booleans(), label="where one copied before the checkpoint"):
+                    pool = tuple(self.copied)
+            if not pool and self.recent and data.draw(
+                st.sampled_from((False, False, True)), label="again"
+            ):
+                pool = tuple(self.recent)
+            if pool:
+                base = data.draw(st.sampled_from(pool), label="recent")
                 off = base + data.draw(st.sampled_from(DELTAS), label="delta")
             else:
                 off = data.draw(offsets(g), label="offset")
@@ -628,6 +646,9 @@ def machine_class(cfg: RunConfig, stats: RunStats) -> type[RuleBasedStateMachine
                 if p not in self.recent:
                     self.recent.append(p)
             del self.recent[:-8]
+            if cbw and self.s.node.stage is Stage.RUNNING:
+                self.copied.append(off)
+                del self.copied[:-8]
             return off, length
 
         # ---- the replication node's guest I/O (pair: either VM's; many-nodes: mostly
@@ -647,12 +668,12 @@ def machine_class(cfg: RunConfig, stats: RunStats) -> type[RuleBasedStateMachine
 
         def op_write(self, data: st.DataObject) -> None:
             node = self._guest(data, 2)
-            off, n = self._region(data, _avoid_for_guest(self.s))
+            off, n = self._region(data, _avoid_for_guest(self.s), cbw=node == PQ)
             self._do(ops.Write(off, n, data.draw(patterns(), label="pattern"), node=node))
 
         def op_write_zeroes(self, data: st.DataObject) -> None:
             node = self._guest(data, 2)
-            off, n = self._region(data, _avoid_for_guest(self.s))
+            off, n = self._region(data, _avoid_for_guest(self.s), cbw=node == PQ)
             if node == PQ:
                 off, n = _sectors(off, n)
             self._do(ops.WriteZeroes(off, n, node=node))
@@ -671,11 +692,11 @@ def machine_class(cfg: RunConfig, stats: RunStats) -> type[RuleBasedStateMachine
         # ---- the primary's I/O through the NBD export (kept off a poisoned page)
 
         def op_primary_write(self, data: st.DataObject) -> None:
-            off, n = self._region(data, True)
+            off, n = self._region(data, True, cbw=True)
             self._do(ops.PrimaryWrite(off, n, data.draw(patterns(), label="pattern")))
 
         def op_primary_write_zeroes(self, data: st.DataObject) -> None:
-            self._do(ops.PrimaryWriteZeroes(*self._region(data, True)))
+            self._do(ops.PrimaryWriteZeroes(*self._region(data, True, cbw=True)))
 
         def op_primary_discard(self, data: st.DataObject) -> None:
             self._do(ops.PrimaryDiscard(*self._region(data, True)))
@@ -703,6 +724,7 @@ def machine_class(cfg: RunConfig, stats: RunStats) -> type[RuleBasedStateMachine
             self._do(ops.Checkpoint(machine=spec.machine))
             if spec.kind == PAIR_KIND:
                 self._do(ops.Checkpoint(machine=PRIMARY))
+            self.rearmed = self.s.node.stage is Stage.RUNNING
 
         def op_start(self, data: st.DataObject) -> None:
             primary, m = self._mine(data)

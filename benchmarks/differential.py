@@ -13,7 +13,10 @@ Prints one JSON document with, per QEMU build:
   offline layer checks, untimed) and a fresh one starts; `sessions`, `setup_ms` and
   `end_ms` (means) say what that costs.
 - `ci_profile`: the CI profile's runs (ci_groups(), seed 0) end to end, QEMU start
-  and final checks included: `steps_per_s` and `ops_per_s` over the wall time.
+  and final checks included: `steps_per_s` and `ops_per_s` over the wall time, and
+  per group (secondary, faults, primary, many-nodes, pair) its examples, steps,
+  operations and seconds. The pair's operations do not count the guest-view reads
+  the policy makes after each of them.
 
 Timings depend on the machine's load; run it on an otherwise idle machine.
 """
@@ -172,6 +175,11 @@ def ci_profile(build: QemuBuild) -> dict[str, Any]:
         "steps_per_s": round(steps / wall, 1),
         "ops_per_s": round(n_ops / wall, 1),
         "divergences": sum(1 for r in results if r.failure is not None),
+        "groups": {
+            r.group: {"examples": r.examples, "steps": r.steps, "ops": r.ops,
+                      "seconds": round(r.wall_s, 2)}
+            for r in results
+        },
     }
 
 

@@ -73,23 +73,34 @@ def _region(rng: random.Random, spec: TopologySpec, recent: list[int]) -> tuple[
 
 def _next_op(rng: random.Random, s: Session, recent: list[int]) -> list[ops.Op]:
     running = s.node.stage is Stage.RUNNING
-    kinds = [k for k, w in WEIGHTS for _ in range(w) if k != "link_down"
-             and (k != "failover" or running)]
+    kinds = [
+        k for k, w in WEIGHTS for _ in range(w) if k != "link_down" and (k != "failover" or running)
+    ]
     kind = rng.choice(kinds)
-    if kind in ("write", "write_zeroes", "read", "discard", "primary_write",
-                "primary_write_zeroes", "primary_discard", "primary_read"):
+    if kind in (
+        "write",
+        "write_zeroes",
+        "read",
+        "discard",
+        "primary_write",
+        "primary_write_zeroes",
+        "primary_discard",
+        "primary_read",
+    ):
         off, n = _region(rng, s.spec, recent)
         pat = rng.choice(PATTERNS)
-        return [{
-            "write": lambda: ops.Write(off, n, pat),
-            "write_zeroes": lambda: ops.WriteZeroes(off, n),
-            "read": lambda: ops.Read(off, n),
-            "discard": lambda: ops.Discard(off, n),
-            "primary_write": lambda: ops.PrimaryWrite(off, n, pat),
-            "primary_write_zeroes": lambda: ops.PrimaryWriteZeroes(off, n),
-            "primary_discard": lambda: ops.PrimaryDiscard(off, n),
-            "primary_read": lambda: ops.PrimaryRead(off, n),
-        }[kind]()]
+        return [
+            {
+                "write": lambda: ops.Write(off, n, pat),
+                "write_zeroes": lambda: ops.WriteZeroes(off, n),
+                "read": lambda: ops.Read(off, n),
+                "discard": lambda: ops.Discard(off, n),
+                "primary_write": lambda: ops.PrimaryWrite(off, n, pat),
+                "primary_write_zeroes": lambda: ops.PrimaryWriteZeroes(off, n),
+                "primary_discard": lambda: ops.PrimaryDiscard(off, n),
+                "primary_read": lambda: ops.PrimaryRead(off, n),
+            }[kind]()
+        ]
     return {
         "checkpoint": [ops.Checkpoint()],
         "failover": [ops.Stop(primary=False, failover=True), ops.Settle()],
@@ -158,8 +169,13 @@ def ci_profile(build: QemuBuild) -> dict[str, Any]:
     try:
         t = time.perf_counter()
         results = run_groups(
-            build, found.version, profile_for(found.version_tuple), work, ci_groups(),
-            options=Options(), stop_at_failure=False,
+            build,
+            found.version,
+            profile_for(found.version_tuple),
+            work,
+            ci_groups(),
+            options=Options(),
+            stop_at_failure=False,
         )
         wall = time.perf_counter() - t
     finally:
@@ -176,8 +192,12 @@ def ci_profile(build: QemuBuild) -> dict[str, Any]:
         "ops_per_s": round(n_ops / wall, 1),
         "divergences": sum(1 for r in results if r.failure is not None),
         "groups": {
-            r.group: {"examples": r.examples, "steps": r.steps, "ops": r.ops,
-                      "seconds": round(r.wall_s, 2)}
+            r.group: {
+                "examples": r.examples,
+                "steps": r.steps,
+                "ops": r.ops,
+                "seconds": round(r.wall_s, 2),
+            }
             for r in results
         },
     }
@@ -190,10 +210,15 @@ def main() -> int:
     ap.add_argument("--qemu-dir", action="append", default=[])
     ap.add_argument("--no-ci", action="store_true", help="skip the CI-profile run")
     args = ap.parse_args()
-    builds = ([find_build(d, os.environ) for d in args.qemu_dir] if args.qemu_dir
-              else known_builds(ROOT))
-    out: dict[str, Any] = {"ops": args.ops, "seed": args.seed, "load": os.getloadavg()[0],
-                           "builds": {}}
+    builds = (
+        [find_build(d, os.environ) for d in args.qemu_dir] if args.qemu_dir else known_builds(ROOT)
+    )
+    out: dict[str, Any] = {
+        "ops": args.ops,
+        "seed": args.seed,
+        "load": os.getloadavg()[0],
+        "builds": {},
+    }
     for b in builds:
         verdict = replication_verdict(probe(b))
         if verdict is not None:

@@ -3,9 +3,10 @@
 One test per group of topologies (secondary-only with six geometries, the same over a
 blkdebug filter that makes failover commits fail, primary-only with NBD link loss, two
 replication nodes in one QEMU, the full COLO pair over three geometries) and per QEMU
-build. The CI profile is bounded and seeded (seed 0): 34 examples, about 630 steps, at
-least 426 per QEMU version. A divergence is shrunk by hypothesis and written
-as a trace file (its path is in the failure; `qrc replay TRACE` re-runs it).
+build. The CI profile is bounded and seeded (seed 0): at most 34 examples (30 and 530
+steps at seed 0), at least 426 steps per QEMU version. A divergence is shrunk by
+hypothesis and written as a trace file (its path is in the failure; `qrc replay TRACE`
+re-runs it).
 
 Environment: QRC_DIFFERENTIAL_PROFILE=nightly (or HYPOTHESIS_PROFILE=qrc-differential-
 nightly) for the long profile, QRC_DIFFERENTIAL_SEED=N (or --hypothesis-seed N),

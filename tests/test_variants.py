@@ -74,7 +74,12 @@ def _catch(
     # QRC_VARIANT_SEED: check the variants under another seed of the same CI profile
     options = Options(seed=int(os.environ.get("QRC_VARIANT_SEED", "0")))
     results = run_groups(
-        build, found.version, prof, tmp_path, ci_groups(), options=options,
+        build,
+        found.version,
+        prof,
+        tmp_path,
+        ci_groups(),
+        options=options,
         trace_dir=tmp_path / "traces",
     )
     total = time.perf_counter() - t0
@@ -305,7 +310,6 @@ def test_variant_all_walk_oldest_first(qemu72, tmp_path, record_property, monkey
     assert res.group == "many-nodes", res.summary()
 
 
-
 # ---- traces and replay
 
 
@@ -316,9 +320,11 @@ def _replayable_builds() -> list[tuple[str, str]]:
         found = probe(b)
         if replication_verdict(found) is not None:
             continue
-        qemu_dir = str(ROOT / b.label) if not Path(b.label).is_absolute() and (
-            ROOT / b.label
-        ).is_dir() else str(Path(b.system).parent.parent)
+        qemu_dir = (
+            str(ROOT / b.label)
+            if not Path(b.label).is_absolute() and (ROOT / b.label).is_dir()
+            else str(Path(b.system).parent.parent)
+        )
         out.append((found.version, qemu_dir))
     return out
 
@@ -392,8 +398,16 @@ def test_truncated_trace_exit_code(tmp_path, capsys):
         lambda d: d["topology"].update(kind="no-such-kind"),
         lambda d: d["topology"].update(kind="many-nodes"),
     ],
-    ids=["no-operations", "unknown-op", "bad-field", "short-expected", "bad-recipe",
-         "not-a-trace", "unknown-kind", "recipe-not-of-its-kind"],
+    ids=[
+        "no-operations",
+        "unknown-op",
+        "bad-field",
+        "short-expected",
+        "bad-recipe",
+        "not-a-trace",
+        "unknown-kind",
+        "recipe-not-of-its-kind",
+    ],
 )
 def test_structurally_malformed_trace_exit_code(tmp_path, capsys, damage):
     d = json.loads(RECORDED.read_text())

@@ -100,9 +100,7 @@ _COMMON: dict[str, Any] = {
     "report_multiple_bugs": False,
 }
 settings.register_profile(_PREFIX + CI, max_examples=10, stateful_step_count=20, **_COMMON)
-settings.register_profile(
-    _PREFIX + NIGHTLY, max_examples=500, stateful_step_count=50, **_COMMON
-)
+settings.register_profile(_PREFIX + NIGHTLY, max_examples=500, stateful_step_count=50, **_COMMON)
 PROFILES = (CI, NIGHTLY)
 CI_SEED = 0
 # Seconds hypothesis may spend shrinking one divergence (each try is a fresh QEMU run).
@@ -246,8 +244,13 @@ POISON = 0x50000 + 0x1000
 def secondary_specs() -> tuple[TopologySpec, ...]:
     """The smallest clusters first (hypothesis draws the first most often): with 512-byte
     clusters everything below the 64 KiB backup cluster shows in the layer maps."""
-    recipes = ("secondary-512", "secondary", "secondary-mixed", "secondary-2m",
-               "secondary-prefilled")
+    recipes = (
+        "secondary-512",
+        "secondary",
+        "secondary-mixed",
+        "secondary-2m",
+        "secondary-prefilled",
+    )
     specs = [TopologySpec(SECONDARY_KIND, load_recipe(r), r) for r in recipes]
     specs.insert(2, TopologySpec(SECONDARY_KIND, stale_recipe(), "stale"))
     return tuple(specs)
@@ -273,8 +276,9 @@ def pair_specs() -> tuple[TopologySpec, ...]:
         TopologySpec(PAIR_KIND, pair_recipe(cluster="512"), "512"),
         TopologySpec(
             PAIR_KIND,
-            pair_recipe(cluster="512", hidden_cluster="2M", active_cluster="64k",
-                        local_cluster="4k"),
+            pair_recipe(
+                cluster="512", hidden_cluster="2M", active_cluster="64k", local_cluster="4k"
+            ),
             "mixed",
         ),
     )
@@ -304,26 +308,45 @@ class Group:
 
 
 def ci_groups() -> tuple[Group, ...]:
-    """The CI test's runs per QEMU version: 34 examples (the pair's of 11 steps, the
-    others' of 19), about 630 steps, at least 426 in all (a group short of its min_steps
-    runs again with the next seed)."""
+    """The CI test's runs per QEMU version: at most 34 examples (the pair's of 11 steps,
+    the others' of 19; hypothesis ends some early: 30 examples, 530 steps at seed 0), at
+    least 426 steps in all (a group short of its min_steps runs again with the next
+    seed)."""
     return (
         Group("secondary", secondary_specs, 12, 170, (("failover", 5),), failover_dirty=True),
         # the failover commit is what this topology is about
-        Group("faults", faults_specs, 8, 100,
-              (("failover", 2), ("write", 6), ("primary_write", 3), ("checkpoint", 2)),
-              start_first=True, failover_dirty=True),
+        Group(
+            "faults",
+            faults_specs,
+            8,
+            100,
+            (("failover", 2), ("write", 6), ("primary_write", 3), ("checkpoint", 2)),
+            start_first=True,
+            failover_dirty=True,
+        ),
         # the primary's own I/O and its link matter, the third party's writes less
-        Group("primary", primary_specs, 5, 70,
-              (("link_down", 4), ("write", 6), ("write_zeroes", 3), ("primary_write", 2))),
+        Group(
+            "primary",
+            primary_specs,
+            5,
+            70,
+            (("link_down", 4), ("write", 6), ("write_zeroes", 3), ("primary_write", 2)),
+        ),
         # two nodes in one QEMU: what the *_all walk's order decides
         Group("many-nodes", nodes_specs, 3, 36, (("failover", 2),)),
         # the full COLO pair: the VMs' writes, checkpoints on both sides, failover, the
         # primary's stop, the link between them (a failover ends an example's
         # replication: shorter examples, more of them)
-        Group("pair", pair_specs, 6, 50,
-              (("write", 8), ("checkpoint", 4), ("failover", 8), ("link_down", 2)),
-              start_first=True, failover_dirty=True, steps=12),
+        Group(
+            "pair",
+            pair_specs,
+            6,
+            50,
+            (("write", 8), ("checkpoint", 4), ("failover", 8), ("link_down", 2)),
+            start_first=True,
+            failover_dirty=True,
+            steps=12,
+        ),
     )
 
 
@@ -555,7 +578,11 @@ def machine_class(cfg: RunConfig, stats: RunStats) -> type[RuleBasedStateMachine
             self.exdir = cfg.workdir / f"example-{stats.examples}"
             self.machines = MachineSet(self.exdir)
             self.session = Session(
-                spec, cfg.build, cfg.profile, self.machines, self.exdir,
+                spec,
+                cfg.build,
+                cfg.profile,
+                self.machines,
+                self.exdir,
                 f"QEMU {cfg.qemu}, profile {cfg.profile.name}",
             )
             if self.start_first and spec.kind == PAIR_KIND:
@@ -631,8 +658,10 @@ def machine_class(cfg: RunConfig, stats: RunStats) -> type[RuleBasedStateMachine
                 self.rearmed = False
                 if data.draw(st.booleans(), label="where one copied before the checkpoint"):
                     pool = tuple(self.copied)
-            if not pool and self.recent and data.draw(
-                st.sampled_from((False, False, True)), label="again"
+            if (
+                not pool
+                and self.recent
+                and data.draw(st.sampled_from((False, False, True)), label="again")
             ):
                 pool = tuple(self.recent)
             if pool:
@@ -752,8 +781,10 @@ def machine_class(cfg: RunConfig, stats: RunStats) -> type[RuleBasedStateMachine
             first), else with the primary still connected."""
             spec = self.s.spec
             primary, m = spec.mode is Mode.PRIMARY, spec.machine
-            if spec.kind == PAIR_KIND and self.s.link_up() and data.draw(
-                st.sampled_from((True, True, False)), label="link down first"
+            if (
+                spec.kind == PAIR_KIND
+                and self.s.link_up()
+                and data.draw(st.sampled_from((True, True, False)), label="link down first")
             ):
                 self._do(LinkDown(machine=SECONDARY))
             self._do(ops.Stop(primary=primary, failover=True, machine=m))
@@ -868,10 +899,19 @@ def run_groups(
         total: RunResult | None = None
         for attempt in range(3):
             res = run_differential(
-                build, qemu, profile, grp.specs(), workdir / f"{grp.name}-{attempt}",
-                hyp_settings=hs, seed=seed0 + attempt, trace_dir=trace_dir, group=grp.name,
-                shrink_seconds=SHRINK_SECONDS[options.profile], weights=grp.weights,
-                start_first=grp.start_first, failover_dirty=grp.failover_dirty,
+                build,
+                qemu,
+                profile,
+                grp.specs(),
+                workdir / f"{grp.name}-{attempt}",
+                hyp_settings=hs,
+                seed=seed0 + attempt,
+                trace_dir=trace_dir,
+                group=grp.name,
+                shrink_seconds=SHRINK_SECONDS[options.profile],
+                weights=grp.weights,
+                start_first=grp.start_first,
+                failover_dirty=grp.failover_dirty,
             )
             total = res if total is None else _merge(total, res)
             if res.failure is not None or options.profile != CI:

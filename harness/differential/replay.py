@@ -65,15 +65,22 @@ def replay(
         with MachineSet(workdir) as machines:
             try:
                 session = Session(
-                    trace.spec, build, profile, machines, workdir,
+                    trace.spec,
+                    build,
+                    profile,
+                    machines,
+                    workdir,
                     f"QEMU {version}, profile {profile.name} (replay)",
                 )
             except HarnessError as e:
                 _line(sys.stderr, f"{e.one_line()} (cannot build the topology: exit 125)")
                 return BISECT_SKIP
             except AssertionError as e:
-                _line(sys.stderr, f"qrc: cannot build the topology on QEMU {version}: "
-                      f"{str(e).splitlines()[0] if str(e) else type(e).__name__} (exit 125)")
+                _line(
+                    sys.stderr,
+                    f"qrc: cannot build the topology on QEMU {version}: "
+                    f"{str(e).splitlines()[0] if str(e) else type(e).__name__} (exit 125)",
+                )
                 return BISECT_SKIP
             try:
                 for op in trace.operations:
@@ -84,8 +91,14 @@ def replay(
             except AssertionError as e:
                 keep = True
                 where = session.where or "?"
-                same = " (as recorded)" if where == trace.where else (
-                    f" (recorded: {trace.where})" if trace.where else " (recorded: no divergence)"
+                same = (
+                    " (as recorded)"
+                    if where == trace.where
+                    else (
+                        f" (recorded: {trace.where})"
+                        if trace.where
+                        else " (recorded: no divergence)"
+                    )
                 )
                 print(f"replay: QEMU {version} diverges from the model at {where}{same}")
                 print(str(e))

@@ -65,6 +65,7 @@ def nodes_recipe(size: int | str = "64M", cluster: int | str = "64k") -> Recipe:
 def _size_text(v: int | str) -> str:
     return v if isinstance(v, str) else format_size(v)
 
+
 SECTOR = 512
 # The failover commit's copy granularity: clamp(secondary cluster, 4 KiB, 64 KiB).
 MIRROR_GRANULARITY_MIN = 4096
@@ -282,8 +283,13 @@ def _build(
     if spec.kind == NODES_KIND:
         sec = spec.recipe.layer(spec.secondary_layer)
         return topology.many_nodes(
-            build, profile, machines, workdir, NODES,
-            size=_size_text(sec.size), cluster=_size_text(sec.cluster_size or "64k"),
+            build,
+            profile,
+            machines,
+            workdir,
+            NODES,
+            size=_size_text(sec.size),
+            cluster=_size_text(sec.cluster_size or "64k"),
         )
     flt = None
     if spec.poison is not None:
@@ -315,9 +321,7 @@ def _install(story: Story, spec: TopologySpec) -> None:
     """Teach this story's model and real side the differential-only operations and facts."""
     model, real, topo = story.model, story.real, story.topo
     dispatch: dict[type[ops.Op], Callable[[Any], Observation]] = model._dispatch
-    real_dispatch: dict[type[ops.Op], Callable[[Any, Observation], Observation]] = (
-        real._dispatch
-    )
+    real_dispatch: dict[type[ops.Op], Callable[[Any, Observation], Observation]] = real._dispatch
 
     def model_link_down(op: LinkDown) -> Observation:
         if isinstance(story, PairStory):

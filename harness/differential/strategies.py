@@ -74,9 +74,7 @@ def geometry(spec: TopologySpec) -> Geometry:
 @lru_cache(maxsize=64)
 def offsets(g: Geometry) -> st.SearchStrategy[int]:
     unit = st.sampled_from(g.units)
-    near = st.builds(
-        lambda u, k, d: u * k + d, unit, st.integers(0, 8), st.sampled_from(DELTAS)
-    )
+    near = st.builds(lambda u, k, d: u * k + d, unit, st.integers(0, 8), st.sampled_from(DELTAS))
     anywhere = st.integers(0, g.window - 1)
     tail = st.builds(lambda back: g.size - back, st.sampled_from(TAILS))
     if not g.hot:

@@ -1,11 +1,18 @@
 """A long-lived interactive qemu-io, and the NBD client built on it.
 
 The primary's writes reach the secondary disk only through its NBD export, so
-the harness needs a fast NBD client: one qemu-io kept open on a pty (spawning
-one per request costs about 6 ms; a request on an open one under 1 ms). The
-same class opens image files offline. qemu-io echoes each command through its
-own readline with cursor escapes; the echo is checked and stripped, so only
-the command's own output reaches the parser.
+the harness needs a fast NBD client: one qemu-io kept open (spawning one per
+request costs about 6 ms; a request on an open one under 1 ms). The same class
+opens image files offline.
+
+qemu-io runs on pipes, not a pty: with stdin not a terminal it reads each command
+with fgets instead of its readline, which would echo every typed character with a
+redraw of the whole line (an echo quadratic in the command's length, all of it
+read and matched here). It still prints its prompt, and flushes stdout, after
+every command: the prompt marks the end of a command's output. stderr is merged
+into the same pipe; stdout is flushed at every prompt, so a command's own
+messages can only come out of order against each other, never against another
+command's.
 
 An NBD server that drops us is not announced by qemu-io: later requests just
 fail with EIO. So after any I/O error an NbdClient treats the connection as
@@ -19,16 +26,17 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, cast
 from urllib.parse import quote
 
-import pexpect
+from pexpect import EOF, TIMEOUT, ExceptionPexpect
+from pexpect.fdpexpect import fdspawn
 
-from harness.machine import Build, build_env, die_with_parent
-from harness.qemu_io import QemuIoError, QemuIoSession, UnexpectedOutput
+from harness.machine import Build, build_env, die_with_parent, pdeathsig_wrapper
+from harness.qemu_io import QemuIoError, QemuIoSession
 
 PROMPT = b"qemu-io> "
 QUIT_DEADLINE = 2.0
@@ -47,8 +55,68 @@ class QemuIoSpawnFailed(QemuIoError):
     """qemu-io could not be (re)started: every attempt failed or the deadline passed."""
 
 
+class _Child:
+    """A qemu-io on pipes: the process, and pexpect reading its merged stdout/stderr."""
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str], timeout: float) -> None:
+        wrapper = pdeathsig_wrapper()
+        self.proc = subprocess.Popen(
+            [*wrapper, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=None if wrapper else die_with_parent(os.getpid()),
+            close_fds=True,
+        )
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self.pid = self.proc.pid
+        self.out = fdspawn(self.proc.stdout.fileno(), timeout=timeout, maxread=65536)
+
+    def send(self, data: bytes) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        stdin.write(data)
+        stdin.flush()
+
+    def expect(self, timeout: float) -> int:
+        """0: the prompt; 1: end of output (the process is exiting); 2: the deadline."""
+        return int(self.out.expect_exact([PROMPT, EOF, TIMEOUT], timeout=timeout))
+
+    @property
+    def before(self) -> bytes:
+        got = self.out.before
+        return got if isinstance(got, bytes) else b""
+
+    def isalive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, reap, close the pipes; never raises."""
+        with contextlib.suppress(OSError):
+            if self.proc.poll() is None:
+                self.proc.kill()
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            self.proc.wait(timeout=QUIT_DEADLINE)
+        for f in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                if f is not None:
+                    f.close()
+
+    def exit_text(self) -> str:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=QUIT_DEADLINE)
+        code = self.proc.returncode
+        if code is None:
+            return "still running"
+        if code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return f"exited with status {code}"
+
+
 class InteractiveQemuIo(QemuIoSession):
-    """One interactive `qemu-io <image args>` on a pty, respawned if it dies."""
+    """One interactive `qemu-io <image args>` on pipes, respawned if it dies."""
 
     # Respawn before the next command after a command that printed an I/O error.
     respawn_after_error = False
@@ -73,7 +141,7 @@ class InteractiveQemuIo(QemuIoSession):
         self.pids: list[int] = []
         self.spawns = 0
         self.startup_output = ""
-        self._child: pexpect.spawn[bytes] | None = None
+        self._child: _Child | None = None
         self._suspect = False
         if not lazy:
             self._spawn()
@@ -94,25 +162,13 @@ class InteractiveQemuIo(QemuIoSession):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            child: pexpect.spawn[bytes] = pexpect.spawn(
-                self.argv[0],
-                self.argv[1:],
-                env=build_env(self.build),
-                timeout=remaining,
-                maxread=65536,
-                preexec_fn=die_with_parent(os.getpid()),
-                encoding=None,
-            )
-            child.delaybeforesend = None
-            # pexpect sleeps 0.1 ms after every read by default (~0.2 ms per read in
-            # practice, several reads per command): a tenth of a primary write's time
-            child.delayafterread = None
-            # ptyprocess sleeps 0.1 s in close() by default; we reap the child ourselves.
-            ptyproc = cast(Any, child).ptyproc  # not in the stubs
-            ptyproc.delayafterclose = ptyproc.delayafterterminate = 0
-            if child.pid is not None:
-                self.pids.append(child.pid)
-            i = child.expect_exact([PROMPT, pexpect.EOF, pexpect.TIMEOUT], timeout=remaining)
+            try:
+                child = _Child(self.argv, build_env(self.build), remaining)
+            except OSError as e:
+                failures.append(f"attempt {attempt + 1}: {e}")
+                continue
+            self.pids.append(child.pid)
+            i = child.expect(remaining)
             text = _text(child.before)
             if i == 0:
                 self._child = child
@@ -120,8 +176,12 @@ class InteractiveQemuIo(QemuIoSession):
                 self.spawns += 1
                 self.startup_output = text
                 return
-            _kill(child)
-            why = "no prompt before the deadline" if i == 2 else _exit_text(child)
+            if i == 2:
+                why = "no prompt before the deadline"
+                child.kill()
+            else:
+                why = child.exit_text()
+                child.kill()
             failures.append(f"attempt {attempt + 1}: {why}: {text.strip()!r}")
         raise QemuIoSpawnFailed(
             f"{self.name}: qemu-io did not start ({len(failures)} attempt(s), "
@@ -137,7 +197,7 @@ class InteractiveQemuIo(QemuIoSession):
     def _ensure_running(self) -> None:
         if self._child is None or self._suspect or not self._child.isalive():
             if self._child is not None:
-                _kill(self._child)
+                self._child.kill()
                 self._child = None
             self._spawn()
 
@@ -156,11 +216,11 @@ class InteractiveQemuIo(QemuIoSession):
         try:
             if child.isalive():
                 child.send(b"quit\n")
-                child.expect_exact([pexpect.EOF, pexpect.TIMEOUT], timeout=QUIT_DEADLINE)
-        except (OSError, pexpect.ExceptionPexpect):
+                child.expect(QUIT_DEADLINE)
+        except (OSError, ExceptionPexpect):
             pass
         finally:
-            _kill(child)
+            child.kill()
 
     def __enter__(self) -> InteractiveQemuIo:
         return self
@@ -181,74 +241,34 @@ class InteractiveQemuIo(QemuIoSession):
         self._ensure_running()
         child = self._child
         assert child is not None
-        child.send(command.encode() + b"\n")
-        i = child.expect_exact([PROMPT, pexpect.EOF, pexpect.TIMEOUT], timeout=self.timeout)
-        raw = child.before or b""
+        # if it is gone, the expect below sees the end of its output
+        with contextlib.suppress(OSError):
+            child.send(command.encode() + b"\n")
+        i = child.expect(self.timeout)
+        raw = child.before
         if i == 1:
             self._child = None
-            _kill(child)
-            raise QemuIoDied(f"{self._where()}: {_exit_text(child)}", command, _text(raw))
+            why = child.exit_text()
+            child.kill()
+            raise QemuIoDied(f"{self._where()}: {why}", command, _text(raw))
         if i == 2:
             self._child = None
-            _kill(child)
+            child.kill()
             raise QemuIoTimeout(
                 f"{self._where()}: no prompt within {self.timeout} s; killed",
                 command,
                 _text(raw),
             )
-        out = self._strip_echo(command, raw)
+        out = _text(raw)
         if self.respawn_after_error and _IO_ERROR.search(out):
             self._suspect = True
         return out
-
-    def _strip_echo(self, command: str, raw: bytes) -> str:
-        """The output after qemu-io's echo of `command`; the echo must be exactly what
-        readline draws for it, so no stray text can hide in front of it."""
-        echo = readline_echo(command)
-        if not raw.startswith(echo):
-            raise UnexpectedOutput(
-                f"{self._where()}: the echo is not that of the command", command, _text(raw)
-            )
-        out = _text(raw[len(echo) :])
-        if "\x1b" in out:
-            raise UnexpectedOutput(f"{self._where()}: escape codes in output", command, out)
-        return out
-
-
-def readline_echo(command: str) -> bytes:
-    """What QEMU's readline prints while `command` is typed and entered: after each
-    character, cursor-left over the old line, the whole line, erase to end of line."""
-    parts = [b"\x1b[D" * i + command[: i + 1].encode() + b"\x1b[K" for i in range(len(command))]
-    return b"".join(parts) + b"\r\n"
 
 
 def _text(raw: bytes | str | None) -> str:
     if raw is None or not isinstance(raw, bytes):
         return "" if raw is None else str(raw)
     return raw.decode(errors="replace").replace("\r\n", "\n")
-
-
-def _kill(child: pexpect.spawn[bytes]) -> None:
-    """SIGKILL, reap, close the pty."""
-    try:
-        if child.isalive():
-            child.kill(signal.SIGKILL)
-            child.wait()
-    except (OSError, pexpect.ExceptionPexpect):
-        pass
-    with contextlib.suppress(OSError, pexpect.ExceptionPexpect):
-        child.close(force=True)
-
-
-def _exit_text(child: pexpect.spawn[bytes]) -> str:
-    try:
-        if child.isalive():
-            return "still running"
-    except (OSError, pexpect.ExceptionPexpect):
-        pass
-    if child.signalstatus is not None:
-        return f"killed by {signal.Signals(child.signalstatus).name}"
-    return f"exited with status {child.exitstatus}"
 
 
 class NbdClient(InteractiveQemuIo):

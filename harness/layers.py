@@ -54,10 +54,9 @@ def alone(path: str, fmt: str) -> str:
 class LayerInspector:
     """One interactive qemu-io (no image) that opens layers read-only one at a time.
 
-    qemu-io's readline echoes a command with a redraw per typed character, so the
-    echo grows with the square of the command's length: a layer is opened through a
-    symlink with a short path in a private directory (same file, a few times cheaper
-    to type than a case's tmp path), and only once for its map and all its reads.
+    A layer is opened once for its map and all its reads, through a symlink with a
+    short path in a private directory (the same file; qemu-io's command line splits
+    on spaces, and the symlink keeps the command short whatever TMPDIR is).
     """
 
     def __init__(self, build: QemuBuild) -> None:

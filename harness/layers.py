@@ -14,7 +14,8 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from harness.builds import QemuBuild
@@ -124,26 +125,49 @@ def _link_dir() -> Path:
     return private_dir("qrc-layers-")
 
 
-_inspectors: dict[tuple[int, str], LayerInspector] = {}
+_inspectors: dict[tuple[int, str, int], LayerInspector] = {}
+_pool: dict[int, ThreadPoolExecutor] = {}
 
 
-def inspector(build: QemuBuild) -> LayerInspector:
-    """This process's inspector for `build` (made on first use, closed at exit)."""
-    key = (os.getpid(), build.io)
+def inspector(build: QemuBuild, slot: int = 0) -> LayerInspector:
+    """This process's inspector number `slot` for `build` (made on first use, closed at
+    exit). Different slots are different qemu-io processes, usable at the same time."""
+    key = (os.getpid(), build.io, slot)
     ins = _inspectors.get(key)
     if ins is None:
         ins = _inspectors[key] = LayerInspector(build)
     return ins
 
 
+def inspect_all(
+    build: QemuBuild, layers: Sequence[tuple[str, str, bool, Data]]
+) -> list[tuple[list[tuple[int, int]] | None, list[tuple[Data, IoResult]]]]:
+    """inspect() each (path, format, want_map, extents), one inspector per layer, all at
+    once: a case's layers are checked in the time of its slowest one (each check is a
+    few round trips to an otherwise idle qemu-io)."""
+    if len(layers) <= 1:
+        return [inspector(build).inspect(*layer) for layer in layers]
+    pool = _pool.get(os.getpid())
+    if pool is None:
+        pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="qrc-layers")
+        _pool[os.getpid()] = pool
+    jobs = [
+        pool.submit(inspector(build, slot).inspect, *layer) for slot, layer in enumerate(layers)
+    ]
+    return [job.result() for job in jobs]
+
+
 def inspector_pids() -> set[int]:
     """qemu-io processes that live for the whole session on purpose (not leaks)."""
     me = os.getpid()
-    return {p for (owner, _), ins in _inspectors.items() if owner == me for p in ins.io.pids}
+    return {p for (owner, _, _), ins in _inspectors.items() if owner == me for p in ins.io.pids}
 
 
 @atexit.register
 def close_inspectors() -> None:
+    for pool in _pool.values():
+        pool.shutdown(wait=True)
+    _pool.clear()
     for ins in _inspectors.values():
         ins.close()
     _inspectors.clear()

@@ -15,12 +15,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import ops
-from harness.layers import inspector
+from harness.layers import inspect_all
 from harness.machine import MachineError
 from harness.model.disks import Disk
 from harness.model.extents import UNDEF
 from harness.model.system import to_data
-from harness.observe import Crashed, Observation, compare, data_differences, fmt_data
+from harness.observe import (
+    Crashed,
+    Data,
+    IoResult,
+    Observation,
+    compare,
+    data_differences,
+    fmt_data,
+)
 from harness.real import RealSide, live_allocation
 from harness.topology import Topology
 
@@ -147,22 +155,27 @@ class Story:
             self.do(ops.Settle())
         self.topo.close()
         self.topo.machines.shutdown_all()
-        problems: list[str] = []
+        checks: list[tuple[Disk, tuple[str, str, bool, Data]]] = []
         for name, layer in self.topo.chain.layers.items():
             disk = self.model.disks.get(name)
             if disk is None:
                 continue
-            problems += self._check_offline(disk, str(layer.path), layer.format)
+            want_map = disk.allocates and disk.alloc_exact
+            expect = to_data([(s, e, v) for s, e, v in disk.data.items() if v != UNDEF])
+            if want_map or expect:
+                checks.append((disk, (str(layer.path), layer.format, want_map, expect)))
+        found = inspect_all(self.topo.build, [layer for _, layer in checks])
+        problems: list[str] = []
+        for (disk, _), (real, bad) in zip(checks, found, strict=True):
+            problems += self._offline_problems(disk, real, bad)
         if problems:
             raise Divergence(self.report("offline layer check failed:\n" + "\n".join(problems)))
 
-    def _check_offline(self, disk: Disk, path: str, fmt: str) -> list[str]:
+    @staticmethod
+    def _offline_problems(
+        disk: Disk, real: list[tuple[int, int]] | None, bad: list[tuple[Data, IoResult]]
+    ) -> list[str]:
         problems: list[str] = []
-        want_map = disk.allocates and disk.alloc_exact
-        expect = to_data([(s, e, v) for s, e, v in disk.data.items() if v != UNDEF])
-        if not want_map and not expect:
-            return problems
-        real, bad = inspector(self.topo.build).inspect(path, fmt, want_map, expect)
         if real is not None:
             want = list(_merge(disk.data.allocated(0, disk.size)))
             if real != want:

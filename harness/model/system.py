@@ -168,15 +168,19 @@ class Model:
 
     def _write_zeroes(self, op: ops.WriteZeroes) -> Observation:
         # The filter has no write-zeroes callback: the block layer writes a zero buffer.
-        obs = self._write_value(op.node, op.offset, op.length, 0)
+        # A primary node that takes the request writes its padded head and tail sectors
+        # from an uninitialised buffer (_undefine_padded_sectors), whether the request
+        # was sent to it or reached it through a quorum (quorum_co_pwrite_zeroes hands
+        # each child a write-zeroes of its own).
         node = self._io_node(op.node)
-        if (
-            obs == IO_OK
-            and isinstance(node, ReplicationNode)
-            and node.mode is Mode.PRIMARY
-            and node.link_up
-        ):
-            _undefine_padded_sectors(node, op.offset, op.offset + op.length)
+        primaries = node.replication_children() if isinstance(node, Quorum) else [node]
+        taking = [
+            n for n in primaries if n.mode is Mode.PRIMARY and n.link_up and n.io_status() >= 0
+        ]
+        obs = self._write_value(op.node, op.offset, op.length, 0)
+        if isinstance(obs, IoResult) and (obs.ok or isinstance(node, Quorum)):
+            for n in taking:
+                _undefine_padded_sectors(n, op.offset, op.offset + op.length)
         return obs
 
     def _discard(self, op: ops.Discard) -> Observation:

@@ -11,6 +11,7 @@ from harness import ops
 from harness.model import Model, Profile
 from harness.model import messages as msg
 from harness.model.disks import Disk
+from harness.model.extents import UNDEF
 from harness.model.factory import secondary_model
 from harness.model.quorum import Quorum
 from harness.model.replication import Mode, ReplicationNode, Stage
@@ -184,3 +185,22 @@ def test_secondary_quorum_over_rep(quorum_first: bool) -> None:
     assert m.apply(ops.Write(0, CL, 0x31, node=SQ)) == IO_OK
     assert guest(m, 0, CL, SQ) == d((0, CL, 0x31))
     assert guest(m, 0, CL) == d((0, CL, 0x31))
+
+
+@by_profile()
+@pytest.mark.parametrize("started", [True, False])
+def test_quorum_unaligned_write_zeroes_undefines_the_primary_childs_padding(
+    profile: Profile, started: bool
+) -> None:
+    """quorum_co_pwrite_zeroes hands the replication child a write-zeroes of its own: a
+    running primary writes its padded sectors from an uninitialised buffer (the QEMU bug
+    test_primary_unaligned_write_zeroes_zeroes_its_bytes pins); the local disk is exact."""
+    m = pair_model(profile, start=False)
+    assert m.apply(ops.Start(primary=False)) == QMP_OK
+    if started:
+        assert m.apply(ops.Start(primary=True, machine=P)) == QMP_OK
+    assert m.apply(ops.WriteZeroes(CL + 10, 100, node=PQ)) == IO_OK
+    exact = [(CL, CL + 10, 0x11), (CL + 10, CL + 110, 0), (CL + 110, CL + 512, 0x11)]
+    assert m.disks["local"].data.pieces(CL, CL + 512) == exact
+    secondary = m.disks["secondary"].data.pieces(CL, CL + 512)
+    assert secondary == ([(CL, CL + 512, UNDEF)] if started else [(CL, CL + 512, 0x11)])

@@ -3,7 +3,9 @@
 One test per group of topologies (secondary-only with six geometries, the same over a
 blkdebug filter that makes failover commits fail, primary-only with NBD link loss, two
 replication nodes in one QEMU, the full COLO pair over three geometries) and per QEMU
-build. The CI profile is bounded and seeded (seed 0): at most 34 examples (30 and 530
+build. Every operation's answer is compared with the model's and, after each one that can
+change what a guest sees, every guest view of the topology is read back whole (the disks
+are 4 MiB). The CI profile is bounded and seeded (seed 0): at most 34 examples (30 and 530
 steps at seed 0), at least 426 steps per QEMU version. A divergence is shrunk by
 hypothesis and written as a trace file (its path is in the failure; `qrc replay TRACE`
 re-runs it).

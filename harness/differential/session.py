@@ -3,12 +3,18 @@ handlers, when layers are checked, and the trace of what happened.
 
 The state machine (harness.differential.machine) and the replayer
 (harness.differential.replay) both go through `Session`, so a trace replays
-under exactly the policy that recorded it:
+under the policy that recorded it (a trace recorded when only the pair's guest views
+were read back replays with every kind's views: a divergence there shows sooner):
 
 - every operation is applied to the model and to QEMU and compared (Story.do);
-- on the COLO pair, after every operation that can change something (and once no
-  failover commit runs), both VMs' whole disks are read back byte by byte
-  (PairStory.views); these reads are the policy's, not the trace's;
+- after every operation that can change what a guest sees (all but reads, status and
+  flush), once no failover commit runs (the model is settled), every guest view of the
+  topology is read back whole, byte by byte, and compared (`Session.views`): on the
+  secondary-only kinds the secondary VM's disk (rep) and the secondary disk as the
+  primary sees it through the NBD export; on the primary kind the primary node's answer
+  and the child through its export; on the two-node machine each node and rep's
+  export; on the COLO pair both VMs' disks (PairStory.views). These reads are the
+  policy's, not the trace's: a replay makes them again;
 - just before every checkpoint (of the machine holding rep) each layer's own
   allocation is asked of the running QEMU and compared with the model
   (`check_layers_live`): the checkpoint
@@ -20,6 +26,7 @@ under exactly the policy that recorded it:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +42,7 @@ from harness.model.disks import allocated_above, view
 from harness.model.replication import Mode, ReplicationNode, Stage
 from harness.observe import QMP_OK, Observation
 from harness.ops import PRIMARY, REP, SECONDARY
-from harness.pair import LOCAL, Pair, PairStory, build_pair
+from harness.pair import LOCAL, Pair, PairStory, _read_pieces, build_pair
 from harness.story import Step, Story
 from harness.topology import NodeSpec, Topology, many_nodes_recipe
 
@@ -53,8 +60,8 @@ KINDS = (SECONDARY_KIND, FAULTS_KIND, PRIMARY_KIND, PAIR_KIND, NODES_KIND)
 # every command answers old's error: walked the other way round, rep would never start.
 OLD = "old"
 NODES = (NodeSpec(OLD, export=False), NodeSpec(REP))
-# Operations that change nothing: no guest views after them (pair).
-_OBSERVING = (ops.Read, ops.PrimaryRead, ops.Status)
+# Operations that change nothing a guest sees: no guest views after them.
+_OBSERVING = (ops.Read, ops.PrimaryRead, ops.Status, ops.Flush)
 
 
 def nodes_recipe(size: int | str = "64M", cluster: int | str = "64k") -> Recipe:
@@ -88,8 +95,7 @@ class TopologySpec:
       primary's guest I/O goes through its quorum colo-disk0, so it reaches the
       secondary through replication0 -> nbd0 -> the export (copy-before-write on the
       secondary); the secondary VM's I/O goes through rep. Its NBD link can go down
-      (LinkDown on the secondary: block-export-del of the export). After every
-      operation that can change something both VMs' whole disks are read back.
+      (LinkDown on the secondary: block-export-del of the export).
     - many-nodes: two secondary replication nodes over two chains in one QEMU
       (harness.topology.many_nodes of NODES): the older never starts, so the order in
       which the *_all commands walk the nodes shows.
@@ -186,8 +192,8 @@ class Session:
         self.where: str | None = None
         self.ended = False
         self.setup_steps = 0
-        # indices (in story.steps) of the reads the policy made (pair: the guest views
-        # after each operation): not part of a trace, a replay makes them again
+        # indices (in story.steps) of the reads the policy made (the guest views after
+        # each operation): not part of a trace, a replay makes them again
         self.policy_steps: set[int] = set()
         if spec.poison is not None:
             self.story.do(_arm_blkdebug(self.model))
@@ -231,8 +237,8 @@ class Session:
     # ---- running
 
     def step(self, op: ops.Op) -> Observation:
-        """Apply `op` under the policy (layers checked before a checkpoint; pair: both
-        guest views read back after an operation that can change them)."""
+        """Apply `op` under the policy (layers checked before a checkpoint; every guest
+        view read back whole after an operation that can change one)."""
         n = len(self.story.steps) - self.setup_steps - len(self.policy_steps) + 1
         self.pending = op
         if isinstance(op, ops.Checkpoint) and op.machine == self.spec.machine:
@@ -240,19 +246,42 @@ class Session:
         self.where = f"operation {n}"
         obs = self.story.do(op)
         self.pending = None
-        story = self.story
-        if isinstance(story, PairStory):
+        if isinstance(self.story, PairStory):
             # a completed failover closed the inline active and hidden nodes
-            story.after_failover()
-            if not isinstance(op, _OBSERVING) and self.model.settled():
-                first = len(story.steps)
-                self.where = f"guest views after operation {n}"
-                try:
-                    story.views()
-                finally:
-                    self.policy_steps.update(range(first, len(story.steps)))
+            self.story.after_failover()
+        if not isinstance(op, _OBSERVING) and self.model.settled():
+            first = len(self.story.steps)
+            self.where = f"guest views after operation {n}"
+            try:
+                self.views()
+            finally:
+                self.policy_steps.update(range(first, len(self.story.steps)))
         self.where = None
         return obs
+
+    def views(self) -> None:
+        """Every guest view of the topology, whole and byte-exact, against the model:
+        each replication node's read answer (whatever the model says it is, EIO
+        included) and, while the primary's link is up, the disk behind the NBD export.
+        Only once the model is settled (a failover commit in flight races the reads,
+        and on 10.0 an HMP qemu-io drains it). The pair: both VMs' disks."""
+        story = self.story
+        if isinstance(story, PairStory):
+            story.views()
+            return
+        nodes = (REP, OLD) if self.spec.kind == NODES_KIND else (REP,)
+        for name in nodes:
+            self._view(ops.Read(0, self.model.nodes[name].file.size, node=name))
+        export = self.model.export
+        if export is not None and self.topo.export_io is not None and self.link_up():
+            self._view(ops.PrimaryRead(0, export.size))
+
+    def _view(self, whole: ops.Read | ops.PrimaryRead) -> None:
+        """Read `whole` in pieces cut along the model's extents (qemu-io verifies one
+        pattern per command over the whole request)."""
+        expected = self.model.apply(whole)  # reads change nothing
+        for off, n in _read_pieces(expected, whole.offset, whole.length):
+            self.story.do(dataclasses.replace(whole, offset=off, length=n))
 
     def end(self) -> None:
         """The final checks: layers live, then (QEMU gone) layers offline."""

@@ -82,7 +82,7 @@ from harness.images import Recipe, load_recipe
 from harness.machine import MachineSet
 from harness.model import Profile
 from harness.model.disks import allocated_above
-from harness.model.replication import SECTOR, Mode, ReplicationNode, Stage
+from harness.model.replication import Mode, ReplicationNode, Stage
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.pair import PQ, pair_recipe
 
@@ -491,20 +491,6 @@ def _has_dirty(node: ReplicationNode) -> bool:
     return any(a for _, _, a in allocated_above(node.active, node.secondary, 0, size))
 
 
-def _sectors(offset: int, length: int) -> tuple[int, int]:
-    """The whole 512-byte sectors around a request.
-
-    The pair's write-zeroes through the primary's quorum are kept sector-aligned: the
-    quorum hands a write-zeroes to replication0 as one, which hits the QEMU bug
-    test_primary_unaligned_write_zeroes_zeroes_its_bytes pins (the padded head and tail
-    sectors written from an uninitialised buffer, the bytes to zero included). The model
-    predicts that for a write-zeroes on a primary node, not yet for one reaching it
-    through a quorum (harness.model.system.Model._write_zeroes)."""
-    start = offset - offset % SECTOR
-    end = -(-(offset + length) // SECTOR) * SECTOR
-    return start, end - start
-
-
 def _avoid_for_guest(session: Session) -> bool:
     """A guest write reaches the (poisoned) secondary disk unless the stage is NONE (EIO)
     or RUNNING (it goes to the active disk)."""
@@ -735,8 +721,6 @@ def machine_class(cfg: RunConfig, stats: RunStats) -> type[RuleBasedStateMachine
         def op_write_zeroes(self, data: st.DataObject) -> None:
             node = self._guest(data, 2)
             off, n = self._region(data, _avoid_for_guest(self.s), cbw=node == PQ)
-            if node == PQ:
-                off, n = _sectors(off, n)
             self._do(ops.WriteZeroes(off, n, node=node))
 
         def op_read(self, data: st.DataObject) -> None:

@@ -12,7 +12,8 @@ re-runs it).
 
 Environment: QRC_DIFFERENTIAL_PROFILE=nightly (or HYPOTHESIS_PROFILE=qrc-differential-
 nightly) for the long profile, QRC_DIFFERENTIAL_SEED=N (or --hypothesis-seed N),
-QRC_DIFFERENTIAL_EXAMPLES / QRC_DIFFERENTIAL_STEPS to resize, QRC_ARTIFACTS=DIR to keep
+QRC_DIFFERENTIAL_EXAMPLES / QRC_DIFFERENTIAL_STEPS to resize, QRC_DIFFERENTIAL_SHRINK_SECONDS
+to bound shrinking (ci 12 s, nightly 300 s), QRC_ARTIFACTS=DIR to keep
 traces in DIR/differential/ (default: the test's tmp dir).
 """
 

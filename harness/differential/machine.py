@@ -160,12 +160,15 @@ class Options:
     examples: int | None = None
     steps: int | None = None
     artifacts: Path | None = None
+    # seconds hypothesis may shrink one divergence; None: the profile's (SHRINK_SECONDS)
+    shrink_seconds: int | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Options:
         """QRC_DIFFERENTIAL_PROFILE (or HYPOTHESIS_PROFILE naming one of ours),
         QRC_DIFFERENTIAL_SEED, QRC_DIFFERENTIAL_EXAMPLES, QRC_DIFFERENTIAL_STEPS,
-        QRC_ARTIFACTS (traces go to its differential/ subdirectory)."""
+        QRC_DIFFERENTIAL_SHRINK_SECONDS, QRC_ARTIFACTS (traces go to its differential/
+        subdirectory)."""
         env = dict(os.environ if environ is None else environ)
         prof = env.get("QRC_DIFFERENTIAL_PROFILE") or ""
         hyp = env.get("HYPOTHESIS_PROFILE", "")
@@ -190,6 +193,7 @@ class Options:
             seed=num("QRC_DIFFERENTIAL_SEED"),
             examples=num("QRC_DIFFERENTIAL_EXAMPLES"),
             steps=num("QRC_DIFFERENTIAL_STEPS"),
+            shrink_seconds=num("QRC_DIFFERENTIAL_SHRINK_SECONDS"),
             artifacts=Path(art) / "differential" if art else None,
         )
 
@@ -925,7 +929,11 @@ def run_groups(
                 seed=seed0 + attempt,
                 trace_dir=trace_dir,
                 group=grp.name,
-                shrink_seconds=SHRINK_SECONDS[options.profile],
+                shrink_seconds=(
+                    SHRINK_SECONDS[options.profile]
+                    if options.shrink_seconds is None
+                    else options.shrink_seconds
+                ),
                 weights=grp.weights,
                 start_first=grp.start_first,
                 failover_dirty=grp.failover_dirty,

@@ -493,7 +493,7 @@ class PairStory(Story):
 
     def _view(self, node: str, offset: int, length: int) -> None:
         expected = self.model.apply(ops.Read(offset, length, node=node))  # reads change nothing
-        pieces = _read_pieces(expected, offset, length)
+        pieces = read_pieces(expected, offset, length)
         for off, n in pieces:
             self.do(ops.Read(off, n, node=node))
 
@@ -624,7 +624,7 @@ class PairStory(Story):
 _PIECE_BUDGET = 1 * MiB
 
 
-def _read_pieces(expected: Observation, offset: int, length: int) -> list[tuple[int, int]]:
+def read_pieces(expected: Observation, offset: int, length: int) -> list[tuple[int, int]]:
     """[offset, +length) cut along the expected extents into cheap reads (the whole range
     when the read is expected to fail)."""
     if not isinstance(expected, IoResult) or not expected.ok or not expected.data:

@@ -42,7 +42,7 @@ from harness.model.disks import allocated_above, view
 from harness.model.replication import Mode, ReplicationNode, Stage
 from harness.observe import QMP_OK, Observation
 from harness.ops import PRIMARY, REP, SECONDARY
-from harness.pair import LOCAL, Pair, PairStory, _read_pieces, build_pair
+from harness.pair import LOCAL, Pair, PairStory, build_pair, read_pieces
 from harness.story import Step, Story
 from harness.topology import NodeSpec, Topology, many_nodes_recipe
 
@@ -280,7 +280,7 @@ class Session:
         """Read `whole` in pieces cut along the model's extents (qemu-io verifies one
         pattern per command over the whole request)."""
         expected = self.model.apply(whole)  # reads change nothing
-        for off, n in _read_pieces(expected, whole.offset, whole.length):
+        for off, n in read_pieces(expected, whole.offset, whole.length):
             self.story.do(dataclasses.replace(whole, offset=off, length=n))
 
     def end(self) -> None:

@@ -80,30 +80,25 @@ def _rep(s: PairStory) -> ReplicationNode:
 def hold_commit(s: PairStory) -> Observation:
     """From now on the secondary disk takes one write and queues the rest: a failover
     commit started now stays in flight (FAILOVER) until release_commit()."""
-    sm = s.topo.machine(SECONDARY)
-
-    def model() -> Observation:
-        _rep(s).commit_held = True
-        return QMP_OK
-
-    return s.act(
-        Action(SECONDARY, f"blockdev-reopen {THROTTLE_NODE} throttle-group={THROTTLE_HOLD}"),
-        lambda: sm.qmp("blockdev-reopen", options=[throttle_filter(THROTTLE_HOLD)]),
-        model,
-    )
+    return _move_throttle(s, THROTTLE_HOLD, held=True)
 
 
 def release_commit(s: PairStory) -> Observation:
     """Back to the unlimited group; the reopen's drain restarts the queued writes."""
+    return _move_throttle(s, THROTTLE_FREE, held=False)
+
+
+def _move_throttle(s: PairStory, group: str, held: bool) -> Observation:
+    """blockdev-reopen the throttle filter into `group`; the model's commit is `held`."""
     sm = s.topo.machine(SECONDARY)
 
     def model() -> Observation:
-        _rep(s).commit_held = False
+        _rep(s).commit_held = held
         return QMP_OK
 
     return s.act(
-        Action(SECONDARY, f"blockdev-reopen {THROTTLE_NODE} throttle-group={THROTTLE_FREE}"),
-        lambda: sm.qmp("blockdev-reopen", options=[throttle_filter(THROTTLE_FREE)]),
+        Action(SECONDARY, f"blockdev-reopen {THROTTLE_NODE} throttle-group={group}"),
+        lambda: sm.qmp("blockdev-reopen", options=[throttle_filter(group)]),
         model,
     )
 

@@ -157,13 +157,17 @@ def pdeathsig_wrapper() -> list[str]:
 
 
 def spawn(
-    argv: Sequence[str], env: dict[str, str], stdout: Any, stderr: Any
+    argv: Sequence[str],
+    env: dict[str, str],
+    stdout: Any,
+    stderr: Any,
+    stdin: Any = subprocess.DEVNULL,
 ) -> subprocess.Popen[bytes]:
     """Start a helper process in its own session that cannot outlive this Python process."""
     wrapper = pdeathsig_wrapper()
     return subprocess.Popen(
         [*wrapper, *argv],
-        stdin=subprocess.DEVNULL,
+        stdin=stdin,
         stdout=stdout,
         stderr=stderr,
         env=env,

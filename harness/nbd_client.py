@@ -35,7 +35,7 @@ from urllib.parse import quote
 from pexpect import EOF, TIMEOUT, ExceptionPexpect
 from pexpect.fdpexpect import fdspawn
 
-from harness.machine import Build, build_env, die_with_parent, pdeathsig_wrapper
+from harness.machine import Build, build_env, spawn
 from harness.qemu_io import QemuIoError, QemuIoSession
 
 PROMPT = b"qemu-io> "
@@ -59,16 +59,8 @@ class _Child:
     """A qemu-io on pipes: the process, and pexpect reading its merged stdout/stderr."""
 
     def __init__(self, argv: Sequence[str], env: dict[str, str], timeout: float) -> None:
-        wrapper = pdeathsig_wrapper()
-        self.proc = subprocess.Popen(
-            [*wrapper, *argv],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            preexec_fn=None if wrapper else die_with_parent(os.getpid()),
-            close_fds=True,
+        self.proc = spawn(
+            argv, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.PIPE
         )
         assert self.proc.stdout is not None and self.proc.stdin is not None
         self.pid = self.proc.pid

@@ -47,7 +47,14 @@ from harness.observe import QMP_OK, Crashed, IoResult, Observation, QmpResult, c
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.qemu_io import GuestIO
 from harness.story import Divergence, Step, Story
-from harness.topology import EXPORT, Topology, disk_from_layer
+from harness.topology import (
+    EXPORT,
+    Topology,
+    disk_from_layer,
+    export_node,
+    nbd_server,
+    open_secondary_disk,
+)
 
 # node names (COLO-FT's where it has one; node names are unique across the pair
 # because operations name nodes, not machines)
@@ -173,23 +180,9 @@ def build_pair(
     chain = build_chain(build, rec, workdir / "images")
     model = Model(profile)
     sm = machines.launch(build, SECONDARY)
-    for obj in objects:
-        sm.qmp_ok("object-add", **obj)
-    sm.qmp_ok("blockdev-add", **chain.blockdev("secondary", backing=None))
-    sec_node = "secondary"
-    if secondary_filter is not None:
-        sm.qmp_ok("blockdev-add", **secondary_filter)
-        sec_node = str(secondary_filter["node-name"])
-    sock = sm.sock_path("nbd.sock")
-    sm.qmp_ok("nbd-server-start", addr={"type": "unix", "data": {"path": sock}})
-    sm.qmp_ok(
-        "block-export-add",
-        type="nbd",
-        id="export",
-        **{"node-name": sec_node},
-        writable=True,
-        name=EXPORT,
-    )
+    sec_node = open_secondary_disk(sm, chain, objects, secondary_filter)
+    sock = nbd_server(sm)
+    export_node(sm, sec_node, EXPORT)
     hidden_opts = chain.blockdev("hidden", backing=sec_node)
     if hidden_file is not None:
         hidden_opts["file"] = hidden_file(hidden_opts["file"])
@@ -231,14 +224,7 @@ def build_pair(
     if export_client:
         topo.export_io = NbdClient(build, sock, EXPORT)
     if guest_over_nbd:
-        sm.qmp_ok(
-            "block-export-add",
-            type="nbd",
-            id=GUEST_EXPORT,
-            **{"node-name": topo.secondary_guest},
-            writable=True,
-            name=GUEST_EXPORT,
-        )
+        export_node(sm, topo.secondary_guest, GUEST_EXPORT, export_id=GUEST_EXPORT)
         topo.guests[topo.secondary_guest] = NbdClient(build, sock, GUEST_EXPORT)
 
     pm = machines.launch(build, PRIMARY)

@@ -62,13 +62,37 @@ def disk_from_layer(chain: Chain, name: str) -> Disk:
     return disk
 
 
-def _nbd_addr(path: str) -> dict[str, Any]:
+def nbd_server(m: Machine) -> str:
+    """nbd-server-start on a unix socket in the machine's private directory; its path."""
+    sock = m.sock_path("nbd.sock")
     # Both 7.2 and 10.0 accept only the legacy SocketAddressLegacy form here.
-    return {"type": "unix", "data": {"path": path}}
+    m.qmp_ok("nbd-server-start", addr={"type": "unix", "data": {"path": sock}})
+    return sock
 
 
-def _export_args(node: str, name: str) -> dict[str, Any]:
-    return {"type": "nbd", "id": "export", "node-name": node, "writable": True, "name": name}
+def export_node(m: Machine, node: str, name: str, export_id: str = "export") -> None:
+    """block-export-add: `node` writable over the machine's NBD server as `name`."""
+    m.qmp_ok(
+        "block-export-add", type="nbd", id=export_id, writable=True, name=name,
+        **{"node-name": node},
+    )
+
+
+def open_secondary_disk(
+    m: Machine,
+    chain: Chain,
+    objects: Sequence[Mapping[str, Any]] = (),
+    secondary_filter: Mapping[str, Any] | None = None,
+) -> str:
+    """object-add `objects`, open the secondary disk and the filter over it if any: the
+    node the export and the hidden disk's backing then use."""
+    for obj in objects:
+        m.qmp_ok("object-add", **obj)
+    m.qmp_ok("blockdev-add", **chain.blockdev("secondary", backing=None))
+    if secondary_filter is None:
+        return "secondary"
+    m.qmp_ok("blockdev-add", **secondary_filter)
+    return str(secondary_filter["node-name"])
 
 
 def layer_opts(chain: Chain, name: str, backing: Any) -> dict[str, Any]:
@@ -112,13 +136,7 @@ def secondary(
     rec = load_recipe(recipe) if isinstance(recipe, str) else recipe
     chain = build_chain(build, rec, workdir / "images")
     m = machines.launch(build, SECONDARY)
-    for obj in objects:
-        m.qmp_ok("object-add", **obj)
-    m.qmp_ok("blockdev-add", **chain.blockdev("secondary", backing=None))
-    sec_node = "secondary"
-    if secondary_filter is not None:
-        m.qmp_ok("blockdev-add", **secondary_filter)
-        sec_node = secondary_filter["node-name"]
+    sec_node = open_secondary_disk(m, chain, objects, secondary_filter)
     topo = Topology(build, Model(profile), machines, chain)
     sec = topo.model.add_disk(disk_from_layer(chain, "secondary"))
     hidden = topo.model.add_disk(disk_from_layer(chain, "hidden"))
@@ -130,9 +148,8 @@ def secondary(
     if active_opts.get("backing") is not None:
         active.backing = hidden
     if export:
-        sock = m.sock_path("nbd.sock")
-        m.qmp_ok("nbd-server-start", addr=_nbd_addr(sock))
-        m.qmp_ok("block-export-add", **_export_args(sec_node, EXPORT))
+        sock = nbd_server(m)
+        export_node(m, sec_node, EXPORT)
         sec.has_blk = True
         topo.model.export = sec
         topo.export_io = NbdClient(build, sock, EXPORT)
@@ -176,9 +193,8 @@ def primary(
     (layer_name,) = rec.names
     daemon = machines.launch(build, "child", kind="qsd")
     daemon.qmp_ok("blockdev-add", **chain.blockdev(layer_name, backing=None))
-    sock = daemon.sock_path("nbd.sock")
-    daemon.qmp_ok("nbd-server-start", addr=_nbd_addr(sock))
-    daemon.qmp_ok("block-export-add", **_export_args(layer_name, CHILD_EXPORT))
+    sock = nbd_server(daemon)
+    export_node(daemon, layer_name, CHILD_EXPORT)
     m = machines.launch(build, PRIMARY)
     rep: dict[str, Any] = {
         "driver": "replication",
@@ -306,9 +322,7 @@ def many_nodes(
     m = machines.launch(build, SECONDARY)
     topo = Topology(build, Model(profile), machines, chain)
     topo.model.machine(SECONDARY)
-    sock = m.sock_path("nbd.sock")
-    if any(sp.export and sp.mode is Mode.SECONDARY for sp in specs):
-        m.qmp_ok("nbd-server-start", addr=_nbd_addr(sock))
+    sock = nbd_server(m) if any(sp.export and sp.mode is Mode.SECONDARY for sp in specs) else ""
     for sp in specs:
         if sp.mode is Mode.PRIMARY:
             topo.model.add_disk(disk_from_layer(chain, sp.layers()[0]))
@@ -320,9 +334,7 @@ def many_nodes(
         act = topo.model.add_disk(disk_from_layer(chain, act_name))
         hid.backing, act.backing = sec, hid
         if sp.export:
-            args = _export_args(sec_name, sp.name)
-            args["id"] = f"export-{sp.name}"
-            m.qmp_ok("block-export-add", **args)
+            export_node(m, sec_name, sp.name, export_id=f"export-{sp.name}")
             sec.has_blk = True
             if topo.export_io is None:
                 topo.model.export = sec

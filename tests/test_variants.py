@@ -209,22 +209,10 @@ def test_variant_get_error_ignores_stage(qemu72, tmp_path, record_property, monk
 def test_variant_start_forgets_checkpoint(qemu72, tmp_path, record_property, monkeypatch):
     """Start does not run the initial checkpoint (stale active/hidden data stays)."""
 
-    def start(self: ReplicationNode, mode: Mode) -> str | None:
-        if self.stage in (Stage.DONE, Stage.FAILOVER):
-            return None
-        if self.stage is not Stage.NONE:
-            return msg.RUNNING_OR_DONE
-        if self.mode is not mode:
-            return msg.mode_mismatch(int(self.mode), int(mode))
-        if self.mode is Mode.SECONDARY:
-            err = self._start_secondary()
-            if err is not None:
-                return err
-        self.stage = Stage.RUNNING
-        self.error = False
+    def no_checkpoint(self: ReplicationNode) -> str | None:
         return None
 
-    monkeypatch.setattr(ReplicationNode, "start", start)
+    monkeypatch.setattr(ReplicationNode, "_start_checkpoint", no_checkpoint)
     _catch(qemu72, tmp_path, record_property, "start_forgets_checkpoint")
 
 

@@ -115,11 +115,13 @@ class ReplicationNode:
             if err is not None:
                 return err
         self.stage = Stage.RUNNING
-        err = None
-        if self.mode is Mode.SECONDARY:
-            err = self._do_checkpoint()
+        err = self._start_checkpoint()
         self.error = False
         return err
+
+    def _start_checkpoint(self) -> str | None:
+        """Start's own checkpoint: a secondary empties its active and hidden disks."""
+        return self._do_checkpoint() if self.mode is Mode.SECONDARY else None
 
     def _start_secondary(self) -> str | None:
         active = self.file

@@ -25,7 +25,9 @@ from typing import Any, TextIO
 
 import pytest
 
+from harness.errors import ReportPathError
 from harness.report import records
+from harness.report.runner import prepare_dir
 
 JSON_KEY = pytest.StashKey["Recorder"]()
 
@@ -49,15 +51,11 @@ def _is_worker(config: pytest.Config) -> bool:
 
 
 def _check_writable(directory: Path, option: str) -> None:
-    if directory.exists() and not directory.is_dir():
-        raise pytest.UsageError(f"{option} {directory}: cannot write there: not a directory")
+    """runner.prepare_dir's check, as pytest's one-line usage error."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".qrc-write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise pytest.UsageError(f"{option} {directory}: cannot write there: {e.strerror}") from None
+        prepare_dir(directory, option)
+    except ReportPathError as e:
+        raise pytest.UsageError(str(e)) from None
 
 
 def pytest_configure(config: pytest.Config) -> None:

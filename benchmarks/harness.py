@@ -69,7 +69,7 @@ def measure(build: QemuBuild) -> dict[str, float]:
 def main() -> None:
     results = {}
     for b in known_builds(ROOT):
-        version = subprocess.run([b.system, "--version"], capture_output=True, text=True,
+        version = subprocess.run([*b.command(b.system), "--version"], capture_output=True, text=True,
                                  env={**__import__("os").environ, **b.env()}).stdout.split()[3]
         r = measure(b)
         r["hmp_write_over_qmp"] = r["hmp_write_64k_ms"] / r["qmp_round_trip_ms"]

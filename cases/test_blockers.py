@@ -174,7 +174,7 @@ def command(s, name: str, node: str) -> tuple[str, dict]:
 
 def _image(s, path) -> None:
     subprocess.run(
-        [str(s.topo.build.img), "create", "-q", "-f", "qcow2", str(path), "64M"],
+        [*s.topo.build.command(s.topo.build.img), "create", "-q", "-f", "qcow2", str(path), "64M"],
         check=True,
         timeout=30,
     )

@@ -200,7 +200,7 @@ JSON_CASES = [
 
 
 def _qemu_io(build, filename: str, *commands: str) -> subprocess.CompletedProcess[str]:
-    argv = [build.io]
+    argv = build.command(build.io)
     for c in commands:
         argv += ["-c", c]
     return subprocess.run(

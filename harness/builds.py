@@ -19,11 +19,13 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import BinaryMissing, BinaryNotExecutable, BuildNotFound
+from harness.releases import RELEASES
 
 SYSTEM = "qemu-system-x86_64"
 IMG = "qemu-img"
@@ -31,8 +33,13 @@ IO = "qemu-io"
 NBD = "qemu-nbd"
 QSD = "qemu-storage-daemon"
 
-# The pinned second version: scripts/setup.sh unpacks it here.
-PINNED_DIR = Path(".qemu") / "10.0"
+# The dynamic loader an unpacked Debian prefix carries (merged-/usr suites
+# keep it in usr/lib, bullseye in lib); its lib64 link is absolute (the host's).
+_LOADERS = (
+    "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+    "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+)
+_LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu")
 
 # Where distributions put loadable modules under a prefix; Debian's
 # binaries are not relocatable, so an unpacked copy would otherwise load
@@ -64,6 +71,18 @@ class QemuBuild:
     # Firmware/data directory of an unpacked prefix (for ``-L``); None when
     # the binary finds its own.
     data_dir: str | None = None
+    # What runs each binary: empty for a host build; an unpacked prefix's own
+    # dynamic loader and library path, so a trixie build runs on bookworm.
+    launcher: tuple[str, ...] = ()
+
+    def command(self, binary: str | os.PathLike[str]) -> list[str]:
+        """argv[0..] that runs `binary` (one of this build's) through its loader, if any."""
+        return [*self.launcher, os.fspath(binary)]
+
+    def data_args(self) -> list[str]:
+        """``-L DIR`` for an unpacked prefix: run through its loader, QEMU cannot find
+        its data directory from its own location."""
+        return ["-L", self.data_dir] if self.data_dir else []
 
     def env(self) -> dict[str, str]:
         """Variables to add to the environment when running these binaries."""
@@ -105,6 +124,56 @@ def _data_dir_under(prefix: Path) -> str | None:
     return str(cand) if cand.is_dir() else None
 
 
+def loader_launcher(root: Path) -> tuple[str, ...] | None:
+    """``(loader, --library-path, dirs)`` of an unpacked prefix with its own libc, else None.
+
+    Debian's packages unpacked with ``dpkg -x`` (harness/fetch.py) hold the whole
+    library closure, loader included.  Running the binaries through that loader
+    with the prefix's library directories first keeps the host's glibc and
+    libraries out; ``/`` itself is the host, never a prefix.
+    """
+    root = Path(os.path.abspath(root))
+    if root == Path("/"):
+        return None
+    for rel in _LOADERS:
+        cand = root / rel
+        if cand.exists():
+            loader = cand
+            break
+    else:
+        return None
+    dirs = [root / d for d in _LIB_DIRS]
+    for conf in sorted((root / "etc" / "ld.so.conf.d").glob("*.conf")):
+        for line in conf.read_text(errors="replace").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("/"):
+                dirs.append(root / line.lstrip("/"))
+    seen = [str(d) for d in dict.fromkeys(dirs) if d.is_dir()]
+    return (str(loader), "--library-path", ":".join(seen))
+
+
+def version_line(argv: list[str], env: Mapping[str, str]) -> str | None:
+    """The first line of ``argv --version``, or None when it does not run."""
+    try:
+        proc = subprocess.run(
+            [*argv, "--version"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = (proc.stdout or proc.stderr).splitlines()
+    return lines[0].strip() if lines else None
+
+
+def _dist_root(prefix: Path) -> Path:
+    """The root of an unpacked tree: PREFIX for PREFIX/usr, PREFIX itself otherwise."""
+    return prefix.parent if prefix.name == "usr" else prefix
+
+
 def _from_qemu_dir(qemu_dir: str, environ: Mapping[str, str]) -> QemuBuild:
     """Recognise a build tree, an install prefix or unpacked Debian packages."""
     root = Path(os.path.abspath(qemu_dir))
@@ -116,18 +185,31 @@ def _from_qemu_dir(qemu_dir: str, environ: Mapping[str, str]) -> QemuBuild:
     paths: dict[str, Path]
     module_dir: str | None = None
     data_dir: str | None = None
-    if (root / SYSTEM).exists():
+    launcher: tuple[str, ...] | None = None
+    if (root / SYSTEM).exists() and (
+        (root / "build.ninja").exists() or (root / "storage-daemon").is_dir()
+    ):
         # Meson build tree: modules are *.so in the tree itself and QEMU finds
         # them from its own location, so no module dir is set.
         paths = {k: root / n for k, n in _NAMES.items()}
         paths["qsd"] = root / "storage-daemon" / QSD
         layout = "build tree"
+    elif (root / SYSTEM).exists():
+        # A flat directory of binaries (/usr/bin, PREFIX/usr/bin): when it is a
+        # prefix's bin, the prefix's modules, data and loader go with it.
+        paths = {k: root / n for k, n in _NAMES.items()}
+        layout = "directory"
+        if root.name == "bin":
+            module_dir = _module_dir_under(root.parent)
+            data_dir = _data_dir_under(root.parent)
+            launcher = loader_launcher(_dist_root(root.parent))
     else:
         for prefix in (root, root / "usr"):
             if (prefix / "bin" / SYSTEM).exists():
                 paths = {k: prefix / "bin" / n for k, n in _NAMES.items()}
                 module_dir = _module_dir_under(prefix)
                 data_dir = _data_dir_under(prefix)
+                launcher = loader_launcher(_dist_root(prefix))
                 layout = f"install prefix {prefix}"
                 break
         else:
@@ -142,10 +224,14 @@ def _from_qemu_dir(qemu_dir: str, environ: Mapping[str, str]) -> QemuBuild:
         )
     checked = {k: _check_executable(str(p)) for k, p in paths.items()}
     user_module_dir = environ.get("QEMU_MODULE_DIR")
+    if launcher is not None:
+        # Its own modules, whatever the user set: another version's do not load.
+        user_module_dir = None
     return QemuBuild(
         label=qemu_dir,
         module_dir=user_module_dir or module_dir,
         data_dir=data_dir,
+        launcher=launcher or (),
         **checked,
     )
 
@@ -238,23 +324,26 @@ def find_build(qemu_dir: str | None, environ: Mapping[str, str]) -> QemuBuild:
 def known_builds(
     project_root: str | os.PathLike[str], environ: Mapping[str, str] | None = None
 ) -> list[QemuBuild]:
-    """Every build the tests run against: PATH's QEMU and the pinned .qemu/10.0.
+    """Every build the tests run against, oldest release first: PATH's QEMU in the
+    system release's place, and each fetched release's prefix (``.qemu/<name>``).
 
     iotests' variables are ignored here on purpose: this list is "what is
-    installed", so that both QEMU versions are exercised on every run.
+    installed", so that every QEMU release is exercised on every run.
     """
     env = dict(os.environ if environ is None else environ)
     for var in _ENV_VARS.values():
         env.pop(var, None)
     builds: list[QemuBuild] = []
-    with contextlib.suppress(BuildNotFound, BinaryNotExecutable):
-        builds.append(_from_env_and_path(env))
-    pinned = Path(project_root) / PINNED_DIR
-    if (pinned / "usr" / "bin" / SYSTEM).exists():
-        # The pinned copy always uses its own modules, whatever the user set.
-        env.pop("QEMU_MODULE_DIR", None)
-        build = _from_qemu_dir(str(pinned), env)
-        builds.append(dataclasses.replace(build, label=str(PINNED_DIR)))
+    for release in RELEASES:
+        if release.system:
+            with contextlib.suppress(BuildNotFound, BinaryNotExecutable):
+                builds.append(_from_env_and_path(env))
+            continue
+        prefix = release.prefix(project_root)
+        if (prefix / "usr" / "bin" / SYSTEM).exists():
+            build = _from_qemu_dir(str(prefix), env)
+            label = str(prefix.relative_to(project_root))
+            builds.append(dataclasses.replace(build, label=label))
     seen: set[str] = set()
     unique: list[QemuBuild] = []
     for build in builds:

@@ -131,7 +131,9 @@ def _probe_configure(p: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--qemu-dir", metavar="DIR", help="build tree, install prefix or unpacked packages"
     )
-    where.add_argument("--all", action="store_true", help="every known build (PATH and .qemu/10.0)")
+    where.add_argument(
+        "--all", action="store_true", help="every known build (PATH's and each .qemu/<release>)"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
         "--no-cache", action="store_true", help="ask QEMU even if a cached answer exists"
@@ -167,7 +169,7 @@ def _probe_run(args: argparse.Namespace) -> int:
     if args.all:
         builds = known_builds(project_root())
         if not builds:
-            raise BuildNotFound("no QEMU on PATH and no .qemu/10.0: run scripts/setup.sh")
+            raise BuildNotFound("no QEMU on PATH and no .qemu/<release>: run scripts/setup.sh")
     else:
         builds = [find_build(args.qemu_dir, os.environ)]
     results = [(b, probe(b, use_cache=not args.no_cache)) for b in builds]
@@ -189,7 +191,7 @@ def _resolve_builds(qemu_dirs: Sequence[str], all_builds: bool) -> list[tuple[Qe
     elif all_builds:
         builds = known_builds(project_root())
         if not builds:
-            raise BuildNotFound("no QEMU on PATH and no .qemu/10.0: run scripts/setup.sh")
+            raise BuildNotFound("no QEMU on PATH and no .qemu/<release>: run scripts/setup.sh")
     else:
         builds = [find_build(None, os.environ)]
     out = []
@@ -545,6 +547,30 @@ def _merge_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- fetch --------------------------------------------------------------------
+
+
+def _fetch_configure(p: argparse.ArgumentParser) -> None:
+    from harness.releases import FETCHED
+
+    p.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"releases to fetch (default: all of {', '.join(r.name for r in FETCHED)})",
+    )
+
+
+def _fetch_run(args: argparse.Namespace) -> int:
+    from harness.fetch import fetch
+
+    def say(line: str) -> None:
+        print(f"{PROG} fetch: {line}", flush=True)
+
+    fetch(args.names, project_root(), say)
+    return 0
+
+
 def _bisect_epilog() -> str:
     rows = "\n".join(_code_rows(BISECT_CODES))
     return (
@@ -583,6 +609,12 @@ SUBCOMMANDS: list[Subcommand] = [
     ),
     Subcommand(
         "merge", "merge shards' JSON reports or JUnit XML files", _merge_configure, _merge_run
+    ),
+    Subcommand(
+        "fetch",
+        "unpack Debian's QEMU releases into .qemu/<release> (pinned versions; idempotent)",
+        _fetch_configure,
+        _fetch_run,
     ),
 ]
 

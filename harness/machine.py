@@ -58,6 +58,10 @@ class Build(Protocol):
 
     def env(self) -> dict[str, str]: ...
 
+    def command(self, binary: str | os.PathLike[str]) -> list[str]: ...
+
+    def data_args(self) -> list[str]: ...
+
 
 def build_env(build: Build) -> dict[str, str]:
     """The environment to run a build's binaries: ours plus what the build adds."""
@@ -192,7 +196,8 @@ def lean_accel(build: Build) -> tuple[str, ...]:
     """
     key = os.fspath(build.system)
     if key not in _lean_accel:
-        argv = [key, "-M", "none", "-nodefaults", "-display", "none", "-S", *LEAN_ACCEL]
+        argv = [*build.command(key), "-M", "none", "-nodefaults", "-display", "none", "-S"]
+        argv += LEAN_ACCEL
         script = b'{"execute": "qmp_capabilities"}\n{"execute": "quit"}\n'
         try:
             ok = (
@@ -320,11 +325,12 @@ class Machine:
         sockdir = private_dir()
         sock = sockdir / "qmp.sock"
         if kind == "system":
-            argv = [str(build.system), "-M", "none", "-nodefaults", "-display", "none", "-S"]
+            argv = [*build.command(build.system), "-M", "none", "-nodefaults", "-display", "none"]
+            argv += ["-S", *build.data_args()]
             argv += list(lean_accel(build))
             argv += ["-qmp", f"unix:{sock}"]
         else:
-            argv = [str(build.qsd), "--chardev", f"socket,id=qmp0,path={sock}"]
+            argv = [*build.command(build.qsd), "--chardev", f"socket,id=qmp0,path={sock}"]
             argv += ["--monitor", "chardev=qmp0"]
         argv += list(args)
         m = cls(build, name, kind, argv, logdir, sockdir, timeout)

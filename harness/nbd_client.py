@@ -125,7 +125,7 @@ class InteractiveQemuIo(QemuIoSession):
         lazy: bool = False,
     ) -> None:
         self.build = build
-        self.argv = [str(build.io), *image_args]
+        self.argv = [*build.command(build.io), *image_args]
         self.name = name
         self.timeout = timeout
         self.spawn_attempts = spawn_attempts

@@ -234,8 +234,9 @@ async def _session(
         with open(tmp / "stderr", "wb") as err:
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    build.system,
+                    *build.command(build.system),
                     *("-M", "none", "-nodefaults", "-display", "none", "-S"),
+                    *build.data_args(),
                     *("-qmp", f"unix:{sock}"),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.DEVNULL,

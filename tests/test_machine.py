@@ -35,7 +35,7 @@ BUILDS = known_builds(ROOT)
 
 def _version(build: QemuBuild) -> str:
     out = subprocess.run(
-        [build.system, "--version"],
+        [*build.command(build.system), "--version"],
         capture_output=True,
         text=True,
         env={**os.environ, **build.env()},

@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.needs_qemu, pytest.mark.timeout(60)]
 
 def _version(build: QemuBuild) -> str:
     env = {**os.environ, **build.env()}
-    out = subprocess.run([build.system, "--version"], capture_output=True, text=True, env=env)
+    out = subprocess.run([*build.command(build.system), "--version"], capture_output=True, text=True, env=env)
     m = re.search(r"version (\d+\.\d+\.\d+)", out.stdout)
     return m[1] if m else build.label
 
@@ -221,7 +221,7 @@ def test_offline_image(
             True, None, ((0, 1 * K, 0), (1 * K, 3 * K, 0x42), (4 * K, 4 * K, 0))
         )
     env = {**os.environ, **build.env()}
-    check = subprocess.run([build.img, "check", path], capture_output=True, text=True, env=env)
+    check = subprocess.run([*build.command(build.img), "check", path], capture_output=True, text=True, env=env)
     assert check.returncode == 0, check.stdout + check.stderr  # closed cleanly by `quit`
 
 

@@ -25,7 +25,7 @@ STATS = "4 KiB, 1 ops; 00.00 sec (1.815 MiB/sec and 464.7564 ops/sec)"
 
 def _version(build: QemuBuild) -> str:
     env = {**os.environ, **build.env()}
-    out = subprocess.run([build.system, "--version"], capture_output=True, text=True, env=env)
+    out = subprocess.run([*build.command(build.system), "--version"], capture_output=True, text=True, env=env)
     m = re.search(r"version (\d+\.\d+\.\d+)", out.stdout)
     return m[1] if m else build.label
 

@@ -42,7 +42,8 @@ def run(
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Run one tool; with `check`, a non-zero exit raises ImageError with stderr."""
-    args = [os.fspath(a) for a in argv]
+    # argv[0] is one of the build's binaries: through its loader, if it has one.
+    args = build.command(argv[0]) + [os.fspath(a) for a in argv[1:]]
     shown = shlex.join(args)
     try:
         proc = subprocess.run(

@@ -2,8 +2,8 @@
 
 Build selection, first match wins: `--qemu-dir DIR` (repeatable), iotests'
 variables (QEMU_PROG, ...), PATH; `--all-builds` runs against every installed
-build (PATH's QEMU and the pinned .qemu/10.0), which is what the project's own
-test command does.
+build (PATH's QEMU and each release `qrc fetch` unpacked into .qemu/<release>),
+which is what the project's own test command does.
 """
 
 from __future__ import annotations
@@ -67,8 +67,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--all-builds",
         action="store_true",
-        help="run against every installed build (PATH's QEMU and .qemu/10.0)",
+        help="run against every installed build (PATH's QEMU and each .qemu/<release>)",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A build named on the command line is checked once, here: a bad --qemu-dir is one
+    usage line, not one collection error per case module."""
+    if config.getoption("--qemu-dir") or config.getoption("--all-builds"):
+        _selected(config)
 
 
 def _selected(config: pytest.Config) -> list[tuple[QemuBuild, Probe]]:
@@ -109,6 +116,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if hasattr(config, "workerinput"):
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
+
 @pytest.fixture(scope="session")
 def qemu_build(request: pytest.FixtureRequest) -> tuple[QemuBuild, Probe]:
     """(build, probe) of the QEMU under test; skips when it cannot run replication."""
@@ -134,6 +142,19 @@ def _child_pids() -> list[str]:
         return [e.name for e in os.scandir("/proc") if e.name.isdigit()]
 
 
+def _loaded_binary(pid: str) -> str | None:
+    """The program an ``ld-linux ... --library-path DIRS BINARY`` process runs."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return None
+    for i, arg in enumerate(argv[:-1]):
+        if arg == b"--library-path" and i + 2 < len(argv):
+            return os.path.basename(argv[i + 2].decode(errors="replace"))
+    return None
+
+
 def _qemu_children() -> list[str]:
     """qemu-* processes whose parent is this pytest process (or worker)."""
     me = str(os.getpid())
@@ -146,6 +167,10 @@ def _qemu_children() -> list[str]:
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         ppid = stat[stat.rindex(")") + 2 :].split()[1]
+        if ppid == me and name.startswith("ld-linux"):
+            # A release prefix's binary runs through its own loader: the
+            # process is named after the loader, its argv names the binary.
+            name = _loaded_binary(pid) or name
         if ppid == me and name.startswith("qemu"):
             out.append(f"{pid} {name}")
     return out

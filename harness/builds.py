@@ -186,6 +186,7 @@ def _from_qemu_dir(qemu_dir: str, environ: Mapping[str, str]) -> QemuBuild:
     module_dir: str | None = None
     data_dir: str | None = None
     launcher: tuple[str, ...] | None = None
+    prefix_of_bin = root
     if (root / SYSTEM).exists() and (
         (root / "build.ninja").exists() or (root / "storage-daemon").is_dir()
     ):
@@ -200,6 +201,7 @@ def _from_qemu_dir(qemu_dir: str, environ: Mapping[str, str]) -> QemuBuild:
         paths = {k: root / n for k, n in _NAMES.items()}
         layout = "directory"
         if root.name == "bin":
+            prefix_of_bin = root.parent
             module_dir = _module_dir_under(root.parent)
             data_dir = _data_dir_under(root.parent)
             launcher = loader_launcher(_dist_root(root.parent))
@@ -207,6 +209,7 @@ def _from_qemu_dir(qemu_dir: str, environ: Mapping[str, str]) -> QemuBuild:
         for prefix in (root, root / "usr"):
             if (prefix / "bin" / SYSTEM).exists():
                 paths = {k: prefix / "bin" / n for k, n in _NAMES.items()}
+                prefix_of_bin = prefix
                 module_dir = _module_dir_under(prefix)
                 data_dir = _data_dir_under(prefix)
                 launcher = loader_launcher(_dist_root(prefix))
@@ -226,7 +229,10 @@ def _from_qemu_dir(qemu_dir: str, environ: Mapping[str, str]) -> QemuBuild:
     user_module_dir = environ.get("QEMU_MODULE_DIR")
     if launcher is not None:
         # Its own modules, whatever the user set: another version's do not load.
+        # Even a prefix that unpacked none (bullseye's modules are all in
+        # recommended packages) names its own, never the host's directory.
         user_module_dir = None
+        module_dir = module_dir or str(prefix_of_bin / _MODULE_SUBDIRS[0])
     return QemuBuild(
         label=qemu_dir,
         module_dir=user_module_dir or module_dir,

@@ -210,28 +210,37 @@ def test_priority_qemu_dir_then_env_then_path(tmp_path: Path) -> None:
 
 
 def test_known_builds_fake_root(tmp_path: Path) -> None:
-    """PATH's build plus .qemu/10.0; iotests' variables do not change the list."""
+    """PATH's build in the system release's place, each .qemu/<release> oldest first;
+    iotests' variables do not change the list."""
     on_path = _bin_dir(tmp_path / "path")
+    for name in ("11.1", "5.2"):
+        _bin_dir(tmp_path / "root" / ".qemu" / name / "usr" / "bin")
     pinned = tmp_path / "root" / ".qemu" / "10.0"
     _bin_dir(pinned / "usr" / "bin")
     moddir = pinned / "usr" / "lib" / "x86_64-linux-gnu" / "qemu"
     moddir.mkdir(parents=True)
     (moddir / "m.so").write_bytes(b"")
+    loader = pinned / "usr" / "lib" / "x86_64-linux-gnu" / "ld-linux-x86-64.so.2"
+    loader.write_bytes(b"")
     env = _env(PATH=str(on_path), QEMU_PROG="/nope", QEMU_MODULE_DIR="/user/modules")
     builds = known_builds(tmp_path / "root", env)
-    assert [b.label for b in builds] == ["PATH", ".qemu/10.0"]
-    assert builds[0].system == str(on_path / SYSTEM)
-    assert builds[0].module_dir == "/user/modules"
-    assert builds[1].module_dir == str(moddir)  # its own, never the user's
+    assert [b.label for b in builds] == [".qemu/5.2", "PATH", ".qemu/10.0", ".qemu/11.1"]
+    assert builds[1].system == str(on_path / SYSTEM)
+    assert builds[1].module_dir == "/user/modules"
+    assert builds[2].module_dir == str(moddir)  # its own, never the user's
+    # A prefix with its own libc runs through its own loader; one without, directly.
+    assert builds[2].launcher[0] == str(loader)
+    assert builds[2].command(builds[2].img)[-1] == builds[2].img
+    assert builds[0].launcher == () and builds[1].launcher == ()
     # The same binary reached twice is one build.
     same = known_builds(tmp_path / "root", _env(PATH=str(pinned / "usr" / "bin")))
-    assert len(same) == 1
+    assert len(same) == 3
     assert known_builds(tmp_path / "empty", _env()) == []
 
 
 def _real_build() -> QemuBuild | None:
-    builds = known_builds(ROOT)
-    return builds[0] if builds else None
+    """An installed build that runs without a loader of its own (symlinks keep no loader)."""
+    return next((b for b in known_builds(ROOT) if not b.launcher), None)
 
 
 @pytest.mark.needs_qemu

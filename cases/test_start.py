@@ -24,6 +24,7 @@ import re
 
 import pytest
 
+from harness import graph
 from harness.drive import drive_add
 from harness.graph import block_job_nodes, node_info, rep_edges
 from harness.images import Recipe, load_recipe
@@ -384,7 +385,7 @@ def test_secondary_start_during_failover_ignored(secondary):
     # Lift the limit; the requests already queued keep their timers (about 16 s more) until
     # a drain restarts them: a blockdev-reopen of the throttle node drains it.
     m.qmp_ok("qom-set", path="/objects/tg", property="limits", value={"bps-write": 0})
-    m.qmp_ok("blockdev-reopen", options=[throttle])
+    assert graph.reopen(m, [throttle]).ok
     s.do(Settle())
     s.expect(Status(), status(None))
     s.expect(Read(0, 2 * MiB), IoResult(True, None, ((0, 2 * MiB, 0x33),)))

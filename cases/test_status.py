@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness import graph
 from harness.model import messages as msg
 from harness.model.replication import Stage
 from harness.observe import IO_EIO, IO_OK, QMP_OK, qmp_error, status
@@ -160,7 +161,7 @@ def test_secondary_status_during_the_failover_commit(secondary):
             assert got == IO_ERROR
         else:
             assert got == QMP_OK
-    m.qmp_ok("blockdev-reopen", options=UNTHROTTLE)
+    assert graph.reopen(m, UNTHROTTLE).ok
     s.do(Settle())
     s.expect(Status(), CLEAN)
     s.do(Read(0, 4 * MiB))

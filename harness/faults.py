@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness import graph
 from harness.model.replication import Mode, ReplicationNode
 from harness.observe import QMP_OK, Observation, qmp_error
 from harness.ops import REP, SECONDARY
@@ -98,7 +99,7 @@ def _move_throttle(s: PairStory, group: str, held: bool) -> Observation:
 
     return s.act(
         Action(SECONDARY, f"blockdev-reopen {THROTTLE_NODE} throttle-group={group}"),
-        lambda: sm.qmp("blockdev-reopen", options=[throttle_filter(group)]),
+        lambda: graph.reopen(sm, [throttle_filter(group)]),
         model,
     )
 

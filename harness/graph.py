@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.machine import Machine
+from harness.observe import QmpResult
 from harness.ops import REP
 
 
@@ -49,3 +50,20 @@ def node_info(m: Machine, node: str) -> dict[str, Any]:
 def node_names(m: Machine) -> set[str]:
     """The named nodes (query-named-block-nodes)."""
     return {n["node-name"] for n in m.qmp_ok("query-named-block-nodes")}
+
+
+def reopen(m: Machine, options: list[dict[str, Any]]) -> QmpResult:
+    """blockdev-reopen of the nodes in `options`.
+
+    QEMU before 6.1 has only the experimental x-blockdev-reopen, which takes one
+    node's options instead of a list; its schema answers CommandNotFound for the
+    stable name, so the first call tells which one this QEMU speaks.
+    """
+    res = m.qmp("blockdev-reopen", options=options)
+    if res.ok or res.error_class != "CommandNotFound":
+        return res
+    for opts in options:
+        res = m.qmp("x-blockdev-reopen", **opts)
+        if not res.ok:
+            break
+    return res

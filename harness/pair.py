@@ -507,7 +507,7 @@ class PairStory(Story):
         q = self.topo.quorum(PQ)
 
         def model() -> Observation:
-            err = q.remove_child(child)
+            err = q.remove_child(child, self.model.profile.texts)
             return QMP_OK if err is None else QmpResult(False, None, "GenericError", err)
 
         return self.act(

@@ -1,10 +1,13 @@
 """QEMU's exact error texts for the replication filter and its QMP commands.
 
 Where QEMU's text is the contract, cases compare it exactly; keeping every
-string here gives the README's coverage table one place to point at.
+string here gives the README's coverage table one place to point at. The model
+and the cases read them through the probed release's profile (`Texts`, below).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 # replication_open (schema-less paths; blockdev-add's schema answers first)
 MISSING_MODE = "Missing the option mode"
@@ -68,3 +71,122 @@ def quorum_no_child(parent: str, child: str) -> str:
 
 def quorum_below_threshold(threshold: int) -> str:
     return f"The number of children cannot be lower than the vote threshold {threshold}"
+
+
+@dataclass(frozen=True, slots=True)
+class Texts:
+    """QEMU's texts as one release prints them: a profile's `texts` (harness.model.profiles).
+
+    The model answers with them and the cases state them (their `msg` fixture is the
+    probed build's `profile.texts`), so the two cannot disagree, and a release that words
+    something differently is one `replace(texts, ...)` in its profile. Each name above is
+    here under the same name; below them, the block layer's and QAPI's texts that cases
+    state and the model has no path to.
+    """
+
+    # 5.1: a failed make-empty says "Failed to empty <file>: <strerror>" (before:
+    # "Cannot make active disk empty" / "Cannot make hidden disk empty").
+    failed_to_empty_message: bool
+    # 9.0 ("blockdev: Fix block_resize error reporting for op blockers"): block_resize of
+    # a node an op blocker guards answers with the blocker's text; before, with its
+    # `device` argument, which is NULL when node-name is given: "Device '(null)' is in use".
+    block_resize_names_blocker: bool
+
+    MISSING_MODE: str = MISSING_MODE
+    BAD_MODE: str = BAD_MODE
+    PRIMARY_TOP_ID: str = PRIMARY_TOP_ID
+    MISSING_TOP_ID: str = MISSING_TOP_ID
+    SCHEMA_MISSING_MODE: str = SCHEMA_MISSING_MODE
+    RUNNING_OR_DONE: str = RUNNING_OR_DONE
+    NO_ACTIVE_BACKING: str = NO_ACTIVE_BACKING
+    NO_HIDDEN_BACKING: str = NO_HIDDEN_BACKING
+    NO_BLOCK_BACKEND: str = NO_BLOCK_BACKEND
+    LENGTHS_DIFFER: str = LENGTHS_DIFFER
+    NO_MAKE_EMPTY: str = NO_MAKE_EMPTY
+    BAD_TOP: str = BAD_TOP
+    BLOCKER: str = BLOCKER
+    BACKUP_CANCELLED: str = BACKUP_CANCELLED
+    SEED_CANNOT_EMPTY_ACTIVE: str = SEED_CANNOT_EMPTY_ACTIVE
+    SEED_CANNOT_EMPTY_HIDDEN: str = SEED_CANNOT_EMPTY_HIDDEN
+    NOT_RUNNING: str = NOT_RUNNING
+    IO_ERROR: str = IO_ERROR
+    FAILOVER_ON_ENABLE: str = FAILOVER_ON_ENABLE
+    ERRP_ASSERTION: str = ERRP_ASSERTION
+
+    # ---- the block layer's and QAPI's (block.c, blockdev.c, block/io.c, qapi)
+    SCHEMA_MISSING_FILE: str = "Parameter 'file' is missing"
+    DRIVE_MISSING_FILE: str = 'A block device must be specified for "file"'
+    NEED_ROOT: str = "Need a root block node"
+    MIRROR_INTO_ITSELF: str = "Can't mirror node into itself"
+    # bdrv_co_write_req_prepare, a truncate without RESIZE on the child
+    RESIZE_ASSERTION: str = "Assertion `child->perm & BLK_PERM_RESIZE' failed"
+    RESIZE_NULL_DEVICE: str = "Device '(null)' is in use"
+
+    def schema_bad_mode(self, value: str) -> str:
+        return schema_bad_mode(value)
+
+    def mode_mismatch(self, needs: int, got: int) -> str:
+        return mode_mismatch(needs, got)
+
+    def failed_to_empty(self, filename: str, strerror: str, *, disk: str) -> str:
+        """secondary_do_checkpoint's make-empty failure on `disk` ("active" or "hidden")."""
+        if self.failed_to_empty_message:
+            return failed_to_empty(filename, strerror)
+        return self.SEED_CANNOT_EMPTY_ACTIVE if disk == "active" else self.SEED_CANNOT_EMPTY_HIDDEN
+
+    def node_busy(self, node: str, reason: str | None = None) -> str:
+        return node_busy(node, self.BLOCKER if reason is None else reason)
+
+    def quorum_no_child(self, parent: str, child: str) -> str:
+        return quorum_no_child(parent, child)
+
+    def quorum_below_threshold(self, threshold: int) -> str:
+        return quorum_below_threshold(threshold)
+
+    # ---- the block layer's and QAPI's, with arguments
+
+    def block_resize_busy(self, blocked: str) -> str:
+        """block_resize of a node an op blocker guards; `blocked`: the blocker's text."""
+        return blocked if self.block_resize_names_blocker else self.RESIZE_NULL_DEVICE
+
+    def job_busy(self, node: str, job: str = "backup") -> str:
+        return f"Node '{node}' is busy: block device is in use by block job: {job}"
+
+    def backing_busy(self, node: str, parent: str) -> str:
+        return f"Node '{node}' is busy: node is used as backing hd of '{parent}'"
+
+    def not_owned(self, node: str) -> str:
+        return f"Node {node} is not owned by the monitor"
+
+    def in_use(self, node: str) -> str:
+        return f"Node {node} is in use"
+
+    def node_not_found(self, node: str) -> str:
+        return f"Failed to find node with node-name='{node}'"
+
+    def perm_conflict(
+        self, node: str, perm: str, user: str, user_edge: str, holder: str, edge: str
+    ) -> str:
+        return (
+            f"Permission conflict on node '{node}': permissions '{perm}' are both required by "
+            f"{user} (uses node '{node}' as '{user_edge}' child) and unshared by {holder} "
+            f"(uses node '{node}' as '{edge}' child)."
+        )
+
+    def could_not_replace(self, reason: str) -> str:
+        return f"Could not replace node: {reason}"
+
+    def schema_bad_type(self, param: str) -> str:
+        return f"Invalid parameter type for '{param}', expected: string"
+
+    def schema_unexpected(self, param: str) -> str:
+        return f"Parameter '{param}' is unexpected"
+
+    def unsupported_option(self, param: str) -> str:
+        return f"Block format 'replication' does not support the option '{param}'"
+
+    def cannot_find(self, ref: str) -> str:
+        return f"Cannot find device='{ref}' nor node-name='{ref}'"
+
+    def could_not_open(self, path: str, strerror: str = "No such file or directory") -> str:
+        return f"Could not open '{path}': {strerror}"

@@ -1,13 +1,63 @@
 """Version profiles: what changed in the replication filter, release by release.
 
 A case states one expectation; the model asks the profile how the probed QEMU
-version answers. Known QEMU bugs are facts of a profile too, so a case can be
-a strict expected failure that turns red the day QEMU fixes the bug.
+version answers. Everything that differs between releases is a fact of a
+profile: its texts (`texts`, harness.model.messages.Texts), its behaviour
+switches, and its known bugs, so a case can be a strict expected failure that
+turns red the day QEMU fixes the bug. Adding a release is one profile here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+
+from harness.model.messages import Texts
+
+
+@dataclass(frozen=True, slots=True)
+class Bug:
+    """A known QEMU bug: the releases it is known in, and what goes wrong."""
+
+    versions: str
+    what: str
+
+    @property
+    def reason(self) -> str:
+        """The reason of a case's strict expected failure."""
+        return f"QEMU bug ({self.versions}): {self.what}"
+
+
+# Known bugs, as QEMU 7.2 and 10.0 show them. The profiles carry each one from the
+# seed's on (older releases were not run): a profile whose release fixed one sets it
+# to None.
+START_RETRY_ABORTS = Bug(
+    "7.2, 10.0",
+    "replication_start sets s->blocker before the top_bs check and never clears it on "
+    "that path, so a retried start trips error_setv's `*errp == NULL' assertion and QEMU "
+    "aborts",
+)
+UNALIGNED_ZEROES_GARBAGE = Bug(
+    "7.2, 10.0",
+    "an unaligned write-zeroes on a primary replication node writes its head/tail sectors "
+    "from an uninitialised buffer, the bytes it was asked to zero included "
+    "(bdrv_padding_rmw_read returns before zero_mem: when the RMW read fails, and "
+    "bdrv_co_do_zero_pwritev ignores that failure)",
+)
+ACTIVE_DISK_SNAPSHOT_ALLOWED = Bug(
+    "7.2, 10.0",
+    "only top-id's node is blocked; a snapshot of the active disk is allowed while "
+    "replication runs, and checkpoints then empty the new overlay instead of the active disk",
+)
+BLOCK_RESIZE_ABORTS = Bug(
+    "7.2, 10.0",
+    "block_resize of a replication node aborts QEMU (replication_child_perm never takes "
+    "RESIZE on `file`, the filter forwards the truncate: bdrv_co_write_req_prepare: "
+    "Assertion `child->perm & BLK_PERM_RESIZE' failed)",
+)
+BLOCK_RESIZE_NULL_DEVICE = Bug(
+    "7.2, fixed in 9.0 by 'blockdev: Fix block_resize error reporting for op blockers'",
+    "block_resize with node-name reports \"Device '(null)' is in use\"",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +66,8 @@ class Profile:
 
     name: str
     version: tuple[int, int, int]
+    # QEMU's texts as this release prints them
+    texts: Texts
     # 5.0: start/stop/checkpoint return silently in DONE and FAILOVER.
     ignore_after_failover: bool
     # 5.0: get_error fails only in NONE (seed: in every stage but RUNNING).
@@ -24,30 +76,72 @@ class Profile:
     # its checkpoint with "Backup job was cancelled unexpectedly" and leaves the
     # active and hidden disks as they were.
     plain_stop_skips_empty: bool
-    # 5.1: "Failed to empty <file>: <strerror>" instead of "Cannot make ... empty".
-    failed_to_empty_message: bool
     # Before 6.1 a write in FAILOVER_FAILED crashed QEMU.
     failover_failed_write_crashes: bool
-    # Known bug: a second start after "No top_bs or it is invalid" trips
-    # error_setv's assertion (the blocker Error leaks) and QEMU aborts.
-    start_retry_after_bad_top_aborts: bool
     # 10.0: every HMP qemu-io drains the graph (releases throttled/held requests).
     hmp_qemu_io_drains: bool
+    # Known bugs (None: not in this release). The model predicts the first two.
+    # A second start after "No top_bs or it is invalid" trips error_setv's assertion
+    # (the blocker Error leaks) and QEMU aborts.
+    start_retry_after_bad_top_aborts: Bug | None
+    # An unaligned write-zeroes on a primary leaves its padded sectors undefined.
+    unaligned_zeroes_garbage: Bug | None
+    active_disk_snapshot_allowed: Bug | None
+    block_resize_aborts: Bug | None
+    # the texts' block_resize_names_blocker, as the bug it was
+    block_resize_null_device: Bug | None
 
     def at_least(self, major: int, minor: int = 0) -> bool:
         return self.version[:2] >= (major, minor)
+
+    # ---- why a case that states one side of a behaviour switch cannot run here
+    # (None: it can)
+
+    @property
+    def without_plain_stop_report(self) -> str | None:
+        """For cases stating what a plain stop answers and leaves behind (5.1 on)."""
+        if self.plain_stop_skips_empty:
+            return None
+        return (
+            f"QEMU {self.name}: a plain stop reports the cancelled backup job (and leaves "
+            "the disks as they were) only since QEMU 5.1"
+        )
+
+    @property
+    def without_ignore_after_failover(self) -> str | None:
+        """For cases stating that requests after a failover are ignored (5.0 on)."""
+        if self.ignore_after_failover:
+            return None
+        return (
+            f"QEMU {self.name}: start/stop/checkpoint are ignored after failover only "
+            "since QEMU 5.0"
+        )
+
+    @property
+    def hmp_io_ends_failover(self) -> str | None:
+        """For cases doing guest I/O over HMP qemu-io while a failover commit is held."""
+        if not self.hmp_qemu_io_drains:
+            return None
+        return (
+            f"QEMU {self.name}: every HMP qemu-io drains the graph, which lets the held "
+            "commit finish, so guest I/O during FAILOVER cannot be observed through it"
+        )
 
 
 SEED_4_1 = Profile(
     name="4.1",
     version=(4, 1, 0),
+    texts=Texts(failed_to_empty_message=False, block_resize_names_blocker=False),
     ignore_after_failover=False,
     get_error_only_none=False,
     plain_stop_skips_empty=False,
-    failed_to_empty_message=False,
     failover_failed_write_crashes=True,
-    start_retry_after_bad_top_aborts=True,
     hmp_qemu_io_drains=False,
+    start_retry_after_bad_top_aborts=START_RETRY_ABORTS,
+    unaligned_zeroes_garbage=UNALIGNED_ZEROES_GARBAGE,
+    active_disk_snapshot_allowed=ACTIVE_DISK_SNAPSHOT_ALLOWED,
+    block_resize_aborts=BLOCK_RESIZE_ABORTS,
+    block_resize_null_device=BLOCK_RESIZE_NULL_DEVICE,
 )
 V5_0 = replace(
     SEED_4_1, name="5.0", version=(5, 0, 0), ignore_after_failover=True, get_error_only_none=True
@@ -57,13 +151,20 @@ V5_1 = replace(
     name="5.1",
     version=(5, 1, 0),
     plain_stop_skips_empty=True,
-    failed_to_empty_message=True,
+    texts=replace(V5_0.texts, failed_to_empty_message=True),
 )
 V6_1 = replace(V5_1, name="6.1", version=(6, 1, 0), failover_failed_write_crashes=False)
 V7_2 = replace(V6_1, name="7.2", version=(7, 2, 0))
-V10_0 = replace(V7_2, name="10.0", version=(10, 0, 0), hmp_qemu_io_drains=True)
+V9_0 = replace(
+    V7_2,
+    name="9.0",
+    version=(9, 0, 0),
+    texts=replace(V7_2.texts, block_resize_names_blocker=True),
+    block_resize_null_device=None,
+)
+V10_0 = replace(V9_0, name="10.0", version=(10, 0, 0), hmp_qemu_io_drains=True)
 
-PROFILES: tuple[Profile, ...] = (SEED_4_1, V5_0, V5_1, V6_1, V7_2, V10_0)
+PROFILES: tuple[Profile, ...] = (SEED_4_1, V5_0, V5_1, V6_1, V7_2, V9_0, V10_0)
 
 
 def profile_for(version: tuple[int, int, int]) -> Profile:

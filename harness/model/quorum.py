@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.model import messages as msg
 from harness.model.disks import Disk, view, write_layer
+from harness.model.messages import Texts
 from harness.model.replication import ReplicationNode
 from harness.observe import EIO
 
@@ -59,13 +59,13 @@ class Quorum:
                 return c
         return None
 
-    def remove_child(self, name: str) -> str | None:
-        """Detach child `name`; QEMU's error text, or None."""
+    def remove_child(self, name: str, texts: Texts) -> str | None:
+        """Detach child `name`; QEMU's error text (in the profile's `texts`), or None."""
         c = self.child(name)
         if c is None:
-            return msg.quorum_no_child(self.name, name)
+            return texts.quorum_no_child(self.name, name)
         if len(self.children) <= self.threshold:
-            return msg.quorum_below_threshold(self.threshold)
+            return texts.quorum_below_threshold(self.threshold)
         if name == f"children.{self.next_index - 1}":
             self.next_index -= 1
         self.children.remove(c)

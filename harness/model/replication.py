@@ -2,7 +2,7 @@
 
 Each method mirrors a function of block/replication.c and returns what QEMU
 returns: an error text or None, or an I/O observation. The profile decides
-the answers that changed between releases.
+the answers that changed between releases, and words every text.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness.model import messages as msg
 from harness.model.disks import (
     Disk,
     allocated_above,
@@ -107,9 +106,9 @@ class ReplicationNode:
         if p.ignore_after_failover and self.stage in (Stage.DONE, Stage.FAILOVER):
             return None
         if self.stage is not Stage.NONE:
-            return msg.RUNNING_OR_DONE
+            return p.texts.RUNNING_OR_DONE
         if self.mode is not mode:
-            return msg.mode_mismatch(int(self.mode), int(mode))
+            return p.texts.mode_mismatch(int(self.mode), int(mode))
         if self.mode is Mode.SECONDARY:
             err = self._start_secondary()
             if err is not None:
@@ -124,6 +123,7 @@ class ReplicationNode:
         return self._do_checkpoint() if self.mode is Mode.SECONDARY else None
 
     def _start_secondary(self) -> str | None:
+        msg = self.profile.texts
         active = self.file
         if active.backing is None:
             return msg.NO_ACTIVE_BACKING
@@ -137,7 +137,7 @@ class ReplicationNode:
             return msg.LENGTHS_DIFFER
         if not (active.supports_make_empty and hidden.supports_make_empty):
             return msg.NO_MAKE_EMPTY
-        if self.blocker_leaked and self.profile.start_retry_after_bad_top_aborts:
+        if self.blocker_leaked and self.profile.start_retry_after_bad_top_aborts is not None:
             raise Abort(msg.ERRP_ASSERTION)
         if not self.top_valid:
             self.blocker_leaked = True
@@ -155,23 +155,20 @@ class ReplicationNode:
 
     def _do_checkpoint(self) -> str | None:
         """secondary_do_checkpoint: forget what was copied, then empty active and hidden."""
+        msg = self.profile.texts
         if self.backup is None:
             return msg.BACKUP_CANCELLED
         self.backup.copied.clear()
         assert self.active is not None and self.hidden is not None
-        for disk, seed_text in (
-            (self.active, msg.SEED_CANNOT_EMPTY_ACTIVE),
-            (self.hidden, msg.SEED_CANNOT_EMPTY_HIDDEN),
-        ):
+        for disk, which in ((self.active, "active"), (self.hidden, "hidden")):
             error = self.make_empty_error or disk.make_empty_error
             if error is not None:
-                if self.profile.failed_to_empty_message:
-                    return msg.failed_to_empty(disk.filename or disk.name, error)
-                return seed_text
+                return msg.failed_to_empty(disk.filename or disk.name, error, disk=which)
             make_empty(disk)
         return None
 
     def get_error(self) -> str | None:
+        msg = self.profile.texts
         if self.profile.get_error_only_none:
             if self.stage is Stage.NONE:
                 return msg.NOT_RUNNING
@@ -183,7 +180,7 @@ class ReplicationNode:
         if self.profile.ignore_after_failover and self.stage in (Stage.DONE, Stage.FAILOVER):
             return None
         if self.stage is not Stage.RUNNING:
-            return msg.NOT_RUNNING
+            return self.profile.texts.NOT_RUNNING
         if self.mode is Mode.PRIMARY:
             self.stage = Stage.DONE
             self.error = False

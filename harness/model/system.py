@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness import ops
-from harness.model import messages as msg
 from harness.model.disks import Disk, view, write_layer
 from harness.model.extents import UNDEF
 from harness.model.profiles import Profile
@@ -169,14 +168,17 @@ class Model:
     def _write_zeroes(self, op: ops.WriteZeroes) -> Observation:
         # The filter has no write-zeroes callback: the block layer writes a zero buffer.
         # A primary node that takes the request writes its padded head and tail sectors
-        # from an uninitialised buffer (_undefine_padded_sectors), whether the request
-        # was sent to it or reached it through a quorum (quorum_co_pwrite_zeroes hands
-        # each child a write-zeroes of its own).
+        # from an uninitialised buffer (_undefine_padded_sectors; the profile's known bug
+        # unaligned_zeroes_garbage), whether the request was sent to it or reached it
+        # through a quorum (quorum_co_pwrite_zeroes hands each child a write-zeroes of its
+        # own).
         node = self._io_node(op.node)
         primaries = node.replication_children() if isinstance(node, Quorum) else [node]
         taking = [
             n for n in primaries if n.mode is Mode.PRIMARY and n.link_up and n.io_status() >= 0
         ]
+        if self.profile.unaligned_zeroes_garbage is None:
+            taking = []
         obs = self._write_value(op.node, op.offset, op.length, 0)
         if isinstance(obs, IoResult) and (obs.ok or isinstance(node, Quorum)):
             for n in taking:
@@ -259,7 +261,7 @@ class Model:
 
     def _start(self, op: ops.Start) -> Observation:
         if op.failover is not None:
-            return qmp_error(msg.FAILOVER_ON_ENABLE)
+            return qmp_error(self.profile.texts.FAILOVER_ON_ENABLE)
         mode = Mode.PRIMARY if op.primary else Mode.SECONDARY
         try:
             err = self._walk(op.machine, lambda n: n.start(mode))
@@ -287,7 +289,7 @@ class Model:
         if not racing:
             return settled
         # While a failover commit runs, the node reads FAILOVER with error set.
-        return OneOf((status(msg.IO_ERROR), settled))
+        return OneOf((status(self.profile.texts.IO_ERROR), settled))
 
     def _settle(self, op: ops.Settle) -> Observation:
         for node in self.machine(op.machine).nodes:
@@ -303,7 +305,7 @@ class Model:
         mm = self.machine(op.machine)
         for n in mm.nodes:
             if n.mode is Mode.SECONDARY and n.stage is Stage.RUNNING and n.top_id == op.node:
-                return qmp_error(msg.node_busy(op.node))
+                return qmp_error(self.profile.texts.node_busy(op.node))
         node.close()
         mm.nodes.remove(node)
         del self.nodes[op.node]

@@ -66,7 +66,7 @@ def test_checkpoint_empty_failure_messages(profile: Profile) -> None:
     m.apply(ops.Write(0, 100, 1))
     node(m).make_empty_error = "No space left on device"
     obs = m.apply(CKPT)
-    if profile.failed_to_empty_message:
+    if profile.texts.failed_to_empty_message:
         assert obs == qmp_error("Failed to empty active: No space left on device")
     else:
         assert obs == qmp_error("Cannot make active disk empty")

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import pytest
 
+from harness import ops
+from harness.model import PROFILES
 from harness.model import messages as msg
+from harness.model.factory import secondary_model
+from harness.model.profiles import SEED_4_1, V5_0, V5_1, V7_2, V9_0, V10_0
+from harness.observe import qmp_error, status
 
 # Every error text of the seed (block/replication.c ~4.1), verbatim; %d/%s filled in below.
 SEED_TEXTS = {
@@ -97,3 +103,58 @@ def test_node_busy() -> None:
         "Node 'top' is busy: Block device is in use by internal backup job"
     )
     assert msg.node_busy("n", "other") == "Node 'n' is busy: other"
+
+
+# ---- one release's texts (profile.texts): what the model answers and the cases state
+
+
+def _module_texts() -> list[str]:
+    return [n for n, v in vars(msg).items() if n.isupper() and isinstance(v, str)]
+
+
+def test_every_text_is_a_profile_text() -> None:
+    """Each of the module's texts and text functions is in Texts under its own name, and
+    (no release has changed one yet) with the same words in every profile."""
+    functions = [
+        n for n, v in vars(msg).items() if inspect.isfunction(v) and v.__module__ == msg.__name__
+    ]
+    for p in PROFILES:
+        for name in _module_texts():
+            assert getattr(p.texts, name) == getattr(msg, name), (p.name, name)
+        for name in functions:
+            assert callable(getattr(p.texts, name)), (p.name, name)
+        assert p.texts.mode_mismatch(0, 1) == msg.mode_mismatch(0, 1)
+        assert p.texts.schema_bad_mode("x") == msg.schema_bad_mode("x")
+        assert p.texts.node_busy("n") == msg.node_busy("n")
+        assert p.texts.node_busy("n", "why") == msg.node_busy("n", "why")
+        assert p.texts.quorum_no_child("q", "c") == msg.quorum_no_child("q", "c")
+        assert p.texts.quorum_below_threshold(2) == msg.quorum_below_threshold(2)
+
+
+def test_failed_to_empty_by_release() -> None:
+    assert SEED_4_1.texts.failed_to_empty("a.qcow2", "EIO", disk="active") == (
+        "Cannot make active disk empty"
+    )
+    assert V5_0.texts.failed_to_empty("h.qcow2", "EIO", disk="hidden") == (
+        "Cannot make hidden disk empty"
+    )
+    for p in (V5_1, V10_0):
+        assert p.texts.failed_to_empty("h.qcow2", "EIO", disk="hidden") == (
+            "Failed to empty h.qcow2: EIO"
+        )
+
+
+def test_block_resize_busy_by_release() -> None:
+    blocked = msg.node_busy("rep")
+    assert V7_2.texts.block_resize_busy(blocked) == "Device '(null)' is in use"
+    assert V9_0.texts.block_resize_busy(blocked) == blocked
+    assert V10_0.texts.block_resize_busy(blocked) == blocked
+
+
+def test_a_release_rewords_a_text_in_one_place() -> None:
+    """How a profile states a changed text: the model answers with it at once."""
+    texts = dataclasses.replace(V10_0.texts, NOT_RUNNING="Replication is not running")
+    profile = dataclasses.replace(V10_0, texts=texts)
+    m = secondary_model(profile)
+    assert m.apply(ops.Status()) == status("Replication is not running")
+    assert m.apply(ops.Stop(primary=False)) == qmp_error("Replication is not running")

@@ -8,7 +8,7 @@ import pytest
 from model_helpers import CL, KiB, MiB, by_profile, d, guest, items, node, runs
 
 from harness import ops
-from harness.model import Model, Profile
+from harness.model import PROFILES, Model, Profile
 from harness.model import messages as msg
 from harness.model.disks import Disk
 from harness.model.extents import UNDEF
@@ -71,20 +71,21 @@ def test_quorum_before_primary_start_writes_local_only(profile: Profile) -> None
 def test_quorum_fails_when_no_child_succeeds(profile: Profile) -> None:
     m = pair_model(profile, start=False)
     q = m.quorums[PQ]
-    assert q.remove_child("children.0") is None
+    assert q.remove_child("children.0", profile.texts) is None
     assert m.apply(pw(0, CL, 0x22)) == IoResult(False, EIO)
     assert m.apply(ops.Read(0, CL, node=PQ)) == IoResult(False, EIO)
 
 
 def test_quorum_child_names() -> None:
+    texts = PROFILES[-1].texts
     q = Quorum(PQ, P)
     assert q.add_child(Disk("a", MiB)) == "children.0"
     assert q.add_child(Disk("b", MiB)) == "children.1"
-    assert q.remove_child("children.2") == msg.quorum_no_child(PQ, "children.2")
-    assert q.remove_child("children.1") is None
-    assert q.remove_child("children.0") == msg.quorum_below_threshold(1)
+    assert q.remove_child("children.2", texts) == msg.quorum_no_child(PQ, "children.2")
+    assert q.remove_child("children.1", texts) is None
+    assert q.remove_child("children.0", texts) == msg.quorum_below_threshold(1)
     assert q.add_child(Disk("c", MiB)) == "children.1"  # the newest index is reused
-    assert q.remove_child("children.0") is None
+    assert q.remove_child("children.0", texts) is None
     assert q.add_child(Disk("d", MiB)) == "children.2"  # an older one is not
 
 
@@ -135,7 +136,7 @@ def test_cbw_error_copies_leading_zero_clusters(profile: Profile) -> None:
     assert runs(m2.disks["hidden"]) == [(MiB, MiB + CL)]
 
 
-@by_profile(lambda p: p.failed_to_empty_message)
+@by_profile(lambda p: p.texts.failed_to_empty_message)
 def test_make_empty_error_of_one_disk(profile: Profile) -> None:
     m = pair_model(profile)
     m.apply(ops.Write(0, 4 * KiB, 0x33))

@@ -7,51 +7,94 @@ import dataclasses
 import pytest
 
 from harness.model import PROFILES, profile_for
-from harness.model.profiles import SEED_4_1, V5_0, V5_1, V6_1, V7_2, V10_0, Profile, profile_named
+from harness.model.profiles import (
+    SEED_4_1,
+    V5_0,
+    V5_1,
+    V6_1,
+    V7_2,
+    V9_0,
+    V10_0,
+    Bug,
+    Profile,
+    profile_named,
+)
 
 # The notes' version table: (profile, ignore_after_failover, get_error_only_none,
-# plain_stop_skips_empty, failed_to_empty_message, failover_failed_write_crashes,
-# start_retry_after_bad_top_aborts, hmp_qemu_io_drains)
+# plain_stop_skips_empty, failover_failed_write_crashes, hmp_qemu_io_drains,
+# texts.failed_to_empty_message, texts.block_resize_names_blocker)
 TABLE = [
-    (SEED_4_1, False, False, False, False, True, True, False),
-    (V5_0, True, True, False, False, True, True, False),
-    (V5_1, True, True, True, True, True, True, False),
-    (V6_1, True, True, True, True, False, True, False),
-    (V7_2, True, True, True, True, False, True, False),
-    (V10_0, True, True, True, True, False, True, True),
+    (SEED_4_1, False, False, False, True, False, False, False),
+    (V5_0, True, True, False, True, False, False, False),
+    (V5_1, True, True, True, True, False, True, False),
+    (V6_1, True, True, True, False, False, True, False),
+    (V7_2, True, True, True, False, False, True, False),
+    (V9_0, True, True, True, False, False, True, True),
+    (V10_0, True, True, True, False, True, True, True),
 ]
 FIELDS = [
     "ignore_after_failover",
     "get_error_only_none",
     "plain_stop_skips_empty",
-    "failed_to_empty_message",
     "failover_failed_write_crashes",
-    "start_retry_after_bad_top_aborts",
     "hmp_qemu_io_drains",
 ]
+TEXT_SWITCHES = ["failed_to_empty_message", "block_resize_names_blocker"]
+# Known bugs: the profiles that have each one (all known releases but where noted).
+BUGS = {
+    "start_retry_after_bad_top_aborts": PROFILES,
+    "unaligned_zeroes_garbage": PROFILES,
+    "active_disk_snapshot_allowed": PROFILES,
+    "block_resize_aborts": PROFILES,
+    "block_resize_null_device": (SEED_4_1, V5_0, V5_1, V6_1, V7_2),
+}
 
 
 def test_profiles_in_order() -> None:
-    assert [p.name for p in PROFILES] == ["4.1", "5.0", "5.1", "6.1", "7.2", "10.0"]
+    assert [p.name for p in PROFILES] == ["4.1", "5.0", "5.1", "6.1", "7.2", "9.0", "10.0"]
     assert [p.version for p in PROFILES] == sorted(p.version for p in PROFILES)
 
 
 def test_every_switch_is_tabled() -> None:
-    names = {f.name for f in dataclasses.fields(Profile)} - {"name", "version"}
-    assert names == set(FIELDS)
+    names = {f.name for f in dataclasses.fields(Profile)} - {"name", "version", "texts"}
+    assert names == set(FIELDS) | set(BUGS)
+    texts = {f.name for f in dataclasses.fields(V10_0.texts) if f.type == "bool"}
+    assert texts == set(TEXT_SWITCHES)
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[r[0].name for r in TABLE])
 def test_switches(row: tuple[object, ...]) -> None:
     profile = row[0]
     assert isinstance(profile, Profile)
-    assert {f: getattr(profile, f) for f in FIELDS} == dict(zip(FIELDS, row[1:], strict=True))
+    got = {f: getattr(profile, f) for f in FIELDS}
+    got |= {f: getattr(profile.texts, f) for f in TEXT_SWITCHES}
+    assert got == dict(zip(FIELDS + TEXT_SWITCHES, row[1:], strict=True))
 
 
-def test_7_2_and_10_0_differ_only_by_hmp_drain() -> None:
-    a, b = dataclasses.asdict(V7_2), dataclasses.asdict(V10_0)
-    diff = {k for k in a if a[k] != b[k]}
-    assert diff == {"name", "version", "hmp_qemu_io_drains"}
+@pytest.mark.parametrize("field", sorted(BUGS))
+def test_known_bugs(field: str) -> None:
+    having = [p.name for p in PROFILES if getattr(p, field) is not None]
+    assert having == [p.name for p in BUGS[field]]
+    for p in PROFILES:
+        bug = getattr(p, field)
+        assert bug is None or isinstance(bug, Bug)
+        # each strict expected failure names the releases the bug is known in
+        assert bug is None or bug.reason.startswith("QEMU bug (7.2")
+
+
+def test_block_resize_text_and_its_bug_agree() -> None:
+    for p in PROFILES:
+        assert p.texts.block_resize_names_blocker == (p.block_resize_null_device is None)
+
+
+def test_neighbours_differ_only_where_a_release_changed() -> None:
+    def diff(a: Profile, b: Profile) -> set[str]:
+        da, db = dataclasses.asdict(a), dataclasses.asdict(b)
+        return {k for k in da if da[k] != db[k]} - {"name", "version"}
+
+    assert diff(V6_1, V7_2) == set()
+    assert diff(V7_2, V9_0) == {"texts", "block_resize_null_device"}
+    assert diff(V9_0, V10_0) == {"hmp_qemu_io_drains"}
 
 
 @pytest.mark.parametrize(
@@ -63,14 +106,19 @@ def test_7_2_and_10_0_differ_only_by_hmp_drain() -> None:
         ((5, 0, 0), "5.0"),
         ((5, 0, 9), "5.0"),
         ((5, 1, 0), "5.1"),
+        ((5, 2, 0), "5.1"),
         ((6, 0, 0), "5.1"),
         ((6, 1, 0), "6.1"),
         ((7, 1, 0), "6.1"),
         ((7, 2, 0), "7.2"),
         ((7, 2, 22), "7.2"),
-        ((9, 2, 0), "7.2"),
+        ((8, 2, 0), "7.2"),
+        ((9, 0, 0), "9.0"),
+        ((9, 2, 0), "9.0"),
         ((10, 0, 2), "10.0"),
+        ((10, 0, 13), "10.0"),
         ((11, 0, 0), "10.0"),
+        ((11, 1, 3), "10.0"),
     ],
 )
 def test_profile_for(version: tuple[int, int, int], name: str) -> None:
@@ -87,6 +135,20 @@ def test_profile_named() -> None:
 def test_at_least() -> None:
     assert V5_1.at_least(5, 1) and V5_1.at_least(5) and not V5_1.at_least(6)
     assert V10_0.at_least(7, 2) and not SEED_4_1.at_least(5)
+
+
+def test_skip_reasons_follow_the_switches() -> None:
+    """What a case skips on comes from the switches, and names the profile."""
+    for p in PROFILES:
+        assert (p.without_plain_stop_report is None) == p.plain_stop_skips_empty
+        assert (p.without_ignore_after_failover is None) == p.ignore_after_failover
+        assert (p.hmp_io_ends_failover is None) == (not p.hmp_qemu_io_drains)
+    assert V5_0.without_plain_stop_report is not None
+    assert V5_0.without_plain_stop_report.startswith("QEMU 5.0: ")
+    assert V10_0.hmp_io_ends_failover == (
+        "QEMU 10.0: every HMP qemu-io drains the graph, which lets the held commit finish, "
+        "so guest I/O during FAILOVER cannot be observed through it"
+    )
 
 
 def test_profiles_are_frozen() -> None:

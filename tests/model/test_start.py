@@ -178,7 +178,7 @@ def test_retry_after_fixing_an_early_check_succeeds(profile: Profile) -> None:
     assert stage(m) is Stage.RUNNING
 
 
-@by_profile(lambda p: p.start_retry_after_bad_top_aborts)
+@by_profile(lambda p: p.start_retry_after_bad_top_aborts is not None)
 @pytest.mark.parametrize("fixed", [False, True], ids=["same", "top_fixed"])
 def test_start_retry_after_bad_top_aborts(profile: Profile, fixed: bool) -> None:
     m = secondary_model(profile, top_valid=False)
@@ -195,7 +195,7 @@ def test_start_retry_after_bad_top_aborts(profile: Profile, fixed: bool) -> None
 
 def test_start_retry_abort_profiles() -> None:
     for v in ((4, 1, 0), (7, 2, 0), (10, 0, 0)):
-        assert profile_for(v).start_retry_after_bad_top_aborts
+        assert profile_for(v).start_retry_after_bad_top_aborts is not None
 
 
 @by_profile()
@@ -214,7 +214,7 @@ def test_start_checkpoint_error_returned_stage_running_error_cleared(profile: Pr
     node(m).make_empty_error = "Input/output error"
     m.disks["active"].data.set(0, CL, 1)
     obs = m.apply(START_SEC)
-    if profile.failed_to_empty_message:
+    if profile.texts.failed_to_empty_message:
         assert obs == qmp_error("Failed to empty active: Input/output error")
     else:
         assert obs == qmp_error("Cannot make active disk empty")

@@ -40,7 +40,7 @@ def per_op(fn: Callable[[int], object], n: int = N) -> float:
 def measure(build: QemuBuild) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="qrcbench-") as d, MachineSet(Path(d)) as ms:
         img = Path(d) / "d.qcow2"
-        subprocess.run([build.img, "create", "-q", "-f", "qcow2", str(img), "64M"], check=True,
+        subprocess.run([*build.command(build.img), "create", "-q", "-f", "qcow2", str(img), "64M"], check=True,
                        env={**__import__("os").environ, **build.env()})
         m = ms.launch(build, "m")
         m.qmp_ok("blockdev-add", **{"driver": "qcow2", "node-name": "d",

@@ -227,6 +227,10 @@ class InteractiveQemuIo(QemuIoSession):
 
     # ---- one command
 
+    def run(self, command: str) -> str:
+        """One qemu-io command (aio_write, aio_flush, ...); its output up to the next prompt."""
+        return self._run(command)
+
     def _run(self, command: str) -> str:
         if "\n" in command or "\r" in command:
             raise ValueError(f"one qemu-io command per line: {command!r}")

@@ -21,6 +21,7 @@ from pathlib import Path
 from harness.builds import QemuBuild
 from harness.nbd_client import InteractiveQemuIo
 from harness.observe import Data, IoResult
+from harness.qemu_io import Budget
 from harness.tmp import private_dir
 
 _MAP_LINE = re.compile(
@@ -85,10 +86,14 @@ class LayerInspector:
         return parse_map(self.io._run("map"), f"offline map of {path}")
 
     def _verify(self, extents: Data) -> list[tuple[Data, IoResult]]:
+        """The extents that read otherwise, with what was read: the layer's extents share
+        one divergence-report budget, so a layer differing everywhere costs what one
+        differing range does plus a verification per extent."""
         bad: list[tuple[Data, IoResult]] = []
+        budget = Budget()
         for ext in extents:
             want: Data = (ext,)
-            got = self.io.read(ext[0], ext[1], want)
+            got = self.io.read(ext[0], ext[1], want, budget)
             if not got.ok or got.data != want:
                 bad.append((want, got))
         return bad

@@ -11,24 +11,43 @@ failure message does not say which byte differs, so a read verifies each
 defined extent of the expected data with `read -P PAT -s REL -l LEN OFF TOTAL`
 (same request, one sub-range checked) and only when one fails (or nothing is
 expected) dumps the request with `read -v` and parses the hex dump.
+
+A divergence report costs seconds whatever its size. A mismatching request up to
+DUMP_LIMIT is dumped whole; a bigger one is located with bounded work: a galloping
+search of `read -P` probes (each reading only the bytes it checks) finds the first
+byte that differs, a short dump shows what is there, and a second search finds where
+that run ends. A Budget caps how many differing ranges are located this way; past it,
+each failing extent is checked in at most a few chunks, and what differs there is
+reported as NOT_DUMPED (counted, never dumped). The probes are requests of their own,
+made after the whole request was seen to differ (a read changes nothing in the filter).
 """
 
 from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.observe import IO_OK, Data, IoResult, data_from_bytes, normalize
+from harness.observe import IO_OK, NOT_DUMPED, Data, Extent, IoResult, data_from_bytes, normalize
 
 if TYPE_CHECKING:
     from harness.machine import Machine
 
 # Requests up to this size are dumped whole (`read -v` prints 16 bytes per line, about
-# 75 bytes of text per 16 bytes of data); larger mismatches are narrowed first.
+# 75 bytes of text per 16 bytes of data); larger mismatches are located (Budget).
 DUMP_LIMIT = 1 << 20
-# Narrowing stops at chunks this big, which are then dumped.
-DUMP_CHUNK = 64 << 10
+# Where a located difference starts, this many bytes are dumped to see what is there.
+DUMP_WINDOW = 256
+# The galloping search's first probe; each next one checks four times as much.
+PROBE_FIRST = 4096
+# Differing ranges located byte-exactly per Budget (a dump of a small request is one).
+LOCATE_RANGES = 4
+# Past the located ranges: chunk probes per Budget, each telling whether a chunk differs
+# (at most CHUNKS_PER_EXTENT per failing extent); past those, a failing extent is
+# reported NOT_DUMPED whole.
+COUNT_PROBES = 64
+CHUNKS_PER_EXTENT = 16
 # More defined extents than this (in a request that fits DUMP_LIMIT): dump at once.
 MAX_VERIFY_EXTENTS = 16
 # qemu-io refuses longer requests without -n.
@@ -96,6 +115,16 @@ def parse_dump(lines: list[str], offset: int, length: int) -> bytes:
     return b"".join(chunks)
 
 
+@dataclass
+class Budget:
+    """What one divergence report may spend: byte-exactly located ranges, chunk probes.
+
+    One read's by default; the offline layer check shares one across a layer's extents."""
+
+    ranges: int = LOCATE_RANGES
+    probes: int = COUNT_PROBES
+
+
 class QemuIoSession(ABC):
     """The qemu-io commands the harness uses, independent of how they reach qemu-io."""
 
@@ -131,11 +160,19 @@ class QemuIoSession(ABC):
             raise self._unexpected("flush printed text", "flush", out)
         return IO_OK
 
-    def read(self, offset: int, length: int, expect: Data | None = None) -> IoResult:
-        """Read and report the bytes byte-exactly; `expect` (if given) makes it cheap."""
+    def read(
+        self, offset: int, length: int, expect: Data | None = None, budget: Budget | None = None
+    ) -> IoResult:
+        """Read and report the bytes byte-exactly; `expect` (if given) makes it cheap.
+
+        A mismatch (or no expectation) in a request bigger than DUMP_LIMIT is located
+        within `budget` (default: a fresh Budget), so its report may hold NOT_DUMPED."""
         _check_request(offset, length)
+        budget = Budget() if budget is None else budget
         if expect is None:
-            return self._dump_all(offset, length)
+            if length <= DUMP_LIMIT:
+                return self._dump_all(offset, length)
+            return self._locate(offset, length, ((offset, length, None),), [], budget)
         _check_cover(expect, offset, length)
         defined = [(o - offset, n, p) for o, n, p in expect if p is not None]
         if not defined:
@@ -151,9 +188,10 @@ class QemuIoSession(ABC):
                 failed.append((rel, n, pat))
         if not failed:
             return IoResult(True, None, normalize(expect))
-        if length <= DUMP_LIMIT:
+        if length <= DUMP_LIMIT and budget.ranges > 0:
+            budget.ranges -= 1
             return self._dump_all(offset, length)
-        return self._narrow(offset, length, expect, failed)
+        return self._locate(offset, length, expect, failed, budget)
 
     # ---- reads, the parts
 
@@ -201,29 +239,121 @@ class QemuIoSession(ABC):
             parts.append(got)
         return IoResult(True, None, data_from_bytes(offset, b"".join(parts)))
 
-    def _narrow(
-        self, offset: int, length: int, expect: Data, failed: list[tuple[int, int, int]]
+    def _locate(
+        self,
+        offset: int,
+        length: int,
+        expect: Data,
+        failed: list[tuple[int, int, int]],
+        budget: Budget,
     ) -> IoResult:
-        """A big request with mismatches: halve failing ranges (still whole-request reads
-        checking one sub-range) down to DUMP_CHUNK, then dump only those chunks."""
-        dumps: dict[int, bytes] = {}
-        todo = list(failed)
-        while todo:
-            rel, n, pat = todo.pop()
-            if n <= DUMP_CHUNK:
-                got = self._dump(offset + rel, n)
-                if isinstance(got, IoResult):
-                    return got
-                dumps[rel] = got
+        """`expect`, with each failing extent (`failed`: offsets relative to the request;
+        with `expect` all undefined and no `failed`, the whole request) replaced by what
+        the bounded search finds there."""
+        todo = [(offset + rel, n, pat) for rel, n, pat in failed]
+        if not failed:
+            todo = [(o, n, -1) for o, n, _ in expect]  # nothing expected: describe it all
+        found: dict[int, list[Extent]] = {}
+        for lo, n, pat in todo:
+            got = self._locate_extent(lo, lo + n, pat, budget)
+            if isinstance(got, IoResult):
+                return got
+            found[lo] = got
+        out: list[Extent] = []
+        for o, n, p in expect:
+            if not failed:
+                out.extend(found[o])
                 continue
-            half = (n // 2 + 511) & ~511
-            for r, m in ((rel, half), (rel + half, n - half)):
-                ok = self._verify(offset, length, pat, r, m)
-                if isinstance(ok, IoResult):
-                    return ok
-                if not ok:
-                    todo.append((r, m, pat))
-        return IoResult(True, None, _overlay(expect, offset, dumps))
+            # a failing extent is one of `expect`'s own extents, whole
+            out.extend(found.get(o, [(o, n, p)]))
+        return IoResult(True, None, normalize(out))
+
+    def _locate_extent(self, lo: int, hi: int, pat: int, budget: Budget) -> list[Extent] | IoResult:
+        """[lo, hi), which was seen not to read `pat` (-1: no pattern was expected), as
+        extents: located runs while `budget.ranges` lasts, then chunks checked with at most
+        CHUNKS_PER_EXTENT probes (NOT_DUMPED where they differ)."""
+        out: list[Extent] = []
+        pos = lo
+        while pos < hi:
+            if pat >= 0:
+                same = self._run_length(pos, hi, pat)
+                if isinstance(same, IoResult):
+                    return same
+                out.append((pos, same, pat))
+                pos += same
+                if pos >= hi:
+                    break
+            if budget.ranges <= 0:
+                return out + self._chunks(pos, hi, pat, budget)
+            budget.ranges -= 1
+            window = self._dump(pos, min(DUMP_WINDOW, hi - pos))
+            if isinstance(window, IoResult):
+                return window
+            if window.count(window[0]) == len(window):
+                # one byte value: how far its run goes
+                run = self._run_length(pos, hi, window[0])
+                if isinstance(run, IoResult):
+                    return run
+                run = max(run, 1)  # (it was there a moment ago)
+                out.append((pos, run, window[0]))
+                pos += run
+            else:
+                out.extend(data_from_bytes(pos, window))
+                pos += len(window)
+        if pat >= 0 and all(p == pat for _, _, p in out):
+            # it differed a moment ago and reads right now: say so, never "equal"
+            return [(lo, hi - lo, NOT_DUMPED)]
+        return out
+
+    def _chunks(self, lo: int, hi: int, pat: int, budget: Budget) -> list[Extent]:
+        """[lo, hi) in at most CHUNKS_PER_EXTENT chunks (budget allowing), each `pat` or
+        NOT_DUMPED; with no pattern or no probes left, NOT_DUMPED whole."""
+        n = min(CHUNKS_PER_EXTENT, budget.probes)
+        if pat < 0 or n <= 1:
+            return [(lo, hi - lo, NOT_DUMPED)]
+        size = max(512, -(-(hi - lo) // n + 511) & ~511)
+        out: list[Extent] = []
+        for start in range(lo, hi, size):
+            m = min(size, hi - start)
+            budget.probes -= 1
+            ok = self._verify(start, m, pat, 0, m)
+            if isinstance(ok, IoResult):
+                return [(lo, hi - lo, NOT_DUMPED)]  # the chunk's read failed: not located
+            out.append((start, m, pat if ok else NOT_DUMPED))
+        if all(p == pat for _, _, p in out):
+            return [(lo, hi - lo, NOT_DUMPED)]  # differed a moment ago: never "equal"
+        return out
+
+    def _run_length(self, lo: int, hi: int, pat: int) -> int | IoResult:
+        """How many bytes from `lo` (up to `hi`) read `pat`: a galloping search of
+        `read -P` probes, each reading only the bytes it checks (at most about 2x the
+        run's length in all, and 2 log2 of it probes)."""
+        good = 0  # [lo, lo + good) reads pat
+        step = PROBE_FIRST
+        bad = hi - lo + 1  # lo + bad - 1 is a byte known to differ, or hi
+        while good < hi - lo:
+            m = min(step, hi - lo - good)
+            ok = self._verify(lo + good, m, pat, 0, m)
+            if isinstance(ok, IoResult):
+                return ok
+            if not ok:
+                bad = good + m
+                break
+            good += m
+            step *= 4
+        else:
+            return good
+        # the first differing byte is in [lo + good, lo + bad)
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            ok = self._verify(lo + good, mid - good, pat, 0, mid - good)
+            if isinstance(ok, IoResult):
+                return ok
+            if ok:
+                good = mid
+            else:
+                bad = mid
+        return good
 
     def _simple(self, cmd: str, ok_verb: str, err_verb: str, offset: int, length: int) -> IoResult:
         out = self._run(cmd)
@@ -264,24 +394,6 @@ def _check_cover(expect: Data, offset: int, length: int) -> None:
         pos += n
     if pos != offset + length:
         raise ValueError(f"expected data must cover [{offset}, +{length}) exactly")
-
-
-def _overlay(expect: Data, offset: int, dumps: dict[int, bytes]) -> Data:
-    """`expect`, with the dumped ranges (keys: offsets relative to the request) replaced."""
-    cuts = sorted((offset + rel, offset + rel + len(b), b) for rel, b in dumps.items())
-    out: list[tuple[int, int, int | None]] = []
-    for o, n, p in expect:
-        pos, end = o, o + n
-        for lo, hi, buf in cuts:
-            if hi <= pos or lo >= end:
-                continue
-            if lo > pos:
-                out.append((pos, lo - pos, p))
-            out.extend(data_from_bytes(lo, buf))
-            pos = hi
-        if pos < end:
-            out.append((pos, end - pos, p))
-    return normalize(out)
 
 
 def _hmp_quote(text: str) -> str:

@@ -32,6 +32,9 @@ from harness.observe import (
 from harness.real import RealSide, live_allocation
 from harness.topology import Topology
 
+# An offline layer check lists this many differing extents of a layer, then counts the rest.
+OFFLINE_EXTENTS_SHOWN = 6
+
 
 class Divergence(AssertionError):
     """QEMU did not do what the model says it must."""
@@ -183,9 +186,15 @@ class Story:
                     f"  {disk.name}: model allocates {_ranges(want)}; "
                     f"the image (offline, qemu-io map) has {_ranges(real)}"
                 )
-        for wanted, got in bad:
+        for wanted, got in bad[:OFFLINE_EXTENTS_SHOWN]:
             diffs = data_differences(wanted, got.data or ())
             problems.append(f"  {disk.name}: {got.describe()}; " + "; ".join(diffs))
+        if len(bad) > OFFLINE_EXTENTS_SHOWN:
+            rest = bad[OFFLINE_EXTENTS_SHOWN:]
+            size = sum(n for wanted, _ in rest for _, n, _ in wanted)
+            problems.append(
+                f"  {disk.name}: ... and {len(rest)} more extents differ ({size} bytes in them)"
+            )
         return problems
 
     # ---- reporting

@@ -13,7 +13,16 @@ import pytest
 from harness import qemu_io
 from harness.builds import QemuBuild, known_builds
 from harness.machine import Machine, MachineSet
-from harness.observe import EIO, IO_EIO, IO_OK, Data, IoResult, data_from_bytes
+from harness.observe import (
+    EIO,
+    IO_EIO,
+    IO_OK,
+    NOT_DUMPED,
+    Data,
+    IoResult,
+    data_differences,
+    data_from_bytes,
+)
 from harness.qemu_io import GuestIO, QemuIoSession, UnexpectedOutput, parse_dump
 from tests.qemu_helpers import qcow2
 
@@ -25,7 +34,9 @@ STATS = "4 KiB, 1 ops; 00.00 sec (1.815 MiB/sec and 464.7564 ops/sec)"
 
 def _version(build: QemuBuild) -> str:
     env = {**os.environ, **build.env()}
-    out = subprocess.run([*build.command(build.system), "--version"], capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [*build.command(build.system), "--version"], capture_output=True, text=True, env=env
+    )
     m = re.search(r"version (\d+\.\d+\.\d+)", out.stdout)
     return m[1] if m else build.label
 
@@ -165,33 +176,83 @@ def test_parse_dump_is_strict() -> None:
         parse_dump(bad, 0x1000, 40)
 
 
-def test_big_mismatch_is_narrowed_not_dumped_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A request bigger than DUMP_LIMIT: halve the failing range, dump only small chunks."""
+class Disk(QemuIoSession):
+    """A disk in memory answering `read -P ... -s REL -l LEN OFF N` and `read -v OFF N`."""
+
+    def __init__(self, disk: bytearray) -> None:
+        self.disk = disk
+        self.commands: list[str] = []
+        self.bytes_read = 0
+
+    def _run(self, command: str) -> str:
+        self.commands.append(command)
+        w = command.split()
+        off, n = int(w[-2]), int(w[-1])
+        self.bytes_read += n
+        tail = f"read {n}/{n} bytes at offset {off}\n{STATS}\n"
+        if w[1] == "-v":
+            return dump_text(off, bytes(self.disk[off : off + n])) + tail
+        pat, rel, ln = int(w[2]), int(w[4]), int(w[6])
+        if self.disk[off + rel : off + rel + ln] != bytes([pat]) * ln:
+            return f"Pattern verification failed at offset {off + rel}, {ln} bytes\n" + tail
+        return tail
+
+
+def test_big_mismatch_is_located_not_dumped_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request bigger than DUMP_LIMIT: probes find the differing run, byte-exactly; only
+    a small window is dumped."""
     monkeypatch.setattr(qemu_io, "DUMP_LIMIT", 1024)
-    monkeypatch.setattr(qemu_io, "DUMP_CHUNK", 512)
+    monkeypatch.setattr(qemu_io, "PROBE_FIRST", 512)
     disk = bytearray(b"\x11" * 4096)
     disk[2600:2610] = b"\x22" * 10
-
-    class Disk(QemuIoSession):
-        def __init__(self) -> None:
-            self.commands: list[str] = []
-
-        def _run(self, command: str) -> str:
-            self.commands.append(command)
-            w = command.split()
-            off, n = int(w[-2]), int(w[-1])
-            tail = f"read {n}/{n} bytes at offset {off}\n{STATS}\n"
-            if w[1] == "-v":
-                return dump_text(off, bytes(disk[off : off + n])) + tail
-            pat, rel, ln = int(w[2]), int(w[4]), int(w[6])
-            if disk[off + rel : off + rel + ln] != bytes([pat]) * ln:
-                return f"Pattern verification failed at offset {off + rel}, {ln} bytes\n" + tail
-            return tail
-
-    s = Disk()
+    s = Disk(disk)
     res = s.read(0, 4096, ((0, 4096, 0x11),))
     assert res == IoResult(True, None, data_from_bytes(0, bytes(disk)))
-    assert [c for c in s.commands if " -v " in c] == ["read -v 2560 512"]
+    assert [c for c in s.commands if " -v " in c] == ["read -v 2600 256"]
+
+
+def test_a_huge_divergence_costs_bounded_probes() -> None:
+    """256 MiB that differ in every other 4 KiB: LOCATE_RANGES ranges located exactly, the
+    rest counted in chunks; a bounded number of commands and bytes read."""
+    size = 256 << 20
+    disk = bytearray(b"\x11" * size)
+    for off in range(64 << 10, size, 8 << 10):
+        disk[off : off + 4096] = b"\x22" * 4096
+    s = Disk(disk)
+    res = s.read(0, size, ((0, size, 0x11),))
+    assert res.ok and res.data is not None
+    located = [e for e in res.data if e[2] == 0x22]
+    assert located[0] == (64 << 10, 4096, 0x22)
+    assert len(located) == qemu_io.LOCATE_RANGES
+    assert any(p == NOT_DUMPED for _, _, p in res.data)
+    assert len(s.commands) < 200
+    assert s.bytes_read < 3 * size
+    diffs = data_differences(((0, size, 0x11),), res.data)
+    assert diffs[0] == "[0x10000+0x1000] expected 0x11, QEMU has 0x22"
+    assert diffs[-1].endswith("QEMU has other bytes somewhere in it (not located)")
+
+
+def test_located_extents_share_a_budget() -> None:
+    """Reads sharing one Budget locate LOCATE_RANGES ranges between them; later mismatches
+    cost a verification and a few chunk probes, never a dump."""
+    disk = bytearray(b"\x11" * (8 << 16))
+    for i in range(8):
+        disk[i << 16] = 0x22
+    s = Disk(disk)
+    budget = qemu_io.Budget()
+    results = [s.read(i << 16, 1 << 16, ((i << 16, 1 << 16, 0x11),), budget) for i in range(8)]
+    dumps = [c for c in s.commands if " -v " in c]
+    assert len(dumps) == qemu_io.LOCATE_RANGES
+    assert results[0].data == ((0, 1, 0x22), (1, (1 << 16) - 1, 0x11))
+    assert results[-1].data is not None and results[-1].data[0][2] == NOT_DUMPED
+    assert budget.ranges == 0
+
+
+def test_no_expectation_big_read_is_described_in_runs() -> None:
+    disk = bytearray(b"\x00" * (4 << 20))
+    disk[3 << 20 :] = b"\x33" * (1 << 20)
+    s = Disk(disk)
+    assert s.read(0, 4 << 20) == IoResult(True, None, ((0, 3 << 20, 0), (3 << 20, 1 << 20, 0x33)))
 
 
 def test_node_names_are_checked() -> None:

@@ -70,7 +70,7 @@ def test_differences_are_limited() -> None:
     exp = tuple((i * 2, 1, 1) for i in range(20))
     act = tuple((i * 2, 1, 2) for i in range(20))
     diffs = data_differences(exp, act, limit=6)
-    assert len(diffs) == 7 and diffs[-1] == "..."
+    assert len(diffs) == 7 and diffs[-1] == "... and 14 more differing ranges (14 bytes)"
 
 
 def test_io_results() -> None:

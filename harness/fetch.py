@@ -7,10 +7,12 @@ down to libc6; ``dpkg -x`` of each gives a prefix that carries its own dynamic
 loader, and harness/builds.py runs the binaries through it.  Nothing is
 installed on the host.
 
-The apt configuration is private (``.qemu/apt/<name>``): its sources are the
-mirror the host's own apt sources name, with the release's suites; its package
-lists and downloaded archives stay there, so a second fetch downloads nothing.
-The prefix is built beside its final place and swapped in whole.
+The apt configuration is private (``<cache>/apt/<name>``, the cache being
+``$QRC_CACHE_DIR`` or ``~/.cache/qrc``, outside the checkout so that every clone
+on the machine shares it): its sources are the mirror the host's own apt sources
+name, with the release's suites; its package lists and downloaded archives stay
+there, so a second fetch, from this checkout or another, downloads nothing.
+The prefix is built beside its final place (``.qemu/<name>``) and swapped in whole.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 
 from harness.builds import loader_launcher, version_line
 from harness.errors import SetupError
-from harness.releases import FETCHED, PACKAGES, QEMU_ROOT, Release
+from harness.releases import FETCHED, PACKAGES, Release
 
 DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 MANIFEST = ".qrc-release.json"
@@ -139,7 +141,8 @@ class PrivateApt:
             src.write_text(self.sources)
 
     def has_lists(self) -> bool:
-        return any(p.name.endswith("_Packages") for p in (self.home / "lists").glob("*"))
+        # Packages files may be stored compressed (_Packages.lz4, .gz) by apt.conf.d
+        return any("_Packages" in p.name for p in (self.home / "lists").glob("*"))
 
     def run(self, argv: Sequence[str], what: str) -> str:
         cmd = [argv[0], *self.options(), *argv[1:]]
@@ -182,6 +185,15 @@ class PrivateApt:
         return self.home / "archives" / f"{name}_{version.replace(':', '%3a')}_{arch}.deb"
 
 
+def cache_dir(environ: dict[str, str] | None = None) -> Path:
+    """Where downloads are kept between runs: $QRC_CACHE_DIR, else $XDG_CACHE_HOME/qrc."""
+    env = os.environ if environ is None else environ
+    if env.get("QRC_CACHE_DIR"):
+        return Path(env["QRC_CACHE_DIR"]).resolve()
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).resolve() / "qrc"
+
+
 def installed_version(prefix: Path) -> str | None:
     """The Debian version the manifest of an unpacked prefix records, or None."""
     try:
@@ -222,7 +234,7 @@ def fetch_release(release: Release, root: Path, mirror: Mirror, say: Say) -> boo
     prefix = release.prefix(root)
     if installed_version(prefix) == release.debian_version:
         return False
-    apt = PrivateApt(root / QEMU_ROOT / "apt" / release.name, release, mirror)
+    apt = PrivateApt(cache_dir() / "apt" / release.name, release, mirror)
     apt.prepare()
     plan: list[tuple[str, str, str]] | None = None
     if apt.has_lists():

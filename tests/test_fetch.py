@@ -185,3 +185,17 @@ def test_each_prefix_runs_its_pinned_version_through_its_own_loader(release) -> 
             )
             assert f"(Debian {release.debian_version})" in out.stdout, (binary, out.stderr)
     assert str(prefix) in {str(Path(b.system).parents[2]) for b in known_builds(ROOT) if b.launcher}
+
+
+def test_downloads_live_outside_the_checkout(tmp_path: Path) -> None:
+    """Every clone on the machine shares the lists and packages (CI clones afresh)."""
+    from harness.fetch import cache_dir
+
+    assert cache_dir({"QRC_CACHE_DIR": str(tmp_path / "c")}) == (tmp_path / "c").resolve()
+    assert cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path.resolve() / "qrc"
+    apt = PrivateApt(tmp_path / "a", release_named("5.2"), Mirror("http://m/debian", "/k"))
+    apt.prepare()
+    assert not apt.has_lists()
+    # apt.conf.d may keep the indexes compressed
+    (tmp_path / "a" / "lists" / "m_debian_dists_bullseye_main_binary-amd64_Packages.lz4").touch()
+    assert apt.has_lists()

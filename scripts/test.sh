@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The project's own tests, against every known QEMU build (system and
-# .qemu/10.0: --all-builds, an option of the root conftest.py; tests/ also
-# iterate harness.builds.known_builds themselves).  Extra arguments go to
+# The project's own tests and every case, against every known QEMU build (the
+# system's 7.2 and each release `qrc fetch` unpacked into .qemu/<release>:
+# --all-builds, an option of the root conftest.py; tests/ also iterate
+# harness.builds.known_builds themselves).  Extra arguments go to
 # pytest.  JUnit XML, the JSON report (one record per case and build, which
 # .ci/run draws the version matrix from) and the artifacts of failed cases land
 # in reports/.

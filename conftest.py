@@ -51,8 +51,9 @@ class _Unrewritten(importlib.abc.MetaPathFinder):
 if not any(isinstance(f, _Unrewritten) for f in sys.meta_path):
     sys.meta_path.insert(0, _Unrewritten("hypothesis"))
 
-# JSON report, per-failure artifacts and progress events (used by `qrc run`).
-pytest_plugins = ["harness.report.plugin"]
+# JSON report, per-failure artifacts and progress events (used by `qrc run`); a dead
+# worker's private directories removed by the controller.
+pytest_plugins = ["harness.report.plugin", "harness.reclaim"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

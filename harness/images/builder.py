@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from harness.images.offline import layer_filename
 from harness.images.recipe import FILE_NODE_SUFFIX, Layer, Recipe
 from harness.images.tools import DEFAULT_TIMEOUT, ImageError, run
+from harness.tmp import private_dir
 
 if TYPE_CHECKING:
     from harness.builds import QemuBuild
@@ -159,8 +159,7 @@ def _file_data_ranges(path: Path) -> list[tuple[int, int]]:
     return out
 
 
-def _intersect(a: Sequence[tuple[int, int]],
-               b: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+def _intersect(a: Sequence[tuple[int, int]], b: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     out = []
     for ao, al in a:
         for bo, bl in b:
@@ -170,13 +169,18 @@ def _intersect(a: Sequence[tuple[int, int]],
     return out
 
 
-def _data_host_ranges(build: QemuBuild, path: Path, fmt: str,
-                      timeout: float) -> list[tuple[int, int]]:
+def _data_host_ranges(
+    build: QemuBuild, path: Path, fmt: str, timeout: float
+) -> list[tuple[int, int]]:
     """Where in the file the guest data clusters of `path` live."""
-    proc = run(build, [build.img, "map", "--output=json", layer_filename(path, fmt)],
-               timeout=timeout)
-    return [(int(e["offset"]), int(e["length"])) for e in json.loads(proc.stdout)
-            if e.get("data") and "offset" in e]
+    proc = run(
+        build, [build.img, "map", "--output=json", layer_filename(path, fmt)], timeout=timeout
+    )
+    return [
+        (int(e["offset"]), int(e["length"]))
+        for e in json.loads(proc.stdout)
+        if e.get("data") and "offset" in e
+    ]
 
 
 @dataclass(frozen=True)
@@ -211,8 +215,8 @@ class _SparseImage:
         runs: list[tuple[int, bytes]] = []
         start: int | None = None
         for i, off in enumerate(range(0, len(data), cls.BLOCK)):
-            block = data[off:off + cls.BLOCK]
-            if dense[i] or block != zero[:len(block)]:
+            block = data[off : off + cls.BLOCK]
+            if dense[i] or block != zero[: len(block)]:
                 if start is None:
                     start = off
             elif start is not None:
@@ -281,7 +285,7 @@ class TemplateCache:
 
     def _dir(self) -> Path:
         if self.directory is None:
-            self.directory = Path(tempfile.mkdtemp(prefix=f"qrc-templates-{os.getpid()}-"))
+            self.directory = private_dir(f"qrc-templates-{os.getpid()}-", short=False)
             self._owned = True
         else:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -325,8 +329,9 @@ class TemplateCache:
         with self._lock:
             image = self._images.get(src)
             if image is None:
-                keep = (_data_host_ranges(build, src, layer.format, timeout)
-                        if layer.contents else [])
+                keep = (
+                    _data_host_ranges(build, src, layer.format, timeout) if layer.contents else []
+                )
                 image = self._images[src] = _SparseImage.read(src, keep)
         image.write(dest)
 
@@ -411,8 +416,12 @@ def build_chain(
         else:
             cache.copy(build, layer, path, timeout)
         built[layer.name] = ChainLayer(
-            name=layer.name, path=path, format=layer.format, size=layer.size,
-            cluster_size=layer.cluster_size, backing=layer.backing,
+            name=layer.name,
+            path=path,
+            format=layer.format,
+            size=layer.size,
+            cluster_size=layer.cluster_size,
+            backing=layer.backing,
             backing_file=layer.backing_file,
         )
     for layer in recipe.build_order():
@@ -420,5 +429,4 @@ def build_chain(
         if layer.contents and (layer.format == "raw" or layer.backing_file):
             _write_contents(build, layer, built[layer.name].path, timeout)
     ordered = {name: built[name] for name in recipe.names}
-    return Chain(recipe=recipe, workdir=wd, layers=ordered,
-                 build_seconds=time.perf_counter() - t0)
+    return Chain(recipe=recipe, workdir=wd, layers=ordered, build_seconds=time.perf_counter() - t0)

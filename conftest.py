@@ -21,6 +21,7 @@ import pytest
 
 from harness.builds import QemuBuild, find_build, known_builds
 from harness.errors import HarnessError
+from harness.judge import named_profile
 from harness.layers import inspector_pids
 from harness.probe import Probe, probe, replication_verdict
 
@@ -70,11 +71,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="run against every installed build (PATH's QEMU and each .qemu/<release>)",
     )
+    group.addoption(
+        "--profile",
+        dest="qrc_profile",
+        default=None,
+        metavar="NAME",
+        help="judge every build against this release's model profile (e.g. 9.0) instead of "
+        "the one its probed version picks",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """A build named on the command line is checked once, here: a bad --qemu-dir is one
-    usage line, not one collection error per case module."""
+    usage line, not one collection error per case module; so is an unknown --profile."""
+    name = config.getoption("qrc_profile")
+    if name is not None:
+        try:
+            named_profile(name)
+        except HarnessError as e:
+            raise pytest.UsageError(str(e)) from None
     if config.getoption("--qemu-dir") or config.getoption("--all-builds"):
         _selected(config)
 

@@ -12,8 +12,9 @@ import pytest
 from harness import topology
 from harness.builds import QemuBuild
 from harness.images import Recipe
+from harness.judge import judging_profile
 from harness.machine import MachineSet
-from harness.model import Profile, profile_for
+from harness.model import Profile
 from harness.pair import PairStory, build_pair
 from harness.probe import Probe
 from harness.story import Story
@@ -24,9 +25,9 @@ def _label(qemu_build: tuple[QemuBuild, Probe], profile: Profile) -> str:
 
 
 @pytest.fixture
-def profile(qemu_build: tuple[QemuBuild, Probe]) -> Profile:
-    """The model's behaviour profile for the QEMU under test."""
-    return profile_for(qemu_build[1].version_tuple)
+def profile(request: pytest.FixtureRequest, qemu_build: tuple[QemuBuild, Probe]) -> Profile:
+    """The model's behaviour profile for the QEMU under test (`--profile NAME`: that one)."""
+    return judging_profile(request.config.getoption("qrc_profile"), qemu_build[1].version_tuple)
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ import zlib
 import pytest
 
 from harness.differential.machine import CI, Group, Options, ci_groups, run_groups
-from harness.model import profile_for
 from harness.observe import QMP_OK
 from harness.ops import PRIMARY, PrimaryRead, Start, Write, WriteZeroes
 
@@ -46,14 +45,14 @@ def _options(request: pytest.FixtureRequest) -> Options:
 
 
 @pytest.mark.parametrize("group", ci_groups(), ids=lambda g: g.name)
-def test_differential(qemu_build, tmp_path, request, record_property, group: Group):
+def test_differential(qemu_build, profile, tmp_path, request, record_property, group: Group):
     build, found = qemu_build
     opts = _options(request)
     traces = opts.artifacts or tmp_path / "traces"
     (res,) = run_groups(
         build,
         found.version,
-        profile_for(found.version_tuple),
+        profile,
         tmp_path,
         [group],
         options=opts,

@@ -6,7 +6,8 @@
     8    the trace file is malformed or truncated (harness.errors.TraceError)
 
 The model runs under the profile of the build being replayed (not the one the
-trace was recorded with), so one trace can bisect across releases.
+trace was recorded with), so one trace can bisect across releases; or under the
+one `--profile NAME` names (harness.judge).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from typing import TextIO
 from harness.builds import QemuBuild, find_build
 from harness.differential.session import Session
 from harness.differential.trace import Trace, load_trace
-from harness.errors import BISECT_SKIP, HarnessError, TraceError
+from harness.errors import BISECT_SKIP, HarnessError, TraceError, UsageError
+from harness.judge import judging_profile, named_profile
 from harness.machine import MachineSet
-from harness.model import profile_for
 from harness.probe import probe, replication_verdict
-from harness.tmp import private_dir
+from harness.tmp import disown, private_dir
+from harness.words import plural
 
 AGREES = 0
 DIVERGES = 1
@@ -33,13 +35,20 @@ def _line(stream: TextIO, text: str) -> None:
     stream.write(" ".join(text.split()) + "\n")
 
 
-def replay_main(trace_path: str, qemu_dir: str | None) -> int:
-    """Replay `trace_path` on the build at `qemu_dir` (None: iotests' variables, PATH)."""
+def replay_main(trace_path: str, qemu_dir: str | None, profile: str | None = None) -> int:
+    """Replay `trace_path` on the build at `qemu_dir` (None: iotests' variables, PATH),
+    judged by the model profile `profile` (None: the probed version's)."""
     try:
         trace = load_trace(trace_path)
     except TraceError as e:
         _line(sys.stderr, e.one_line())
         return TraceError.exit_code
+    if profile is not None:
+        try:
+            named_profile(profile)
+        except UsageError as e:
+            _line(sys.stderr, e.one_line())
+            return UsageError.exit_code
     try:
         build = find_build(qemu_dir, os.environ)
         found = probe(build)
@@ -50,15 +59,19 @@ def replay_main(trace_path: str, qemu_dir: str | None) -> int:
     if verdict is not None:
         _line(sys.stderr, f"qrc: {verdict} (cannot run the trace: exit {BISECT_SKIP})")
         return BISECT_SKIP
-    return replay(trace, build, found.version, found.version_tuple)
+    return replay(trace, build, found.version, found.version_tuple, profile)
 
 
 def replay(
-    trace: Trace, build: QemuBuild, version: str, version_tuple: tuple[int, int, int]
+    trace: Trace,
+    build: QemuBuild,
+    version: str,
+    version_tuple: tuple[int, int, int],
+    profile_name: str | None = None,
 ) -> int:
     """Run the trace's operations under the differential policy; AGREES or DIVERGES
     (BISECT_SKIP if the topology cannot even be built)."""
-    profile = profile_for(version_tuple)
+    profile = judging_profile(profile_name, version_tuple)
     workdir = private_dir("qrc-replay-")
     keep = False
     try:
@@ -90,6 +103,7 @@ def replay(
                 session.end()
             except AssertionError as e:
                 keep = True
+                disown(workdir)  # the logs are the user's now
                 where = session.where or "?"
                 same = (
                     " (as recorded)"
@@ -109,7 +123,7 @@ def replay(
         recorded = f"; recorded: {trace.where}" if trace.where else ""
         print(
             f"replay: QEMU {version} agrees with the model "
-            f"({len(trace.operations)} operations, profile {profile.name}{recorded})"
+            f"({plural(len(trace.operations), 'operation')}, profile {profile.name}{recorded})"
         )
         return AGREES
     finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import textwrap
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from harness.builds import QemuBuild, find_build, known_builds
+from harness.buildtree import TARGETS as _BUILD_TARGETS
 from harness.errors import (
     BISECT_ABORT,
     BISECT_SKIP,
@@ -37,6 +39,7 @@ from harness.errors import (
     UsageError,
 )
 from harness.probe import REQUIRED_COMMANDS, Probe, probe, replication_verdict, require_replication
+from harness.words import plural, verb
 
 PROG = "qrc"
 
@@ -60,18 +63,20 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (130, "interrupted"),
 )
 BISECT_CODES: tuple[tuple[int, str], ...] = (
-    (0, "good: the selected cases pass"),
-    (1, "bad: a selected case fails"),
+    (0, "good: the selected cases pass (--find-fix: they still fail)"),
+    (1, "bad: a selected case fails (--find-fix: they pass now)"),
     (
         125,
-        "skip: this build cannot be tested (binaries missing or not executable, "
-        "no replication driver, probe fails, every selected case skipped)",
+        "skip: this build cannot be tested (its build fails, binaries missing or not "
+        "executable, no replication driver, probe fails, every selected case skipped)",
     ),
     (
         128,
-        "abort the bisection: the command line is wrong (unknown option, unwritable "
-        "report path, a selection matching no case, replay not available)",
+        "abort the bisection: the command line is wrong (unknown option or --profile, "
+        "unwritable report path, a selection matching no case, --build on a directory "
+        "that is not a build tree, replay not available)",
     ),
+    (130, "interrupted (git aborts the bisection too)"),
 )
 
 
@@ -210,7 +215,11 @@ def _child_dir(d: str) -> str:
 
 
 def _pytest_args(
-    qemu_dirs: Sequence[str], all_cases: bool, extra: Sequence[str], all_builds: bool = False
+    qemu_dirs: Sequence[str],
+    all_cases: bool,
+    extra: Sequence[str],
+    all_builds: bool = False,
+    profile: str | None = None,
 ) -> list[str]:
     from harness.report.runner import absolutize
 
@@ -225,7 +234,28 @@ def _pytest_args(
         args.append(f"--qemu-dir={_child_dir(d)}")
     if all_builds:
         args.append("--all-builds")
+    if profile is not None:
+        args.append(f"--profile={profile}")
     return args + absolutize(extra, Path.cwd())
+
+
+def _profile_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--profile",
+        metavar="NAME",
+        default=None,
+        help="judge every build against this release's model profile (e.g. 9.0) instead of "
+        "the one its probed version picks (a development version such as 8.2.50 picks "
+        "the last release's, bugs included)",
+    )
+
+
+def _check_profile(name: str | None) -> None:
+    """An unknown --profile is one usage line (UsageError)."""
+    if name is not None:
+        from harness.judge import named_profile
+
+        named_profile(name)
 
 
 def _run_options(p: argparse.ArgumentParser, what: str) -> None:
@@ -239,6 +269,7 @@ def _run_options(p: argparse.ArgumentParser, what: str) -> None:
         help=f"QEMU build tree, install prefix or unpacked packages (repeatable); {what}",
     )
     p.add_argument("--all", action="store_true", help="every case, not only the quick set")
+    _profile_option(p)
     p.add_argument(
         "--report-dir",
         default="reports",
@@ -271,17 +302,28 @@ def _no_cases(log: Path) -> NoCases:
 
 
 def _run_run(args: argparse.Namespace) -> int:
-    from harness.report.runner import Progress, prepare_dir, run_pytest, summary_text
+    from harness.report.runner import (
+        Progress,
+        interrupted_text,
+        prepare_dir,
+        run_pytest,
+        summary_text,
+    )
 
     extra: list[str] = args.extra
+    _check_profile(args.profile)
     all_builds = "--all-builds" in extra
     builds = _resolve_builds(args.qemu_dir, all_builds)
     report_dir = prepare_dir(Path(args.report_dir), "--report-dir")
-    pargs = _pytest_args(args.qemu_dir, args.all, extra)
-    result = run_pytest(pargs, report_dir, Progress(sys.stdout, args.progress))
+    pargs = _pytest_args(args.qemu_dir, args.all, extra, profile=args.profile)
+    progress = Progress(sys.stdout, args.progress)
+    result = run_pytest(pargs, report_dir, progress)
+    if result.interrupted:
+        print(f"qrc run: {interrupted_text(result, progress.total)}", flush=True)
+        return 130
     if result.returncode == 5:
         raise _no_cases(result.log)
-    print(summary_text(result, builds, "qrc run"))
+    print(summary_text(result, builds, "qrc run", args.profile))
     return _exit_for(result.returncode, result.doc, result.log)
 
 
@@ -324,14 +366,24 @@ def _load_reports(paths: Sequence[str]) -> dict[str, Any]:
 
 def _matrix_run(args: argparse.Namespace) -> int:
     from harness.report.matrix import build_matrix, to_html, to_markdown
-    from harness.report.runner import Progress, prepare_dir, run_pytest, summary_text
+    from harness.report.runner import (
+        Progress,
+        interrupted_text,
+        prepare_dir,
+        run_pytest,
+        summary_text,
+    )
+
+    _check_profile(args.profile)
 
     out = prepare_dir(Path(args.out), "--out")
     order: list[tuple[str, str]] = []
     rc = 0
     if args.from_json:
-        if args.qemu_dir or args.extra:
-            raise UsageError("--from-json draws from reports: no --qemu-dir or pytest arguments")
+        if args.qemu_dir or args.extra or args.profile:
+            raise UsageError(
+                "--from-json draws from reports: no --qemu-dir, --profile or pytest arguments"
+            )
         doc = _load_reports(args.from_json)
         if args.marker:
             doc["cases"] = [c for c in doc["cases"] if args.marker in (c.get("markers") or [])]
@@ -341,11 +393,17 @@ def _matrix_run(args: argparse.Namespace) -> int:
         all_builds = not args.qemu_dir
         builds = _resolve_builds(args.qemu_dir, all_builds)
         report_dir = prepare_dir(Path(args.report_dir), "--report-dir")
-        pargs = _pytest_args(args.qemu_dir, args.all, args.extra, all_builds=all_builds)
-        result = run_pytest(pargs, report_dir, Progress(sys.stdout, args.progress))
+        pargs = _pytest_args(
+            args.qemu_dir, args.all, args.extra, all_builds=all_builds, profile=args.profile
+        )
+        progress = Progress(sys.stdout, args.progress)
+        result = run_pytest(pargs, report_dir, progress)
+        if result.interrupted:
+            print(f"qrc matrix: {interrupted_text(result, progress.total)}", flush=True)
+            return 130
         if result.returncode == 5:
             raise _no_cases(result.log)
-        print(summary_text(result, builds, "qrc matrix"))
+        print(summary_text(result, builds, "qrc matrix", args.profile))
         labels = [_child_dir(d) for d in args.qemu_dir] or [b.label for b, _ in builds]
         order = [(label, p.version) for label, (_, p) in zip(labels, builds, strict=True)]
         rc = _exit_for(result.returncode, result.doc, result.log)
@@ -357,9 +415,11 @@ def _matrix_run(args: argparse.Namespace) -> int:
         page.write_text(to_html(m))
     except OSError as e:
         raise ReportPathError(f"--out {out}: cannot write the matrix: {e.strerror}") from None
+    differ = len(m.differing)
     print(
-        f"matrix: {os.path.relpath(md)}, {os.path.relpath(page)}: {len(m.rows)} cases x "
-        f"{len(m.columns)} builds, {len(m.differing)} rows differ between builds"
+        f"matrix: {os.path.relpath(md)}, {os.path.relpath(page)}: {plural(len(m.rows), 'case')} "
+        f"x {plural(len(m.columns), 'build')}, {plural(differ, 'row')} "
+        f"{verb(differ, 'differs', 'differ')} between builds"
     )
     return rc
 
@@ -378,12 +438,33 @@ def _bisect_configure(p: argparse.ArgumentParser) -> None:
     sel.add_argument("-m", dest="markexpr", metavar="MARKEXPR", help="cases with these markers")
     sel.add_argument("--case", action="append", metavar="ID", help="a case's node id (repeatable)")
     sel.add_argument("--trace", metavar="FILE", help="replay an operation trace (qrc replay)")
+    built = p.add_mutually_exclusive_group()
+    built.add_argument(
+        "--build",
+        dest="build",
+        action="store_true",
+        default=None,
+        help="first build the binaries the harness runs (make, or ninja: "
+        f"{' '.join(_BUILD_TARGETS)}); a build that fails skips the commit (125). The "
+        "default when BUILD is a build tree (it has build.ninja, or a Makefile that drives it)",
+    )
+    built.add_argument(
+        "--no-build", dest="build", action="store_false", help="test the binaries as they are"
+    )
+    _profile_option(p)
+    p.add_argument(
+        "--find-fix",
+        action="store_true",
+        help="look for the commit that made the selected cases pass: exit 0 (old) while "
+        "they fail, 1 (new) once they pass; with git bisect start --term-old=broken "
+        "--term-new=fixed",
+    )
     p.add_argument(
         "--report-dir",
         metavar="DIR",
         default=None,
-        help="keep junit.xml, report.json and artifacts here (default: a temporary "
-        "directory, removed; keeps the QEMU checkout clean)",
+        help="keep junit.xml, report.json, build.log and artifacts here (default: a "
+        "temporary directory, removed; keeps the QEMU checkout clean)",
     )
     p.add_argument("--progress", choices=PROGRESS_MODES, default="auto", help="as for qrc run")
 
@@ -394,6 +475,16 @@ def _bisect_say(verdict: str, text: str) -> None:
 
 def _bisect_run(args: argparse.Namespace) -> int:
     try:
+        _check_profile(args.profile)
+        from harness.report.runner import prepare_dir
+
+        report_dir = prepare_dir(Path(args.report_dir), "--report-dir") if args.report_dir else None
+        if not _bisect_build(args, report_dir):
+            return BISECT_SKIP
+    except HarnessError as e:
+        print(f"qrc bisect: {e} (aborting the bisection: {BISECT_ABORT})", file=sys.stderr)
+        return BISECT_ABORT
+    try:
         build = find_build(args.qemu_dir, os.environ)
         found = probe(build)
         require_replication(found)
@@ -402,8 +493,8 @@ def _bisect_run(args: argparse.Namespace) -> int:
         return BISECT_SKIP
     try:
         if args.trace:
-            return _bisect_trace(args.trace, args.qemu_dir)
-        return _bisect_cases(args, build, found)
+            return _bisect_trace(args.trace, args.qemu_dir, args.profile, args.find_fix)
+        return _bisect_cases(args, build, found, report_dir)
     except _UNTESTABLE as e:
         print(f"qrc bisect: cannot test this build, skip (125): {e}", file=sys.stderr)
         return BISECT_SKIP
@@ -412,9 +503,51 @@ def _bisect_run(args: argparse.Namespace) -> int:
         return BISECT_ABORT
 
 
-def _bisect_cases(args: argparse.Namespace, build: QemuBuild, found: Probe) -> int:
+def _bisect_build(args: argparse.Namespace, report_dir: Path | None) -> bool:
+    """Build the tree first when asked (or by default, for a build tree); False when
+    the build failed (its last lines are on stderr, the whole output in build.log)."""
+    from harness.buildtree import build, build_argv
+
+    where = Path(args.qemu_dir)
+    argv = build_argv(where) if where.is_dir() else None
+    if args.build is False or (args.build is None and argv is None):
+        return True
+    if argv is None:
+        raise UsageError(
+            f"--build: {args.qemu_dir} is not a build tree (no build.ninja, no Makefile "
+            "that drives ninja)"
+        )
+    logdir = report_dir or Path(tempfile.mkdtemp(prefix="qrc-build-"))
+    log = logdir / "build.log"
+    try:
+        try:
+            result = build(argv, log)
+        except OSError as e:
+            raise RunnerError(f"--build: cannot run {argv[0]}: {e.strerror}") from None
+        if not result.ok:
+            print(
+                f"qrc bisect: cannot test this build, skip (125): the build failed "
+                f"({argv[0]} exited with status {result.returncode} after "
+                f"{result.seconds:.0f} s: {result.command}); its last lines:",
+                file=sys.stderr,
+            )
+            for line in result.tail:
+                print(f"  {line}", file=sys.stderr)
+            if report_dir is not None:
+                print(f"the whole output: {log}", file=sys.stderr)
+            return False
+    finally:
+        if report_dir is None:
+            shutil.rmtree(logdir, ignore_errors=True)
+    _bisect_say("built", f"{args.qemu_dir} in {result.seconds:.0f} s ({result.command})")
+    return True
+
+
+def _bisect_cases(
+    args: argparse.Namespace, build: QemuBuild, found: Probe, report_dir: Path | None
+) -> int:
     from harness.report import records
-    from harness.report.runner import Progress, prepare_dir, run_pytest
+    from harness.report.runner import Progress, interrupted_text, run_pytest
 
     selection: list[str] = []
     if args.case:
@@ -424,37 +557,43 @@ def _bisect_cases(args: argparse.Namespace, build: QemuBuild, found: Probe) -> i
     elif args.markexpr is not None:
         selection = ["-m", args.markexpr]
     quick = not selection
-    keep = args.report_dir is not None
-    report_dir = (
-        prepare_dir(Path(args.report_dir), "--report-dir")
-        if keep
-        else Path(tempfile.mkdtemp(prefix="qrc-bisect-"))
-    )
+    keep = report_dir is not None
+    rdir = report_dir or Path(tempfile.mkdtemp(prefix="qrc-bisect-"))
+    progress = Progress(sys.stdout, args.progress)
     try:
         result = run_pytest(
-            _pytest_args([args.qemu_dir], not quick, selection),
-            report_dir,
-            Progress(sys.stdout, args.progress),
+            _pytest_args([args.qemu_dir], not quick, selection, profile=args.profile),
+            rdir,
+            progress,
         )
     finally:
         if not keep:
-            import shutil
-
-            shutil.rmtree(report_dir, ignore_errors=True)
+            shutil.rmtree(rdir, ignore_errors=True)
+    if result.interrupted:
+        print(f"qrc bisect: {interrupted_text(result, progress.total, keep)}", file=sys.stderr)
+        return 130
     where = f"QEMU {found.version} at {build.system}"
+    if args.profile:
+        where += f", judged by model profile {args.profile}"
     cases = result.doc["cases"] if result.doc else []
     if result.returncode == 5:
         raise NoCases("the selection matched no case")
     bad = [r for r in cases if r["outcome"] in records.BAD]
     if bad and all(r["when"] == "collect" for r in bad):
         raise RunnerError(f"a case file does not import: {bad[0]['nodeid']}: {bad[0]['message']}")
+    fails, passes = (0, 1) if args.find_fix else (1, 0)
     if bad or result.returncode == 1:
-        _bisect_say("bad (1)", f"{len(bad)} of {len(cases)} selected results fail on {where}")
+        verdict = "old (0), not fixed" if args.find_fix else "bad (1)"
+        _bisect_say(
+            verdict,
+            f"{len(bad)} of {len(cases)} selected {'result' if len(cases) == 1 else 'results'} "
+            f"{verb(len(bad), 'fails', 'fail')} on {where}",
+        )
         for r in bad:
             print(f"  {r['outcome'].upper()} {r['nodeid']}: {r.get('message') or ''}")
             if keep and r.get("artifacts"):
                 print(f"    artifacts: {r['artifacts']}")
-        return 1
+        return fails
     if result.returncode != 0:
         raise RunnerError(f"pytest exited with status {result.returncode}; see {result.log}")
     good = [r for r in cases if r["outcome"] in (*records.GOOD, "xpassed")]
@@ -463,14 +602,20 @@ def _bisect_cases(args: argparse.Namespace, build: QemuBuild, found: Probe) -> i
         why = "; ".join(reasons)
         _bisect_say("skip (125)", f"every selected case was skipped on {where}: {why}")
         return BISECT_SKIP
-    _bisect_say("good (0)", f"{len(good)} selected results pass on {where}")
-    return 0
+    _bisect_say(
+        "new (1), fixed" if args.find_fix else "good (0)",
+        f"{plural(len(good), 'selected result')} {verb(len(good), 'passes', 'pass')} on {where}",
+    )
+    return passes
 
 
-def _bisect_trace(trace: str, qemu_dir: str) -> int:
+def _bisect_trace(trace: str, qemu_dir: str, profile: str | None, find_fix: bool) -> int:
     replay = _load_replay()
-    rc = replay(str(Path(trace).absolute()), str(Path(qemu_dir).absolute()))
-    if rc in (0, 1, BISECT_SKIP):
+    path, build = str(Path(trace).absolute()), str(Path(qemu_dir).absolute())
+    rc = replay(path, build) if profile is None else replay(path, build, profile)
+    if rc in (0, 1):
+        return 1 - rc if find_fix else rc
+    if rc == BISECT_SKIP:
         return rc
     raise RunnerError(f"replay of {trace} exited with status {rc}")
 
@@ -478,7 +623,7 @@ def _bisect_trace(trace: str, qemu_dir: str) -> int:
 # --- replay -------------------------------------------------------------------
 
 
-def _load_replay() -> Callable[[str, str | None], int]:
+def _load_replay() -> Callable[..., int]:
     """harness.differential.replay.replay_main, imported only when asked for."""
     import importlib
 
@@ -543,7 +688,7 @@ def _merge_run(args: argparse.Namespace) -> int:
             raise UsageError(f"--out {out}: name it .json (JSON reports) or .xml (JUnit)")
     except OSError as e:
         raise ReportPathError(f"--out {out}: cannot write there: {e.strerror}") from None
-    print(f"merged {len(args.inputs)} reports into {out}")
+    print(f"merged {plural(len(args.inputs), 'report')} into {out}")
     return 0
 
 
@@ -575,8 +720,15 @@ def _bisect_epilog() -> str:
     rows = "\n".join(_code_rows(BISECT_CODES))
     return (
         "git bisect run's protocol; the only exit codes:\n" + rows + "\n\n"
-        "example, in a QEMU checkout built in ./build:\n"
-        "  git bisect run /path/to/.venv/bin/qrc bisect --qemu-dir build -k test_plain_stop"
+        "example, in a QEMU checkout configured once in ./build (each step rebuilds the\n"
+        "five binaries first: build is a build tree):\n"
+        "  git bisect start v10.0.0 v7.2.0\n"
+        "  git bisect run /path/to/.venv/bin/qrc bisect --qemu-dir build --profile 7.2 \\\n"
+        "      -k test_plain_stop\n"
+        "for the commit that fixed something (exit 0 while the cases still fail):\n"
+        "  git bisect start --term-old=broken --term-new=fixed v9.0.0 v7.2.0\n"
+        "  git bisect run /path/to/.venv/bin/qrc bisect --qemu-dir build --profile 9.0 \\\n"
+        "      --find-fix -k test_block_resize_names_the_blocker"
     )
 
 

@@ -5,13 +5,16 @@ builds that cannot be tested, 128 (git aborts the bisection) when the command li
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from cli_helpers import (
     FLIPPED,
+    TOOLS,
     fake_build,
+    installed,
     no_replication_build,
     one_line,
     probe_fails_build,
@@ -28,7 +31,7 @@ def test_good_build_exits_0(tmp_path: Path) -> None:
     r = qrc("bisect", "--qemu-dir", "build", "--case", FLIPPED, "--progress", "none", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert re.fullmatch(
-        rf"qrc bisect: good \(0\): 1 selected results pass on QEMU 7\.2\.\d+ at "
+        rf"qrc bisect: good \(0\): 1 selected result passes on QEMU 7\.2\.\d+ at "
         rf"{build}/qemu-system-x86_64\n",
         r.stdout,
     )
@@ -69,7 +72,7 @@ def test_flipped_expectation_exits_1_with_artifacts(tmp_path: Path) -> None:
     )
     assert r.returncode == 1, r.stdout + r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].startswith("qrc bisect: bad (1): 1 of 1 selected results fail on QEMU 7.2.")
+    assert lines[0].startswith("qrc bisect: bad (1): 1 of 1 selected result fails on QEMU 7.2.")
     assert lines[1].startswith(f"  FAILED {FLIPPED}[7.2.")
     assert "(flipped by the test)" in lines[1]
     art = Path(lines[2].removeprefix("    artifacts: "))
@@ -181,4 +184,148 @@ def test_trace_goes_through_replay(
     assert harness.cli.main(argv) == 128
     assert capsys.readouterr().err == (
         "qrc bisect: replay is not available yet (aborting the bisection: 128)\n"
+    )
+
+
+# ---- --build: the binaries are built before they are tested
+
+BROKEN_LINE = "block/qcow2.c:1234: error: this commit does not build"
+
+
+def ninja_tree(where: Path, broken: str | None = None, makefile: bool = False) -> Path:
+    """A build tree without QEMU's sources: its build.ninja "builds" the five binaries
+    as symlinks to the installed QEMU (PATH's), except `broken`, whose build fails. With
+    `makefile`, a Makefile that hands its targets to ninja, as QEMU's build directory has."""
+    where.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "rule link",
+        "  command = ln -sf $src $out",
+        "rule broken",
+        f"  command = echo 'compiling $out'; echo '{BROKEN_LINE}' >&2; exit 1",
+    ]
+    sources = {name: installed(name) for name in (*TOOLS, "qemu-system-x86_64")}
+    sources["storage-daemon/qemu-storage-daemon"] = installed("qemu-storage-daemon")
+    for target, src in sources.items():
+        if target == broken:
+            lines.append(f"build {target}: broken")
+        else:
+            lines += [f"build {target}: link", f"  src = {src}"]
+    (where / "build.ninja").write_text("\n".join(lines) + "\n")
+    if makefile:
+        (where / "Makefile").write_text(
+            "# QEMU's build directory: make hands its goals to ninja\n"
+            "Makefile: ;\nFORCE: ;\n%: FORCE\n\tninja $@\n"
+        )
+    return where
+
+
+@pytest.fixture
+def with_ninja() -> None:
+    installed("ninja")
+
+
+@pytest.mark.parametrize("driver", ["ninja", "make"])
+def test_build_tree_is_built_then_tested(tmp_path: Path, with_ninja: None, driver: str) -> None:
+    if driver == "make":
+        installed("make")
+    tree = ninja_tree(tmp_path / "build", makefile=driver == "make")
+    r = qrc("bisect", "--qemu-dir", "build", "--case", FLIPPED, "--progress", "none", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    built, verdict = r.stdout.splitlines()
+    assert re.fullmatch(
+        rf"qrc bisect: built: build in \d+ s \({driver} -C build .*qemu-system-x86_64 qemu-img "
+        r"qemu-io qemu-nbd storage-daemon/qemu-storage-daemon\)",
+        built,
+    ), built
+    assert verdict.startswith("qrc bisect: good (0): 1 selected result passes on QEMU 7.2.")
+    assert (tree / "storage-daemon" / "qemu-storage-daemon").is_symlink()
+    assert r.stderr == ""
+
+
+def test_a_build_that_fails_skips_the_commit(tmp_path: Path, with_ninja: None) -> None:
+    ninja_tree(tmp_path / "build", broken="qemu-img")
+    for explicit in ([], ["--build"]):
+        r = qrc(
+            "bisect", "--qemu-dir", "build", *explicit, "--case", FLIPPED, "--report-dir", "rep",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert r.returncode == 125, r.stdout + r.stderr
+        assert r.stdout == ""
+        err = r.stderr.splitlines()
+        assert re.fullmatch(
+            r"qrc bisect: cannot test this build, skip \(125\): the build failed \(ninja exited "
+            r"with status 1 after \d+ s: ninja -C build qemu-system-x86_64 .*\); its last lines:",
+            err[0],
+        ), err[0]
+        assert f"  {BROKEN_LINE}" in err
+        assert any(line.startswith("  FAILED: qemu-img") for line in err), err
+        assert err[-1] == f"the whole output: {tmp_path}/rep/build.log"
+        log = (tmp_path / "rep" / "build.log").read_text()
+        assert log.startswith("$ ninja -C build ") and BROKEN_LINE in log
+    # without --report-dir the output goes to stderr only, and nothing is left behind
+    r = qrc("bisect", "--qemu-dir", "build", "--case", FLIPPED, cwd=tmp_path)
+    assert r.returncode == 125 and f"  {BROKEN_LINE}" in r.stderr.splitlines()
+    assert "the whole output" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build", "rep"]
+
+
+def test_no_build_tests_the_binaries_as_they_are(tmp_path: Path, with_ninja: None) -> None:
+    fake_build(tmp_path / "build")  # the binaries an earlier build left
+    ninja_tree(tmp_path / "build", broken="qemu-img")
+    r = qrc(
+        "bisect", "--qemu-dir", "build", "--no-build", "--case", FLIPPED, "--progress", "none",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("qrc bisect: good (0): ")
+
+
+def test_build_needs_a_build_tree(tmp_path: Path) -> None:
+    fake_build(tmp_path / "build")  # binaries, but neither build.ninja nor a Makefile
+    r = qrc("bisect", "--qemu-dir", "build", "--build", "--case", FLIPPED, cwd=tmp_path)
+    assert r.returncode == 128
+    assert one_line(r) == (
+        "qrc bisect: --build: build is not a build tree (no build.ninja, no Makefile that "
+        "drives ninja) (aborting the bisection: 128)"
+    )
+    r = qrc("bisect", "--qemu-dir", "build", "--build", "--no-build", cwd=tmp_path)
+    assert r.returncode == 128 and "not allowed with argument" in one_line(r)
+
+
+# ---- --profile: one release's behaviour judges every build
+
+RESIZE = "cases/test_blockers.py::test_block_resize_names_the_blocker"
+
+
+def test_profile_judges_by_another_release(tmp_path: Path) -> None:
+    """QEMU 7.2 reports "Device '(null)' is in use" for a busy node's block_resize: by its
+    own profile that is the known bug (a strict xfail, so good), by 10.0's it is wrong."""
+    fake_build(tmp_path / "build")
+
+    def bisect(*more: str) -> subprocess.CompletedProcess[str]:
+        return qrc(
+            "bisect", "--qemu-dir", "build", "--case", RESIZE, "--progress", "none", *more,
+            cwd=tmp_path,
+        )  # fmt: skip
+
+    r = bisect()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.match(r"qrc bisect: good \(0\): 3 selected results pass on QEMU 7\.2\.", r.stdout)
+    r = bisect("--profile", "10.0")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert re.match(
+        r"qrc bisect: bad \(1\): 3 of 3 selected results fail on QEMU 7\.2\.\d+ at \S+, judged "
+        r"by model profile 10\.0\n",
+        r.stdout,
+    ), r.stdout
+    assert "(null)" in r.stdout
+    r = bisect("--profile", "10.0", "--find-fix")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("qrc bisect: old (0), not fixed: 3 of 3 selected results fail")
+    r = bisect("--profile", "9.9")
+    assert r.returncode == 128
+    assert re.fullmatch(
+        r"qrc bisect: --profile 9\.9: no such model profile \(known: 4\.1, .*10\.0\) "
+        r"\(aborting the bisection: 128\)",
+        one_line(r),
     )

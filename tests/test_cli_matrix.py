@@ -32,7 +32,7 @@ def test_matrix_over_two_versions(tmp_path: Path, builds: list[str]) -> None:
         r"^== qrc matrix: 1 failed, 1 passed in \d+\.\d s \(2 results\) ==$", r.stdout, re.M
     )
     assert r.stdout.splitlines()[-1] == (
-        "matrix: out/matrix.md, out/matrix.html: 1 cases x 2 builds, 1 rows differ between builds"
+        "matrix: out/matrix.md, out/matrix.html: 1 case x 2 builds, 1 row differs between builds"
     )
     md = (tmp_path / "out" / "matrix.md").read_text()
     assert re.search(
@@ -113,7 +113,7 @@ def test_matrix_from_json_keeps_one_marker(tmp_path: Path) -> None:
     r = qrc("matrix", "--from-json", "r.json", "--marker", "quick", "--out", "m", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout == (
-        "matrix: m/matrix.md, m/matrix.html: 1 cases x 2 builds, 0 rows differ between builds\n"
+        "matrix: m/matrix.md, m/matrix.html: 1 case x 2 builds, 0 rows differ between builds\n"
     )
     md = (tmp_path / "m" / "matrix.md").read_text()
     assert "test_fast" in md and "test_long" not in md

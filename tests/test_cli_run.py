@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
+import tempfile
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -14,6 +18,7 @@ import pytest
 from cli_helpers import (
     FLIPPED,
     FLIPPED_FILE,
+    QRC,
     ROOT,
     fake_build,
     no_replication_build,
@@ -44,7 +49,7 @@ def test_run_prints_progress_and_summary_and_writes_reports(tmp_path: Path) -> N
         r"\[7\.2\.\d+\] \(\d+\.\d\ds\)",
         lines[0],
     ), lines[0]
-    assert re.fullmatch(r"== qrc run: 1 passed in \d+\.\d s \(1 results\) ==", lines[1])
+    assert re.fullmatch(r"== qrc run: 1 passed in \d+\.\d s \(1 result\) ==", lines[1])
     assert re.fullmatch(rf"QEMU: QEMU 7\.2\.\d+ \({build}/qemu-system-x86_64\)", lines[2])
     assert lines[3] == (
         "reports: reports/junit.xml, reports/report.json; pytest's output: reports/pytest.log"
@@ -119,6 +124,36 @@ def test_usage_errors(tmp_path: Path) -> None:
     r = qrc("run", *SERIAL, "--no-such-option", cwd=tmp_path)
     assert r.returncode == 2 and r.stdout == ""
     assert one_line(r) == "qrc: unrecognized arguments: --no-such-option"
+
+
+def test_profile_judges_every_build(tmp_path: Path) -> None:
+    """--profile NAME: the model expects that release's behaviour of every build (qrc run,
+    qrc matrix, qrc bisect and pytest itself); an unknown name is one usage line."""
+    build = fake_build(tmp_path / "build")
+    resize = "cases/test_blockers.py::test_block_resize_names_the_blocker"
+    args = ("--qemu-dir", str(build), "--all", "--progress", "none", *SERIAL)
+    r = qrc("run", *args, resize, cwd=tmp_path)
+    assert r.returncode == 0 and "3 xfailed" in r.stdout, r.stdout + r.stderr
+    assert "--profile" not in r.stdout
+    r = qrc("run", *args, "--profile", "10.0", resize, cwd=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert re.fullmatch(r"== qrc run: 3 failed in \d+\.\d s \(3 results\) ==", lines[0])
+    assert lines[2] == "judged by model profile 10.0 (--profile), not each build's own"
+    known = r"\(known: 4\.1, 5\.0, .*10\.0\)"
+    for command in ("run", "matrix"):
+        r = qrc(command, "--profile", "9.9", cwd=tmp_path)
+        assert r.returncode == 2 and r.stdout == ""
+        assert re.fullmatch(rf"qrc: --profile 9\.9: no such model profile {known}", one_line(r))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    p = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--profile", "9.9", resize],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert p.returncode == 4, p.stdout + p.stderr
+    assert re.fullmatch(
+        rf"ERROR: --profile 9\.9: no such model profile {known}", p.stderr.strip()
+    ), p.stderr
 
 
 def test_build_errors(tmp_path: Path) -> None:
@@ -276,11 +311,21 @@ def test_shards_merge_to_the_whole_run(tmp_path: Path) -> None:
     whole = qrc("run", "--report-dir", "whole", *target, cwd=tmp_path)
     assert whole.returncode == 0, whole.stdout + whole.stderr
     for group in ("1", "2"):
-        r = qrc("run", "--report-dir", f"shard-{group}", "--splits", "2", "--group", group,
-                *target, cwd=tmp_path)
+        r = qrc(
+            "run",
+            "--report-dir",
+            f"shard-{group}",
+            "--splits",
+            "2",
+            "--group",
+            group,
+            *target,
+            cwd=tmp_path,
+        )
         assert r.returncode == 0, r.stdout + r.stderr
-    r = qrc("merge", "--out", "merged.json", "shard-1/report.json", "shard-2/report.json",
-            cwd=tmp_path)
+    r = qrc(
+        "merge", "--out", "merged.json", "shard-1/report.json", "shard-2/report.json", cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr
 
     def ids(path: str) -> list[str]:
@@ -289,3 +334,62 @@ def test_shards_merge_to_the_whole_run(tmp_path: Path) -> None:
     one, two = ids("shard-1/report.json"), ids("shard-2/report.json")
     assert one and two and not set(one) & set(two)
     assert sorted(ids("merged.json")) == sorted(ids("whole/report.json"))
+
+
+def test_ctrl_c_ends_with_a_line_and_partial_reports(tmp_path: Path) -> None:
+    """Ctrl-C in the middle of a run: the cases that finished are in junit.xml and
+    report.json, the last line says how far it got, the exit code is 130, and nothing of
+    the run is left in TMPDIR. The terminal's SIGINT goes to qrc's process group (pytest
+    runs in one of its own, and qrc passes the Ctrl-C on)."""
+    build = fake_build(tmp_path / "build")
+    tmp = Path(tempfile.mkdtemp(prefix="qrcint-", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["TMPDIR"] = str(tmp)
+    argv = [str(QRC), "run", "--qemu-dir", str(build), "--report-dir", "rep", "--progress"]
+    argv += ["lines", "-n", "2", "--all", f"--basetemp={tmp_path / 'base'}"]
+    argv += ["cases/test_faults.py", "cases/test_colo_pair.py"]
+    proc = subprocess.Popen(
+        argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        seen = []
+        deadline = time.monotonic() + 240
+        while len(seen) < 3 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if re.match(r"\[ *\d+/\d+ ", line):
+                seen.append(line)
+        assert len(seen) == 3, seen
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    try:
+        assert proc.returncode == 130, out + err
+        last = out.splitlines()[-1]
+        m = re.fullmatch(
+            r"qrc run: interrupted after (\d+) of (\d+) cases: (.+); partial reports in rep/",
+            last,
+        )
+        assert m, out + err
+        done, total = int(m[1]), int(m[2])
+        assert 3 <= done < total, last
+        doc = records.load(tmp_path / "rep" / "report.json")
+        assert len(doc["cases"]) == done
+        counts: dict[str, int] = {}
+        for rec in doc["cases"]:
+            counts[rec["outcome"]] = counts.get(rec["outcome"], 0) + 1
+        order = ("failed", "error", "passed", "xfailed", "xpassed", "skipped")
+        assert m[3] == ", ".join(f"{counts[k]} {k}" for k in order if k in counts)
+        suite = ET.parse(tmp_path / "rep" / "junit.xml").getroot()
+        names = [c.get("name") for c in suite.iter("testcase")]
+        assert sorted(names) == sorted(r["nodeid"].split("::")[-1] for r in doc["cases"])
+        left = sorted(p.name for p in tmp.iterdir())
+        assert left == [], f"the interrupted run left in TMPDIR: {left}"
+    finally:
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)

@@ -85,6 +85,7 @@ from harness.model.disks import allocated_above
 from harness.model.replication import Mode, ReplicationNode, Stage
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.pair import PQ, pair_recipe
+from harness.words import plural
 
 # ---- profiles
 
@@ -419,8 +420,9 @@ class RunResult:
 
     def summary(self) -> str:
         head = (
-            f"differential {self.group} on QEMU {self.qemu}: {self.examples} examples, "
-            f"{self.steps} steps ({self.ops} operations, {self.view_reads} guest-view reads) "
+            f"differential {self.group} on QEMU {self.qemu}: "
+            f"{plural(self.examples, 'example')}, {plural(self.steps, 'step')} "
+            f"({plural(self.ops, 'operation')}, {plural(self.view_reads, 'guest-view read')}) "
             f"in {self.wall_s:.1f} s, seed {self.seed}"
         )
         if self.failure is None:

@@ -37,6 +37,7 @@ from harness.differential.session import KINDS, Session, TopologySpec
 from harness.errors import RecipeError, TraceError
 from harness.images import Recipe
 from harness.observe import Crashed, IoResult, Observation, OneOf, QmpResult
+from harness.words import plural
 
 FORMAT = "qrc-differential-trace"
 FORMAT_VERSION = 1
@@ -218,8 +219,8 @@ def trace_from_json(d: Any, what: str = "trace") -> Trace:
     raw_obs = _need(d, "observed", list, what)
     if not len(raw_exp) == len(raw_obs) == len(operations):
         raise TraceError(
-            f"{what}: {len(operations)} operations but {len(raw_exp)} expected and "
-            f"{len(raw_obs)} observed observations"
+            f"{what}: {plural(len(operations), 'operation')} but "
+            f"{plural(len(raw_exp), 'expected observation')} and {len(raw_obs)} observed"
         )
     expected = [observation_from_json(o, f"{what}: expected[{i}]") for i, o in enumerate(raw_exp)]
     observed = [observation_from_json(o, f"{what}: observed[{i}]") for i, o in enumerate(raw_obs)]

@@ -25,6 +25,7 @@ from harness.images import allocated, allocation_map
 from harness.machine import Machine, MachineError, MachineSet, describe_exit
 from harness.report.layers import LayerPicture, Range, StoryPicture, page
 from harness.story import Story
+from harness.words import plural
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -107,7 +108,7 @@ def story_picture(story: Story) -> StoryPicture:
     if story.steps:
         st = story.steps[-1]
         last = (
-            f"{len(story.steps)} operations; the last: {st.op.describe()}\n"
+            f"{plural(len(story.steps), 'operation')}; the last: {st.op.describe()}\n"
             f"  model: {st.expected.describe()}\n  QEMU:  {st.actual.describe()}"
         )
     return StoryPicture(story.label, last, layers)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from harness.report import records
+from harness.words import plural, verb
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,11 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _differ(m: Matrix) -> str:
+    n = len(m.differing)
+    return f"{plural(n, 'row')} {verb(n, 'differs', 'differ')}"
+
+
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -111,8 +117,8 @@ def to_markdown(m: Matrix, title: str = "QEMU replication conformance matrix") -
     cols = m.columns
     out = [f"# {title}", ""]
     out.append(
-        f"{len(m.rows)} cases x {len(cols)} builds; **{len(m.differing)} rows differ** "
-        f"between builds (marked ≠). Generated {_stamp()}."
+        f"{plural(len(m.rows), 'case')} x {plural(len(cols), 'build')}; "
+        f"**{_differ(m)}** between builds (marked ≠). Generated {_stamp()}."
     )
     out.append("")
     shown = records.OUTCOMES_SHOWN
@@ -194,8 +200,9 @@ def to_html(m: Matrix, title: str = "QEMU replication conformance matrix") -> st
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
-        f'<p class="meta">{len(m.rows)} cases &times; {len(cols)} builds &mdash; '
-        f"<strong>{len(m.differing)} rows differ between builds</strong>. "
+        f'<p class="meta">{plural(len(m.rows), "case")} &times; '
+        f"{plural(len(cols), 'build')} &mdash; "
+        f"<strong>{_differ(m)} between builds</strong>. "
         f"Generated {_stamp()}.</p>",
     ]
     parts.append('<table class="totals"><tr><th>build</th><th>version</th>')

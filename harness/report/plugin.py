@@ -235,6 +235,9 @@ class Recorder:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            # Ctrl-C: the reports hold the cases that finished; one cut short is no result
+            self.pending.clear()
         for nodeid in list(self.pending):
             self._finish(nodeid)
         wall = time.monotonic() - self.t0

@@ -9,12 +9,15 @@ them, and reads the JSON report at the end for the closing summary.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +28,8 @@ from harness.builds import QemuBuild
 from harness.errors import ReportPathError, RunnerError, UsageError
 from harness.probe import Probe
 from harness.report import records
+from harness.tmp import reclaim
+from harness.words import plural
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -77,6 +82,8 @@ class RunResult:
     junit: Path
     json: Path
     artifacts: Path
+    # Ctrl-C (SIGINT) ended the run: the reports hold the cases that finished
+    interrupted: bool = False
 
 
 # --- progress display ---------------------------------------------------------
@@ -236,6 +243,8 @@ def run_pytest(
         with open(log, "wb") as out:
             out.write(("$ " + " ".join(argv) + "\n").encode())
             out.flush()
+            # pytest (its workers, their QEMUs) in a process group of its own: a Ctrl-C
+            # reaches it once, from here, whether it came from a terminal or a kill -INT
             proc = subprocess.Popen(
                 argv,
                 cwd=ROOT,
@@ -244,28 +253,29 @@ def run_pytest(
                 stderr=subprocess.STDOUT,
                 env=child_env,
                 pass_fds=(wfd,),
+                process_group=0,
             )
     except OSError as e:
         os.close(rfd)
         os.close(wfd)
         raise RunnerError(f"cannot start pytest ({sys.executable}): {e.strerror}") from None
     os.close(wfd)
+    interrupted = False
     try:
-        with os.fdopen(rfd, "r") as events:
-            for line in events:
-                try:
-                    progress.event(json.loads(line))
-                except (ValueError, KeyError, TypeError):
-                    continue
-        rc = proc.wait()
-    except KeyboardInterrupt:
-        # The terminal sent SIGINT to pytest too; let it finish its own way.
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        raise
+            with os.fdopen(rfd, "r") as events:
+                for line in events:
+                    try:
+                        progress.event(json.loads(line))
+                    except (ValueError, KeyError, TypeError):
+                        continue
+            rc = proc.wait()
+        except KeyboardInterrupt:
+            interrupted = True
+            rc = _interrupt(proc)
+    finally:
+        # what its dead processes left in TMPDIR (a live one's files are never touched)
+        reclaim(proc.pid)
     progress.event({"e": "end"})
     wall = time.monotonic() - t0
     doc: dict[str, Any] | None = None
@@ -274,11 +284,65 @@ def run_pytest(
             doc = records.load(jpath)
         except (OSError, ValueError):
             doc = None
+    if interrupted:
+        _prune_junit(junit)
+        return RunResult(rc, doc, wall, report_dir, log, junit, jpath, artifacts, True)
     if rc == 4:
         raise UsageError(_usage_line(log))
     if doc is None and rc not in (0, 5):
         raise RunnerError(f"pytest exited with status {rc} without writing its report; see {log}")
     return RunResult(rc, doc, wall, report_dir, log, junit, jpath, artifacts)
+
+
+def _prune_junit(path: Path) -> None:
+    """Drop the <testcase> elements pytest's JUnit writer leaves for the cases a Ctrl-C
+    cut short (no name, no result): the file holds what ran, as the JSON report does."""
+    try:
+        tree = ET.parse(path)
+    except (OSError, ET.ParseError):
+        return
+    pruned = 0
+    for suite in tree.getroot().iter("testsuite"):
+        for case in suite.findall("testcase"):
+            if case.get("name") is None:
+                suite.remove(case)
+                pruned += 1
+    if pruned:
+        tree.write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def _interrupt(proc: subprocess.Popen[bytes], grace: float = 60) -> int:
+    """Pass a Ctrl-C on to pytest's process group and wait for it to write its reports
+    (a second Ctrl-C, or `grace` seconds, kills the group); pytest's exit status."""
+    _signal_group(proc, signal.SIGINT)
+    try:
+        return proc.wait(grace)
+    except (KeyboardInterrupt, subprocess.TimeoutExpired):
+        _signal_group(proc, signal.SIGKILL)
+        return proc.wait()
+
+
+def interrupted_text(result: RunResult, total: int | None, kept: bool = True) -> str:
+    """The closing line of an interrupted run: how far it got, what the cases that
+    finished did, where the partial reports are."""
+    cases = result.doc["cases"] if result.doc else []
+    done = len(cases)
+    far = f"{done} of {plural(total, 'case')}" if total else plural(done, "case")
+    counts = Counter(str(r["outcome"]) for r in cases)
+    order = ("failed", "error", "passed", "xfailed", "xpassed", "skipped")
+    tally = ", ".join(f"{counts[k]} {k}" for k in order if counts[k]) or "none finished"
+    if not kept:
+        where = "no reports kept (no --report-dir)"
+    elif result.doc is None:
+        where = f"pytest wrote no report; its output: {_rel(result.log)}"
+    else:
+        where = f"partial reports in {_rel(result.report_dir)}/"
+    return f"interrupted after {far}: {tally}; {where}"
 
 
 # --- the closing summary --------------------------------------------------------------
@@ -301,7 +365,10 @@ def builds_line(builds: Sequence[tuple[QemuBuild, Probe]]) -> str:
 
 
 def summary_text(
-    result: RunResult, builds: Sequence[tuple[QemuBuild, Probe]], title: str = "qrc run"
+    result: RunResult,
+    builds: Sequence[tuple[QemuBuild, Probe]],
+    title: str = "qrc run",
+    profile: str | None = None,
 ) -> str:
     doc = result.doc or records.document([], result.returncode, result.wall, [])
     cases = doc["cases"]
@@ -310,9 +377,11 @@ def summary_text(
     parts = [f"{s[k]} {k}" for k in order if s[k]]
     lines = [
         f"== {title}: {', '.join(parts) or 'no cases'} in {result.wall:.1f} s "
-        f"({len(cases)} results) ==",
+        f"({plural(len(cases), 'result')}) ==",
         f"QEMU: {builds_line(builds) or 'none'}",
     ]
+    if profile is not None:
+        lines.append(f"judged by model profile {profile} (--profile), not each build's own")
     bad = [r for r in cases if r["outcome"] in records.BAD]
     if bad:
         lines.append(f"failed ({len(bad)}):")

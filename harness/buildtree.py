@@ -14,6 +14,7 @@ import os
 import subprocess
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,27 @@ TARGETS = (
     "storage-daemon/qemu-storage-daemon",
 )
 TAIL_LINES = 25
+
+# Where git finds the repository: `git bisect run` exports GIT_DIR when the checkout is
+# a worktree (`git worktree add`), and a build that runs git (QEMU's configure updating
+# its submodules, meson downloading a wrap into subprojects/) would then act on the
+# bisected repository itself: meson's `git init; git fetch --depth 1; git checkout`
+# for a subproject checks the subproject's commit out over the QEMU checkout (and
+# leaves the repository shallow). The build runs without them; git finds the
+# checkout from the build's working directory, as it would at a shell prompt.
+GIT_LOCATION_VARS = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_IMPLICIT_WORK_TREE",
+    "GIT_COMMON_DIR",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_SHALLOW_FILE",
+    "GIT_GRAFT_FILE",
+    "GIT_PREFIX",
+    "GIT_INTERNAL_SUPER_PREFIX",
+)
 
 
 def _drives_ninja(makefile: Path) -> bool:
@@ -67,6 +89,11 @@ class BuildResult:
         return " ".join(self.argv)
 
 
+def build_env(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` without the variables that tell git where the repository is."""
+    return {k: v for k, v in env.items() if k not in GIT_LOCATION_VARS}
+
+
 def build(argv: list[str], log: Path) -> BuildResult:
     """Run `argv` with its whole output in `log`. OSError if the tool cannot be started."""
     t0 = time.monotonic()
@@ -74,7 +101,12 @@ def build(argv: list[str], log: Path) -> BuildResult:
         out.write(("$ " + " ".join(argv) + "\n").encode())
         out.flush()
         rc = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, check=False
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=build_env(os.environ),
+            check=False,
         ).returncode
     seconds = time.monotonic() - t0
     with open(log, errors="replace") as f:

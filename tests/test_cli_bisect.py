@@ -242,6 +242,26 @@ def test_build_tree_is_built_then_tested(tmp_path: Path, with_ninja: None, drive
     assert r.stderr == ""
 
 
+def test_the_build_does_not_see_the_bisected_repository(tmp_path: Path, with_ninja: None) -> None:
+    """git bisect run exports GIT_DIR in a worktree: a build running git (QEMU's submodule
+    update, meson's wrap download: git init, fetch, checkout) would work on the bisected
+    repository itself. The build runs without git's location variables."""
+    tree = ninja_tree(tmp_path / "build")
+    ninja = (tree / "build.ninja").read_text()
+    (tree / "build.ninja").write_text(
+        ninja.replace("command = ln -sf $src $out", "command = ln -sf $src $out; env > env.txt")
+    )
+    r = qrc(
+        "bisect", "--qemu-dir", "build", "--case", FLIPPED, "--progress", "none", cwd=tmp_path,
+        env={"GIT_DIR": str(tmp_path / "repo.git"), "GIT_WORK_TREE": str(tmp_path),
+             "GIT_CONFIG_COUNT": "0"},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    seen = (tree / "env.txt").read_text().splitlines()
+    assert not [v for v in seen if v.startswith(("GIT_DIR=", "GIT_WORK_TREE="))], seen
+    assert "GIT_CONFIG_COUNT=0" in seen  # git's configuration from the environment stays
+
+
 def test_a_build_that_fails_skips_the_commit(tmp_path: Path, with_ninja: None) -> None:
     ninja_tree(tmp_path / "build", broken="qemu-img")
     for explicit in ([], ["--build"]):

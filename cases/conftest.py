@@ -54,10 +54,12 @@ class _Maker:
     topologies: list[topology.Topology]
     tmp_path: Path
 
-    def story(self, build_topology: Callable[..., Any], story: type[Story], *args: Any,
-              **kw: Any) -> Any:
-        t = build_topology(self.qemu_build[0], self.profile, self.machines, self.tmp_path,
-                           *args, **kw)
+    def story(
+        self, build_topology: Callable[..., Any], story: type[Story], *args: Any, **kw: Any
+    ) -> Any:
+        t = build_topology(
+            self.qemu_build[0], self.profile, self.machines, self.tmp_path, *args, **kw
+        )
         self.topologies.append(t)
         return story(t, _label(self.qemu_build, self.profile))
 

@@ -205,8 +205,12 @@ def answer(expected: str | dict[bool, str] | None, profile) -> QmpResult:
 @pytest.mark.parametrize(
     ("name", "node"),
     [
-        pytest.param(name, node, id=f"{name}-{node}",
-                     marks=QUICK if (name, node) == ("blockdev-del", "rep") else ())
+        pytest.param(
+            name,
+            node,
+            id=f"{name}-{node}",
+            marks=QUICK if (name, node) == ("blockdev-del", "rep") else (),
+        )
         for name in COMMANDS
         for node in NODES
     ],
@@ -390,9 +394,13 @@ LIFTED: dict[tuple[str, str], object] = {
 @pytest.mark.parametrize(
     ("name", "node", "stage"),
     [
-        pytest.param(name, node, stage, id=f"{name}-{node}-{stage}",
-                     marks=QUICK if (name, node, stage) == ("blockdev-del", "rep", "plain-stop")
-                     else ())
+        pytest.param(
+            name,
+            node,
+            stage,
+            id=f"{name}-{node}-{stage}",
+            marks=QUICK if (name, node, stage) == ("blockdev-del", "rep", "plain-stop") else (),
+        )
         for name, node in LIFTED
         for stage in LIFTED_STAGES
     ],

@@ -110,8 +110,11 @@ def test_copy_granularity(secondary, recipe, old):
     s.expect(Read(2 * bc, 2 * bc), data((2 * bc, 2 * bc, old_pat)))
     s.expect(
         PrimaryRead(2 * bc, 2 * bc),
-        data((2 * bc, bc - 512, old_pat), (3 * bc - 512, 1024, 0x22),
-             (3 * bc + 512, bc - 512, old_pat)),
+        data(
+            (2 * bc, bc - 512, old_pat),
+            (3 * bc - 512, 1024, 0x22),
+            (3 * bc + 512, bc - 512, old_pat),
+        ),
     )
     # a write of one byte, at the very start of another cluster: exactly that cluster
     s.expect(PrimaryWrite(5 * bc, 1, 0x33), IO_OK)
@@ -188,8 +191,13 @@ def test_secondary_writes_discarded_at_checkpoint(secondary, recipe):
     s.expect(PrimaryWrite(bc - 1000, 2000, 0x44), IO_OK)
     s.expect(
         Read(0, 2 * bc),
-        data((0, 100, 0x11), (100, 1000, 0x23), (1100, bc - 1400, 0x11), (bc - 300, 600, 0x22),
-             (bc + 300, bc - 300, 0x11)),
+        data(
+            (0, 100, 0x11),
+            (100, 1000, 0x23),
+            (1100, bc - 1400, 0x11),
+            (bc - 300, 600, 0x22),
+            (bc + 300, bc - 300, 0x11),
+        ),
     )
     assert active_live(s) != [] and hidden_live(s) == [(0, 2 * bc)]
     s.check_layers_live()
@@ -305,8 +313,12 @@ ZERO_REQUESTS = {
 @pytest.mark.parametrize(
     ("recipe", "req"),
     [
-        pytest.param(recipe, req, id=f"{recipe}-{req}",
-                     marks=QUICK if (recipe, req) == ("secondary", "aligned") else ())
+        pytest.param(
+            recipe,
+            req,
+            id=f"{recipe}-{req}",
+            marks=QUICK if (recipe, req) == ("secondary", "aligned") else (),
+        )
         for recipe in ("secondary", "secondary-512", "secondary-2m")
         for req in ZERO_REQUESTS
     ],

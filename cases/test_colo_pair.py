@@ -135,8 +135,10 @@ def test_primary_writes_before_the_primary_starts(pair):
     s.expect(s.pwrite(64 * KiB, 64 * KiB, 0x23), IO_OK)
     s.checkpoint()
     # The secondary has the second write only: the first was lost for it for good.
-    s.expect(s.sread(0, 192 * KiB), data((0, 64 * KiB, 0x11), (64 * KiB, 64 * KiB, 0x23),
-                                          (128 * KiB, 64 * KiB, 0x11)))
+    s.expect(
+        s.sread(0, 192 * KiB),
+        data((0, 64 * KiB, 0x11), (64 * KiB, 64 * KiB, 0x23), (128 * KiB, 64 * KiB, 0x11)),
+    )
     s.finish()
 
 
@@ -228,8 +230,10 @@ def test_primary_unaligned_write_zeroes(pair):
         # a data write leaves its bytes in a freed buffer the pad buffer may reuse
         s.expect(s.pwrite(base - size, size, 0x5A), IO_OK)
         s.expect(WriteZeroes(base + 0x10, 0x100, node=PQ), IO_OK)
-        s.expect(s.pread(base, 0x200), data(
-            (base, 0x10, 0x11), (base + 0x10, 0x100, 0x00), (base + 0x110, 0xF0, 0x11)))
+        s.expect(
+            s.pread(base, 0x200),
+            data((base, 0x10, 0x11), (base + 0x10, 0x100, 0x00), (base + 0x110, 0xF0, 0x11)),
+        )
     s.checkpoint()
     s.do(s.sread(0x40000, 0x80000))
     s.finish()
@@ -257,8 +261,12 @@ def test_quorum_child_changes(pair):
     s.checkpoint()
     s.expect(
         s.sread(0, 256 * KiB),
-        data((0, 64 * KiB, 0x22), (64 * KiB, 64 * KiB, 0x11), (128 * KiB, 64 * KiB, 0x24),
-             (192 * KiB, 64 * KiB, 0x11)),
+        data(
+            (0, 64 * KiB, 0x22),
+            (64 * KiB, 64 * KiB, 0x11),
+            (128 * KiB, 64 * KiB, 0x24),
+            (192 * KiB, 64 * KiB, 0x11),
+        ),
     )
     s.finish()
 
@@ -312,8 +320,12 @@ def test_primary_goes_on_alone_after_the_secondary_quits(pair, quorum):
     s.expect(s.pwrite(128 * KiB, 64 * KiB, 0x24), IO_OK)
     s.expect(
         s.pread(0, 256 * KiB),
-        data((0, 64 * KiB, 0x22), (64 * KiB, 64 * KiB, 0x23), (128 * KiB, 64 * KiB, 0x24),
-             (192 * KiB, 64 * KiB, 0x11)),
+        data(
+            (0, 64 * KiB, 0x22),
+            (64 * KiB, 64 * KiB, 0x23),
+            (128 * KiB, 64 * KiB, 0x24),
+            (192 * KiB, 64 * KiB, 0x11),
+        ),
     )
     s.finish()
 

@@ -99,8 +99,14 @@ def test_secondary_killed_during_primary_writes(pair, sig):
     s.expect(Flush(node=PQ), IO_OK)
     s.expect(
         s.pread(0, 384 * KiB),
-        data((0, 64 * KiB, 0x22), (64 * KiB, 64 * KiB, 0x23), (128 * KiB, 64 * KiB, 0x30),
-             (192 * KiB, 64 * KiB, 0x31), (256 * KiB, 64 * KiB, 0x32), (320 * KiB, 64 * KiB, 0x11)),
+        data(
+            (0, 64 * KiB, 0x22),
+            (64 * KiB, 64 * KiB, 0x23),
+            (128 * KiB, 64 * KiB, 0x30),
+            (192 * KiB, 64 * KiB, 0x31),
+            (256 * KiB, 64 * KiB, 0x32),
+            (320 * KiB, 64 * KiB, 0x11),
+        ),
     )
     s.primary_alone()
     s.expect(Status(machine=PRIMARY), status(None))
@@ -199,9 +205,7 @@ KILLED_PRIMARY = [
         True,
         id="mixed-SIGKILL",
     ),
-    pytest.param(
-        pair_recipe(cluster="64k"), signal.SIGKILL, False, id="64k-no-nbd-stop"
-    ),
+    pytest.param(pair_recipe(cluster="64k"), signal.SIGKILL, False, id="64k-no-nbd-stop"),
 ]
 
 
@@ -268,8 +272,7 @@ def test_primary_killed_before_any_checkpoint(pair):
 BAD = 1 * MiB + 64 * KiB  # the secondary disk refuses writes covering this offset
 
 
-@pytest.mark.parametrize("quorum", [pytest.param(False, id="rep"),
-                                    pytest.param(True, id="quorum")])
+@pytest.mark.parametrize("quorum", [pytest.param(False, id="rep"), pytest.param(True, id="quorum")])
 def test_commit_failure_leaves_failover_failed(pair, quorum):
     s = pair(secondary_quorum=quorum, secondary_filter=faults.secondary_blkdebug(BAD))
     s.start()
@@ -376,10 +379,17 @@ def test_failover_in_flight_guest_io(pair, profile, over_nbd):
     s, sm = _held_failover(pair, guest_over_nbd=over_nbd)
     s.expect(
         s.sread(0, 512 * KiB),
-        data((0, 4 * KiB, 0x30), (4 * KiB, 60 * KiB, 0x22), (64 * KiB, 64 * KiB, 0x11),
-             (128 * KiB, 4 * KiB, 0x31), (132 * KiB, 124 * KiB, 0x11),
-             (256 * KiB, 4 * KiB, 0x32), (260 * KiB, 124 * KiB, 0x11),
-             (384 * KiB, 4 * KiB, 0x33), (388 * KiB, 124 * KiB, 0x11)),
+        data(
+            (0, 4 * KiB, 0x30),
+            (4 * KiB, 60 * KiB, 0x22),
+            (64 * KiB, 64 * KiB, 0x11),
+            (128 * KiB, 4 * KiB, 0x31),
+            (132 * KiB, 124 * KiB, 0x11),
+            (256 * KiB, 4 * KiB, 0x32),
+            (260 * KiB, 124 * KiB, 0x11),
+            (384 * KiB, 4 * KiB, 0x33),
+            (388 * KiB, 124 * KiB, 0x11),
+        ),
     )
     # Writes during FAILOVER go into the active disk through the commit's filter; the
     # commit copies them on.
@@ -425,8 +435,10 @@ def test_hidden_eio_after_a_zero_cluster_copy(pair):
     """A write over a zero cluster then a data cluster: the zero one is copied (metadata
     only) before the data one fails, so the write fails; a later write to the zero
     cluster needs no copy and goes through."""
-    s = pair(pair_recipe(contents=((1 * MiB, 1 * MiB, 0x11),)),
-             hidden_file=lambda f: faults.blkdebug(f, "hidden-dbg", event="write_aio"))
+    s = pair(
+        pair_recipe(contents=((1 * MiB, 1 * MiB, 0x11),)),
+        hidden_file=lambda f: faults.blkdebug(f, "hidden-dbg", event="write_aio"),
+    )
     s.start()
     s.model.nodes[REP].cbw_error = EIO
     s.expect(s.pwrite(960 * KiB, 128 * KiB, 0x22), IO_OK)

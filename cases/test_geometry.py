@@ -46,8 +46,7 @@ GEOMETRIES: dict[str, str | Recipe] = {
     "1m-2m-clusters": Recipe.secondary_chain("1M", "2M"),
     "1t-2m-clusters": Recipe.secondary_chain("1T", "2M"),
     "4k": Recipe.secondary_chain("16M", "4k"),
-    "odd-size": Recipe.secondary_chain(MiB + 1536, "64k", hidden_cluster="2M",
-                                       active_cluster=512),
+    "odd-size": Recipe.secondary_chain(MiB + 1536, "64k", hidden_cluster="2M", active_cluster=512),
 }
 
 
@@ -93,9 +92,7 @@ def _first_interval(s, lay: Layout) -> None:
 # The quick case of each story: the standard geometry, 64 KiB clusters. None is slow; the
 # longest is mixed's failover (~0.5 s): the commit copies the hidden disk's 2 MiB clusters
 # in 4 KiB chunks (the granularity follows the secondary disk's 512 B clusters).
-PARAMS = [
-    pytest.param(g, id=g, marks=pytest.mark.quick if g == "64k" else ()) for g in GEOMETRIES
-]
+PARAMS = [pytest.param(g, id=g, marks=pytest.mark.quick if g == "64k" else ()) for g in GEOMETRIES]
 
 
 @pytest.mark.parametrize("geometry", PARAMS)

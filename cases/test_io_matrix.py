@@ -95,8 +95,11 @@ def _table() -> list[object]:
     for mode, stages in (("primary", PRIMARY_STAGES), ("secondary", SECONDARY_STAGES)):
         mark = pytest.mark.primary if mode == "primary" else pytest.mark.secondary
         for stage in stages:
-            cases = [(req, align, f"{mode}-{stage}-{req}-{align}")
-                     for req in REQUESTS for align in ALIGNMENTS]
+            cases = [
+                (req, align, f"{mode}-{stage}-{req}-{align}")
+                for req in REQUESTS
+                for align in ALIGNMENTS
+            ]
             cases.append(("flush", None, f"{mode}-{stage}-flush"))
             for req, align, case_id in cases:
                 marks = [mark, pytest.mark.quick] if case_id == QUICK_CASE else [mark]

@@ -66,8 +66,9 @@ def sec(*names: str) -> list[NodeSpec]:
 
 FAILING_START = [
     pytest.param("r3", {"r3": Stage.NONE, "r2": Stage.NONE, "r1": Stage.NONE}, id="newest"),
-    pytest.param("r2", {"r3": Stage.RUNNING, "r2": Stage.NONE, "r1": Stage.NONE}, id="middle",
-                 marks=QUICK),
+    pytest.param(
+        "r2", {"r3": Stage.RUNNING, "r2": Stage.NONE, "r1": Stage.NONE}, id="middle", marks=QUICK
+    ),
     pytest.param("r1", {"r3": Stage.RUNNING, "r2": Stage.RUNNING, "r1": Stage.NONE}, id="oldest"),
 ]
 
@@ -194,7 +195,11 @@ MIXED = [
         "newest", True, msg.mode_mismatch(1, 0), {"p": Stage.RUNNING}, id="newest-primary"
     ),
     pytest.param(
-        "middle", False, msg.mode_mismatch(0, 1), {"r2": Stage.RUNNING}, id="middle-secondary",
+        "middle",
+        False,
+        msg.mode_mismatch(0, 1),
+        {"r2": Stage.RUNNING},
+        id="middle-secondary",
         marks=QUICK,
     ),
     pytest.param("middle", True, msg.mode_mismatch(1, 0), {}, id="middle-primary"),

@@ -118,8 +118,7 @@ SCHEMA_CASES = [
     pytest.param({"mode": "primary", "file": MISSING}, SCHEMA_MISSING_FILE, id="no-file"),
     pytest.param({"mode": "primary", "top_id": REP}, msg.PRIMARY_TOP_ID, id="primary-top-id"),
     pytest.param({"mode": "primary", "top_id": ""}, msg.PRIMARY_TOP_ID, id="primary-empty-top-id"),
-    pytest.param({"mode": "secondary"}, msg.MISSING_TOP_ID, id="secondary-no-top-id",
-                 marks=QUICK),
+    pytest.param({"mode": "secondary"}, msg.MISSING_TOP_ID, id="secondary-no-top-id", marks=QUICK),
     # `file` is opened before any mode check: its error wins over the driver's
     pytest.param(
         {"mode": "primary", "top_id": "x", "file": "no-such-node"},
@@ -158,8 +157,7 @@ DRIVE_CASES = [
     pytest.param({"mode": "SECONDARY", "top_id": REP}, msg.BAD_MODE, id="mode-upper-case"),
     pytest.param({"mode": "primary", "top_id": REP}, msg.PRIMARY_TOP_ID, id="primary-top-id"),
     pytest.param({"mode": "primary", "top_id": ""}, msg.PRIMARY_TOP_ID, id="primary-empty-top-id"),
-    pytest.param({"mode": "secondary"}, msg.MISSING_TOP_ID, id="secondary-no-top-id",
-                 marks=QUICK),
+    pytest.param({"mode": "secondary"}, msg.MISSING_TOP_ID, id="secondary-no-top-id", marks=QUICK),
     # "missing mode" is checked before the top-id rules, and a bad mode after them
     pytest.param({"top_id": REP}, msg.MISSING_MODE, id="no-mode-with-top-id"),
     pytest.param({"mode": "bogus", "top_id": REP}, msg.BAD_MODE, id="mode-bogus-with-top-id"),
@@ -181,8 +179,12 @@ def test_drive_add_refused(machine, disk, options, text):
 def test_drive_add_file_error_before_mode(machine, disk, tmp_path):
     """The file is opened first: a missing image beats a missing mode."""
     missing = str(tmp_path / "no-such-image.qcow2")
-    opts = {"id": "drv", "driver": "replication", "file.driver": "qcow2",
-            "file.file.filename": missing}
+    opts = {
+        "id": "drv",
+        "driver": "replication",
+        "file.driver": "qcow2",
+        "file.file.filename": missing,
+    }
     assert drive_add(machine, opts) == could_not_open(missing)
     assert_nothing_left(machine, disk, {})
 
@@ -193,8 +195,7 @@ JSON_CASES = [
     pytest.param({}, msg.MISSING_MODE, id="no-mode"),
     pytest.param({"mode": "bogus"}, msg.BAD_MODE, id="mode-bogus"),
     pytest.param({"mode": "primary", "top-id": REP}, msg.PRIMARY_TOP_ID, id="primary-top-id"),
-    pytest.param({"mode": "secondary"}, msg.MISSING_TOP_ID, id="secondary-no-top-id",
-                 marks=QUICK),
+    pytest.param({"mode": "secondary"}, msg.MISSING_TOP_ID, id="secondary-no-top-id", marks=QUICK),
     pytest.param({"mode": "primary", "foo": "bar"}, unsupported_option("foo"), id="unknown-option"),
 ]
 
@@ -221,8 +222,11 @@ def test_qemu_io_json_refused(qemu_build, disk, options, text):
     "options",
     [
         pytest.param({"mode": "primary"}, id="primary", marks=pytest.mark.primary),
-        pytest.param({"mode": "secondary", "top-id": "x"}, id="secondary",
-                     marks=[pytest.mark.secondary, QUICK]),
+        pytest.param(
+            {"mode": "secondary", "top-id": "x"},
+            id="secondary",
+            marks=[pytest.mark.secondary, QUICK],
+        ),
     ],
 )
 def test_qemu_io_json_opens(qemu_build, disk, options):

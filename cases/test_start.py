@@ -79,14 +79,17 @@ def _no_backing_recipe(layer: str) -> Recipe:
 # ---- the secondary's preconditions
 
 REFUSALS = [
-    pytest.param("secondary", {"active_backing": False}, msg.NO_ACTIVE_BACKING,
-                 id="active-backing-null"),
+    pytest.param(
+        "secondary", {"active_backing": False}, msg.NO_ACTIVE_BACKING, id="active-backing-null"
+    ),
     pytest.param(_no_backing_recipe("active"), {}, msg.NO_ACTIVE_BACKING, id="active-raw"),
-    pytest.param("secondary", {"hidden_backing": False}, msg.NO_HIDDEN_BACKING,
-                 id="hidden-backing-null"),
+    pytest.param(
+        "secondary", {"hidden_backing": False}, msg.NO_HIDDEN_BACKING, id="hidden-backing-null"
+    ),
     pytest.param(_no_backing_recipe("hidden"), {}, msg.NO_HIDDEN_BACKING, id="hidden-raw"),
-    pytest.param("secondary", {"export": False}, msg.NO_BLOCK_BACKEND, id="no-block-backend",
-                 marks=QUICK),
+    pytest.param(
+        "secondary", {"export": False}, msg.NO_BLOCK_BACKEND, id="no-block-backend", marks=QUICK
+    ),
     pytest.param("length-mismatch-active", {}, msg.LENGTHS_DIFFER, id="length-active"),
     pytest.param("length-mismatch-hidden", {}, msg.LENGTHS_DIFFER, id="length-hidden"),
     pytest.param("length-mismatch-secondary", {}, msg.LENGTHS_DIFFER, id="length-secondary"),
@@ -94,21 +97,43 @@ REFUSALS = [
     # qed likewise: both are refused only at the make_empty check.
     pytest.param("active-vmdk", {}, msg.NO_MAKE_EMPTY, id="active-vmdk"),
     pytest.param("hidden-qed", {}, msg.NO_MAKE_EMPTY, id="hidden-qed"),
-    pytest.param(Recipe.secondary_chain(active_format="qed"), {}, msg.NO_MAKE_EMPTY,
-                 id="active-qed"),
-    pytest.param(Recipe.secondary_chain(hidden_format="vmdk"), {}, msg.NO_MAKE_EMPTY,
-                 id="hidden-vmdk"),
+    pytest.param(
+        Recipe.secondary_chain(active_format="qed"), {}, msg.NO_MAKE_EMPTY, id="active-qed"
+    ),
+    pytest.param(
+        Recipe.secondary_chain(hidden_format="vmdk"), {}, msg.NO_MAKE_EMPTY, id="hidden-vmdk"
+    ),
     # the order of the checks, where two preconditions fail at once
-    pytest.param("secondary", {"active_backing": False, "export": False},
-                 msg.NO_ACTIVE_BACKING, id="order-active-backing-before-backend"),
-    pytest.param("secondary", {"hidden_backing": False, "export": False},
-                 msg.NO_HIDDEN_BACKING, id="order-hidden-backing-before-backend"),
-    pytest.param("length-mismatch-hidden", {"export": False}, msg.NO_BLOCK_BACKEND,
-                 id="order-backend-before-lengths"),
-    pytest.param(Recipe.secondary_chain(active_format="vmdk", active_size="32M"), {},
-                 msg.LENGTHS_DIFFER, id="order-lengths-before-make-empty"),
-    pytest.param("hidden-qed", {"top_id": "no-such-node"}, msg.NO_MAKE_EMPTY,
-                 id="order-make-empty-before-top-id"),
+    pytest.param(
+        "secondary",
+        {"active_backing": False, "export": False},
+        msg.NO_ACTIVE_BACKING,
+        id="order-active-backing-before-backend",
+    ),
+    pytest.param(
+        "secondary",
+        {"hidden_backing": False, "export": False},
+        msg.NO_HIDDEN_BACKING,
+        id="order-hidden-backing-before-backend",
+    ),
+    pytest.param(
+        "length-mismatch-hidden",
+        {"export": False},
+        msg.NO_BLOCK_BACKEND,
+        id="order-backend-before-lengths",
+    ),
+    pytest.param(
+        Recipe.secondary_chain(active_format="vmdk", active_size="32M"),
+        {},
+        msg.LENGTHS_DIFFER,
+        id="order-lengths-before-make-empty",
+    ),
+    pytest.param(
+        "hidden-qed",
+        {"top_id": "no-such-node"},
+        msg.NO_MAKE_EMPTY,
+        id="order-make-empty-before-top-id",
+    ),
 ]
 
 
@@ -140,15 +165,20 @@ def _other_blockbackend(s: Story) -> None:
 
 def _quorum_above(s: Story) -> None:
     m = s.topo.machine(SECONDARY)
-    m.qmp_ok("blockdev-add", driver="quorum", **{"node-name": "q", "vote-threshold": 1},
-             children=[REP])
+    m.qmp_ok(
+        "blockdev-add", driver="quorum", **{"node-name": "q", "vote-threshold": 1}, children=[REP]
+    )
     # rep's parent (quorum) does not share WRITE: guest I/O goes through the root
     s.topo.guests[REP] = GuestIO(m, "q")
 
 
 def _export_rep(s: Story) -> None:
     s.topo.machine(SECONDARY).qmp_ok(
-        "block-export-add", type="nbd", id="rep-export", **{"node-name": REP}, writable=True,
+        "block-export-add",
+        type="nbd",
+        id="rep-export",
+        **{"node-name": REP},
+        writable=True,
         name=REP,
     )
 
@@ -169,7 +199,7 @@ BAD_TOPS = [
 @pytest.mark.secondary
 @pytest.mark.parametrize(("top_id", "options", "setup"), BAD_TOPS)
 def test_start_bad_top_id(secondary, top_id, options, setup):
-    """"No top_bs or it is invalid": the stage stays NONE, but the children attached just
+    """ "No top_bs or it is invalid": the stage stays NONE, but the children attached just
     before the check stay attached (to the secondary disk itself: no backup filter), and
     the hidden disk stays read-write (7.2 and 10.0; inferred from the sources: the reopen
     back to read-only gets no errp and fails, the `hidden disk` child holding WRITE)."""
@@ -211,9 +241,7 @@ def test_start_good_top_id(secondary, top_id, options, setup, blocked):
     assert block_job_nodes(m) == 1
     assert node_info(m, "hidden")["ro"] is False
     if blocked is not None:
-        assert m.qmp("blockdev-del", **{"node-name": blocked}) == qmp_error(
-            msg.node_busy(blocked)
-        )
+        assert m.qmp("blockdev-del", **{"node-name": blocked}) == qmp_error(msg.node_busy(blocked))
     s.run(Write(0, 65536, 0x33), PrimaryWrite(65536, 65536, 0x44), Read(0, 3 * 65536))
     s.check_layers_live()
     s.expect(Stop(primary=False, failover=True), QMP_OK)
@@ -295,10 +323,14 @@ def test_start_retry_after_bad_top_fails_cleanly(secondary):
 # ---- running or done
 
 # A second start in the node's own mode (the quick case) or in the other mode.
-SECONDARY_AGAIN = [pytest.param(False, id="same-mode", marks=QUICK),
-                   pytest.param(True, id="other-mode")]
-PRIMARY_AGAIN = [pytest.param(True, id="same-mode", marks=QUICK),
-                 pytest.param(False, id="other-mode")]
+SECONDARY_AGAIN = [
+    pytest.param(False, id="same-mode", marks=QUICK),
+    pytest.param(True, id="other-mode"),
+]
+PRIMARY_AGAIN = [
+    pytest.param(True, id="same-mode", marks=QUICK),
+    pytest.param(False, id="other-mode"),
+]
 
 
 @pytest.mark.secondary
@@ -364,8 +396,12 @@ def test_secondary_start_after_failed_failover(secondary, again_primary):
 def test_secondary_start_during_failover_ignored(secondary):
     """FAILOVER (the commit still in flight, held by a throttle over the secondary disk):
     start returns silently too, and the commit goes on to finish once released."""
-    throttle = {"driver": "throttle", "node-name": "secondary-thr", "throttle-group": "tg",
-                "file": "secondary"}
+    throttle = {
+        "driver": "throttle",
+        "node-name": "secondary-thr",
+        "throttle-group": "tg",
+        "file": "secondary",
+    }
     s = secondary(
         objects=[{"qom-type": "throttle-group", "id": "tg", "limits": {"bps-write": 4096}}],
         secondary_filter=throttle,
@@ -469,13 +505,17 @@ def test_start_with_failover_refused(primary, secondary, node_primary, start_pri
         s, machine = primary(), PRIMARY
     else:
         s, machine = secondary(), SECONDARY
-    s.expect(Start(primary=start_primary, failover=failover, machine=machine),
-             qmp_error(msg.FAILOVER_ON_ENABLE))
+    s.expect(
+        Start(primary=start_primary, failover=failover, machine=machine),
+        qmp_error(msg.FAILOVER_ON_ENABLE),
+    )
     s.expect(Status(machine=machine), status(msg.NOT_RUNNING))
     s.expect(Start(primary=node_primary, machine=machine), QMP_OK)
     # ... also while running: it is answered before "running or done"
-    s.expect(Start(primary=node_primary, failover=failover, machine=machine),
-             qmp_error(msg.FAILOVER_ON_ENABLE))
+    s.expect(
+        Start(primary=node_primary, failover=failover, machine=machine),
+        qmp_error(msg.FAILOVER_ON_ENABLE),
+    )
     s.finish()
 
 
@@ -552,8 +592,9 @@ def test_start_empties_active_and_hidden(secondary, base, size):
 @pytest.mark.secondary
 def test_start_with_raw_secondary_disk(secondary):
     """A raw secondary disk is fine (only active and hidden need backing and make_empty)."""
-    s = secondary(Recipe.secondary_chain(secondary_format="raw",
-                                         secondary_contents=[(0, "1M", 0x11)]))
+    s = secondary(
+        Recipe.secondary_chain(secondary_format="raw", secondary_contents=[(0, "1M", 0x11)])
+    )
     s.expect(Start(primary=False), QMP_OK)
     s.run(PrimaryWrite(0, 65536, 0x22), Read(0, 131072), Checkpoint(), Read(0, 131072))
     s.check_layers_live()

@@ -108,8 +108,7 @@ def test_secondary_status(secondary, profile, steps, stage, want):
 @pytest.mark.parametrize(
     "options,error",
     [
-        pytest.param({"export": False}, msg.NO_BLOCK_BACKEND, id="no-block-backend",
-                     marks=QUICK),
+        pytest.param({"export": False}, msg.NO_BLOCK_BACKEND, id="no-block-backend", marks=QUICK),
         pytest.param({"top_id": "nowhere"}, msg.BAD_TOP, id="bad-top-id"),
     ],
 )
@@ -223,8 +222,9 @@ LINK_CUTS = [pytest.param("export-del", marks=QUICK), pytest.param("kill-daemon"
         pytest.param(
             (Write(0, 4 * KiB, 0x11), Read(0, 4 * KiB)), Stage.NONE, NOT_RUNNING, id="none-io"
         ),
-        pytest.param((Start(primary=True, machine=PRIMARY),), Stage.RUNNING, CLEAN, id="running",
-                     marks=QUICK),
+        pytest.param(
+            (Start(primary=True, machine=PRIMARY),), Stage.RUNNING, CLEAN, id="running", marks=QUICK
+        ),
         pytest.param(
             (
                 Start(primary=True, machine=PRIMARY),

@@ -236,8 +236,12 @@ SMALL_CHAINS = {
 @pytest.mark.parametrize(
     ("recipe", "fill"),
     [
-        pytest.param(chain, fill, id=f"{chain_id}-{fill}",
-                     marks=QUICK if (chain_id, fill) == ("1M-64k", "sparse") else ())
+        pytest.param(
+            chain,
+            fill,
+            id=f"{chain_id}-{fill}",
+            marks=QUICK if (chain_id, fill) == ("1M-64k", "sparse") else (),
+        )
         for chain_id, chain in SMALL_CHAINS.items()
         for fill in ("empty", "sparse", "full")
     ],

@@ -15,6 +15,8 @@ from harness.images import Recipe
 from harness.judge import judging_profile
 from harness.machine import MachineSet
 from harness.model import Profile
+from harness.model.messages import Texts
+from harness.model.profiles import Bug
 from harness.pair import PairStory, build_pair
 from harness.probe import Probe
 from harness.story import Story
@@ -113,3 +115,38 @@ def pair(_maker: _Maker) -> Callable[..., PairStory]:
         return _maker.story(build_pair, PairStory, recipe, **kw)
 
     return make
+
+
+# ---- what the release under test says and what is known about it (its profile)
+
+
+@pytest.fixture
+def msg(profile: Profile) -> Texts:
+    """QEMU's texts as the release under test prints them (`msg.NOT_RUNNING`, ...): the
+    profile's, the ones the model answers with."""
+    return profile.texts
+
+
+@pytest.fixture
+def xfail_bug(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """xfail_bug(profile.X, raises=None): the case states what QEMU should do, and the
+    release's known bug X stops it: a strict expected failure with the bug's reason
+    (its version range included). Nothing happens on a release without the bug."""
+
+    def mark(bug: Bug | None, raises: type[BaseException] | None = None) -> None:
+        if bug is not None:
+            request.applymarker(pytest.mark.xfail(strict=True, reason=bug.reason, raises=raises))
+
+    return mark
+
+
+@pytest.fixture
+def needs_bug(profile: Profile) -> Callable[[Bug | None], None]:
+    """needs_bug(profile.X): the case pins what known bug X does; it is skipped on a
+    release without the bug."""
+
+    def check(bug: Bug | None) -> None:
+        if bug is None:
+            pytest.skip(f"QEMU {profile.name}: not a known bug of this release (the case pins it)")
+
+    return check

@@ -5,8 +5,9 @@ node itself) with `Block device is in use by internal backup job`. The other nod
 chain are guarded by other means, each with its own text: the active disk is inline (not
 owned by the monitor) and its `file` edge does not share RESIZE; the hidden disk is the
 internal backup job's target (`block device is in use by block job: backup`); the secondary
-disk is the hidden disk's backing node. Every text below is QEMU's, exactly, on 7.2 and 10.0
-(anonymous node names such as `#block123` normalised to `#blockN`).
+disk is the hidden disk's backing node. Every text is QEMU's, exactly, as the release under
+test words it (`msg`, its profile's texts; anonymous node names such as `#block123`
+normalised to `#blockN`).
 
 The model has one of these operations, BlockdevDel on a replication node (the op blocker and
 the *_all list); the rest are driven through the Machine API and compared as texts.
@@ -20,7 +21,6 @@ import subprocess
 import pytest
 
 from harness.machine import MachineDied
-from harness.model import messages as msg
 from harness.observe import IO_OK, QMP_OK, QmpResult, status
 from harness.ops import (
     REP,
@@ -52,90 +52,63 @@ COMMANDS = (
     "blockdev-snapshot",
 )
 
-# ---- QEMU's texts
+# ---- QEMU's texts (msg: the profile's)
 
 
-def top_busy(node: str) -> str:
-    return msg.node_busy(node)
+def blocker(msg, node: str) -> str:
+    """What guards `node` while replication runs: the op blocker on the top node (top-id),
+    the backup job on its target (the hidden disk), the hidden disk's backing edge."""
+    if node == "rep":
+        return msg.node_busy(node)
+    if node == "hidden":
+        return msg.job_busy(node)
+    assert node == "secondary", node
+    return msg.backing_busy(node, "hidden")
 
 
-def job_busy(node: str) -> str:
-    return f"Node '{node}' is busy: block device is in use by block job: backup"
-
-
-def backing_busy(node: str, parent: str) -> str:
-    return f"Node '{node}' is busy: node is used as backing hd of '{parent}'"
-
-
-def not_owned(node: str) -> str:
-    return f"Node {node} is not owned by the monitor"
-
-
-def in_use(node: str) -> str:
-    return f"Node {node} is in use"
-
-
-def perm_conflict(node: str, perm: str, user: str, user_edge: str, holder: str, edge: str) -> str:
-    return (
-        f"Permission conflict on node '{node}': permissions '{perm}' are both required by "
-        f"{user} (uses node '{node}' as '{user_edge}' child) and unshared by {holder} "
-        f"(uses node '{node}' as '{edge}' child)."
+def running(msg) -> dict[tuple[str, str], str | None]:
+    """What each command answers while replication runs; None: it succeeds."""
+    top, job, backing = blocker(msg, "rep"), blocker(msg, "hidden"), blocker(msg, "secondary")
+    resize_active = msg.perm_conflict(
+        "active", "resize", "an unnamed block device", "root", "node 'rep'", "file"
     )
-
-
-NEED_ROOT = "Need a root block node"
-# block_resize before QEMU 9.0 (commit "blockdev: Fix block_resize error reporting for op
-# blockers") prints the device argument, which is NULL when node-name is given.
-RESIZE_NULL_DEVICE = "Device '(null)' is in use"
-RESIZE_ACTIVE = perm_conflict(
-    "active", "resize", "an unnamed block device", "root", "node 'rep'", "file"
-)
-BACKUP_ACTIVE = "Could not replace node: " + perm_conflict(
-    "hidden", "write", "node '#blockN'", "target", "node 'active'", "backing"
-)
-NOT_FOUND_NODE = "Failed to find node with node-name='{}'"
-
-
-def resize_blocked(real: str) -> dict[bool, str]:
-    """block_resize's text: before 9.0 (False) the NULL device, from 9.0 (True) the blocker."""
-    return {False: RESIZE_NULL_DEVICE, True: real}
-
-
-# What each command answers while replication runs; None: it succeeds.
-RUNNING: dict[tuple[str, str], str | dict[bool, str] | None] = {
-    ("blockdev-del", "rep"): top_busy("rep"),
-    ("blockdev-del", "active"): not_owned("active"),
-    ("blockdev-del", "hidden"): job_busy("hidden"),
-    ("blockdev-del", "secondary"): backing_busy("secondary", "hidden"),
-    ("block_resize", "rep"): resize_blocked(top_busy("rep")),
-    ("block_resize", "active"): RESIZE_ACTIVE,
-    ("block_resize", "hidden"): resize_blocked(job_busy("hidden")),
-    ("block_resize", "secondary"): resize_blocked(backing_busy("secondary", "hidden")),
-    ("block-commit", "rep"): top_busy("rep"),
-    ("block-commit", "active"): NEED_ROOT,
-    ("block-commit", "hidden"): NEED_ROOT,
-    ("block-commit", "secondary"): NEED_ROOT,
-    ("block-stream", "rep"): top_busy("rep"),
-    ("block-stream", "active"): job_busy("hidden"),
-    ("block-stream", "hidden"): job_busy("hidden"),
-    ("block-stream", "secondary"): None,
-    ("blockdev-backup", "rep"): top_busy("rep"),
-    ("blockdev-backup", "active"): BACKUP_ACTIVE,
-    ("blockdev-backup", "hidden"): job_busy("hidden"),
-    ("blockdev-backup", "secondary"): None,
-    ("blockdev-mirror", "rep"): top_busy("rep"),
-    ("blockdev-mirror", "active"): NEED_ROOT,
-    ("blockdev-mirror", "hidden"): NEED_ROOT,
-    ("blockdev-mirror", "secondary"): NEED_ROOT,
-    ("blockdev-snapshot-sync", "rep"): top_busy("rep"),
-    ("blockdev-snapshot-sync", "active"): None,
-    ("blockdev-snapshot-sync", "hidden"): job_busy("hidden"),
-    ("blockdev-snapshot-sync", "secondary"): backing_busy("secondary", "hidden"),
-    ("blockdev-snapshot", "rep"): top_busy("rep"),
-    ("blockdev-snapshot", "active"): None,
-    ("blockdev-snapshot", "hidden"): job_busy("hidden"),
-    ("blockdev-snapshot", "secondary"): backing_busy("secondary", "hidden"),
-}
+    backup_active = msg.could_not_replace(
+        msg.perm_conflict("hidden", "write", "node '#blockN'", "target", "node 'active'", "backing")
+    )
+    return {
+        ("blockdev-del", "rep"): top,
+        ("blockdev-del", "active"): msg.not_owned("active"),
+        ("blockdev-del", "hidden"): job,
+        ("blockdev-del", "secondary"): backing,
+        ("block_resize", "rep"): msg.block_resize_busy(top),
+        ("block_resize", "active"): resize_active,
+        ("block_resize", "hidden"): msg.block_resize_busy(job),
+        ("block_resize", "secondary"): msg.block_resize_busy(backing),
+        ("block-commit", "rep"): top,
+        ("block-commit", "active"): msg.NEED_ROOT,
+        ("block-commit", "hidden"): msg.NEED_ROOT,
+        ("block-commit", "secondary"): msg.NEED_ROOT,
+        ("block-stream", "rep"): top,
+        ("block-stream", "active"): job,
+        ("block-stream", "hidden"): job,
+        ("block-stream", "secondary"): None,
+        ("blockdev-backup", "rep"): top,
+        ("blockdev-backup", "active"): backup_active,
+        ("blockdev-backup", "hidden"): job,
+        ("blockdev-backup", "secondary"): None,
+        ("blockdev-mirror", "rep"): top,
+        ("blockdev-mirror", "active"): msg.NEED_ROOT,
+        ("blockdev-mirror", "hidden"): msg.NEED_ROOT,
+        ("blockdev-mirror", "secondary"): msg.NEED_ROOT,
+        ("blockdev-snapshot-sync", "rep"): top,
+        ("blockdev-snapshot-sync", "active"): None,
+        ("blockdev-snapshot-sync", "hidden"): job,
+        ("blockdev-snapshot-sync", "secondary"): backing,
+        ("blockdev-snapshot", "rep"): top,
+        ("blockdev-snapshot", "active"): None,
+        ("blockdev-snapshot", "hidden"): job,
+        ("blockdev-snapshot", "secondary"): backing,
+    }
 
 
 def command(s, name: str, node: str) -> tuple[str, dict]:
@@ -190,9 +163,7 @@ def normalised(res: QmpResult) -> QmpResult:
     return QmpResult(res.ok, res.value, res.error_class, re.sub(r"#block\d+", "#blockN", res.desc))
 
 
-def answer(expected: str | dict[bool, str] | None, profile) -> QmpResult:
-    if isinstance(expected, dict):
-        expected = expected[profile.at_least(9, 0)]
+def answer(expected: str | None) -> QmpResult:
     if expected is None:
         return QMP_OK
     return QmpResult(False, None, "GenericError", expected)
@@ -215,13 +186,13 @@ def answer(expected: str | dict[bool, str] | None, profile) -> QmpResult:
         for node in NODES
     ],
 )
-def test_operation_while_running(secondary, profile, name, node):
+def test_operation_while_running(secondary, msg, name, node):
     s = secondary()
     m = s.topo.machine("secondary")
     cmd, args = command(s, name, node)
     s.run(Start(primary=False), Write(0, 64 * KiB, 0x11), PrimaryWrite(MiB, 64 * KiB, 0x22))
     got = normalised(m.qmp(cmd, **args))
-    assert got == answer(RUNNING[name, node], profile), f"{cmd} {args}"
+    assert got == answer(running(msg)[name, node]), f"{cmd} {args}"
     if not got.ok:
         # Refused: replication goes on undisturbed.
         s.run(Write(4 * KiB, 4 * KiB, 0x33), Checkpoint(), Read(0, 2 * MiB))
@@ -232,11 +203,11 @@ def test_operation_while_running(secondary, profile, name, node):
 
 @pytest.mark.quick
 @pytest.mark.secondary
-def test_blockdev_del_of_the_top_is_refused_by_the_model_too(secondary):
+def test_blockdev_del_of_the_top_is_refused_by_the_model_too(secondary, msg):
     s = secondary()
     s.expect(Start(primary=False), QMP_OK)
-    s.expect(BlockdevDel(REP), QmpResult(False, None, "GenericError", top_busy(REP)))
-    s.expect(BlockdevDel(REP), QmpResult(False, None, "GenericError", top_busy(REP)))
+    s.expect(BlockdevDel(REP), QmpResult(False, None, "GenericError", msg.node_busy(REP)))
+    s.expect(BlockdevDel(REP), QmpResult(False, None, "GenericError", msg.node_busy(REP)))
     s.expect(Status(), status(None))
     s.run(Write(0, 4 * KiB, 0x11), Checkpoint())
     s.finish()
@@ -244,13 +215,8 @@ def test_blockdev_del_of_the_top_is_refused_by_the_model_too(secondary):
 
 @pytest.mark.quick
 @pytest.mark.secondary
-@pytest.mark.xfail(
-    strict=True,
-    reason="QEMU bug (7.2, 10.0): only top-id's node is blocked; a snapshot of the active "
-    "disk is allowed while replication runs, and checkpoints then empty the new overlay "
-    "instead of the active disk",
-)
-def test_snapshot_of_the_active_disk_is_refused(secondary):
+def test_snapshot_of_the_active_disk_is_refused(secondary, profile, xfail_bug):
+    xfail_bug(profile.active_disk_snapshot_allowed)
     s = secondary()
     s.run(Start(primary=False))
     cmd, args = command(s, "blockdev-snapshot-sync", "active")
@@ -261,9 +227,10 @@ def test_snapshot_of_the_active_disk_is_refused(secondary):
 
 @pytest.mark.quick
 @pytest.mark.secondary
-def test_snapshot_of_the_active_disk_defeats_the_checkpoint(secondary):
+def test_snapshot_of_the_active_disk_defeats_the_checkpoint(secondary, profile, needs_bug):
     """What that allowed snapshot does (pinned): the secondary VM's write made before it
     survives the checkpoint and the failover commits it into the secondary disk."""
+    needs_bug(profile.active_disk_snapshot_allowed)
     s = secondary()
     m = s.topo.machine("secondary")
     s.run(Start(primary=False), Write(0, 64 * KiB, 0x11))
@@ -300,13 +267,8 @@ def _reach(s, steps) -> None:
 
 @pytest.mark.secondary
 @pytest.mark.parametrize("steps", STAGES_WITHOUT_BLOCKER)
-@pytest.mark.xfail(
-    strict=True,
-    reason="QEMU bug (7.2, 10.0): block_resize of a replication node aborts QEMU "
-    "(replication_child_perm never takes RESIZE on `file`, the filter forwards the truncate: "
-    "bdrv_co_write_req_prepare: Assertion `child->perm & BLK_PERM_RESIZE' failed)",
-)
-def test_block_resize_of_the_replication_node_does_not_crash(secondary, steps):
+def test_block_resize_of_the_replication_node_does_not_crash(secondary, profile, xfail_bug, steps):
+    xfail_bug(profile.block_resize_aborts)
     s = secondary()
     _reach(s, steps)
     got = s.topo.machine("secondary").qmp("block_resize", **{"node-name": REP, "size": 128 * MiB})
@@ -317,35 +279,26 @@ def test_block_resize_of_the_replication_node_does_not_crash(secondary, steps):
 
 @pytest.mark.quick
 @pytest.mark.secondary
-def test_block_resize_of_the_replication_node_aborts(secondary):
+def test_block_resize_of_the_replication_node_aborts(secondary, profile, msg, needs_bug):
     """The bug above, pinned: the exact assertion."""
+    needs_bug(profile.block_resize_aborts)
     s = secondary()
     m = s.topo.machine("secondary")
     with pytest.raises(MachineDied) as died:
         m.qmp("block_resize", **{"node-name": REP, "size": 64 * MiB})
     assert died.value.signal == "SIGABRT"
-    assert "Assertion `child->perm & BLK_PERM_RESIZE' failed" in died.value.stderr_tail
+    assert msg.RESIZE_ASSERTION in died.value.stderr_tail
 
 
 @pytest.mark.secondary
 @pytest.mark.parametrize("node", [pytest.param("rep", marks=QUICK), "hidden", "secondary"])
-def test_block_resize_names_the_blocker(request, secondary, profile, node):
-    """block_resize reports the op blocker's own text (fixed in QEMU 9.0)."""
-    if not profile.at_least(9, 0):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="QEMU bug (7.2, fixed in 9.0 by 'blockdev: Fix block_resize error "
-                "reporting for op blockers'): block_resize with node-name reports "
-                "\"Device '(null)' is in use\"",
-            )
-        )
+def test_block_resize_names_the_blocker(secondary, profile, msg, xfail_bug, node):
+    """block_resize reports the op blocker's own text."""
+    xfail_bug(profile.block_resize_null_device)
     s = secondary()
     s.do(Start(primary=False))
     got = s.topo.machine("secondary").qmp("block_resize", **{"node-name": node, "size": 64 * MiB})
-    want = RUNNING["block_resize", node]
-    assert isinstance(want, dict)
-    assert got.desc == want[True]
+    assert got.desc == blocker(msg, node)
     s.finish()
 
 
@@ -360,33 +313,39 @@ STEPS = {
 }
 
 
-def _commit_rep(stage: str) -> str:
+def _commit_rep(msg, stage: str) -> str:
     if stage == "failover":
-        return "Can't mirror node into itself"
-    return perm_conflict(
+        return msg.MIRROR_INTO_ITSELF
+    return msg.perm_conflict(
         "active", "consistent read", "node 'rep'", "file", "commit job 'j'", "intermediate node"
     )
 
 
-def _stream_rep(stage: str) -> str:
+def _stream_rep(msg, stage: str) -> str:
     node = "secondary" if stage == "failover" else "active"
-    return perm_conflict(node, "write", "node 'rep'", "file", "stream job 'j'", "intermediate node")
+    return msg.perm_conflict(
+        node, "write", "node 'rep'", "file", "stream job 'j'", "intermediate node"
+    )
 
 
-def _gone_or(stage: str, node: str, text: str) -> str:
-    return NOT_FOUND_NODE.format(node) if stage == "failover" else text
+def _del_hidden(msg, stage: str) -> str:
+    if stage == "failover":
+        return msg.node_not_found("hidden")
+    return msg.backing_busy("hidden", "active")
 
 
+# What each command answers once the blockers are gone, (msg, stage) -> text; None: it
+# succeeds.
 LIFTED: dict[tuple[str, str], object] = {
-    ("blockdev-del", "rep"): lambda st: None,
-    ("blockdev-del", "hidden"): lambda st: _gone_or(st, "hidden", backing_busy("hidden", "active")),
-    ("blockdev-del", "secondary"): lambda st: in_use("secondary"),
+    ("blockdev-del", "rep"): lambda msg, st: None,
+    ("blockdev-del", "hidden"): _del_hidden,
+    ("blockdev-del", "secondary"): lambda msg, st: msg.in_use("secondary"),
     ("block-commit", "rep"): _commit_rep,
     ("block-stream", "rep"): _stream_rep,
-    ("blockdev-backup", "rep"): lambda st: None,
-    ("blockdev-mirror", "rep"): lambda st: None,
-    ("blockdev-snapshot-sync", "rep"): lambda st: None,
-    ("blockdev-snapshot", "rep"): lambda st: None,
+    ("blockdev-backup", "rep"): lambda msg, st: None,
+    ("blockdev-mirror", "rep"): lambda msg, st: None,
+    ("blockdev-snapshot-sync", "rep"): lambda msg, st: None,
+    ("blockdev-snapshot", "rep"): lambda msg, st: None,
 }
 
 
@@ -405,13 +364,13 @@ LIFTED: dict[tuple[str, str], object] = {
         for stage in LIFTED_STAGES
     ],
 )
-def test_operation_without_the_blocker(secondary, stage, name, node):
+def test_operation_without_the_blocker(secondary, msg, stage, name, node):
     s = secondary()
     _reach(s, STEPS[stage])
     cmd, args = command(s, name, node)
     got = normalised(s.topo.machine("secondary").qmp(cmd, **args))
-    want = LIFTED[name, node](stage)  # type: ignore[operator]
-    assert got == answer(want, None), f"{cmd} {args}: {got}"
+    want = LIFTED[name, node](msg, stage)  # type: ignore[operator]
+    assert got == answer(want), f"{cmd} {args}: {got}"
     assert "internal backup job" not in (got.desc or "")
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import pytest
 
-from harness.model import messages as msg
 from harness.model.replication import Stage
 from harness.observe import IO_EIO, IO_OK, QMP_OK, IoResult, QmpResult, data, qmp_error, status
 from harness.ops import (
@@ -117,7 +116,7 @@ def test_checkpoint_rounds_over_geometries(pair, recipe):
     s.finish()
 
 
-def test_primary_writes_before_the_primary_starts(pair):
+def test_primary_writes_before_the_primary_starts(pair, msg):
     """Connected but not started: the replication child refuses the write (EIO), the
     quorum succeeds on the local disk's vote, the secondary never sees the data."""
     s = pair()
@@ -158,7 +157,7 @@ def test_primary_started_before_the_secondary(pair):
     s.finish()
 
 
-def test_start_answers_on_both_sides(pair):
+def test_start_answers_on_both_sides(pair, msg):
     """Each side walks only its own replication nodes; a second start is refused; a
     checkpoint on the primary does nothing; start with failover is refused."""
     s = pair()
@@ -242,7 +241,7 @@ def test_primary_unaligned_write_zeroes(pair):
 # ---- x-blockdev-change
 
 
-def test_quorum_child_changes(pair):
+def test_quorum_child_changes(pair, msg):
     """children.1 comes and goes with x-blockdev-change; removing it twice, or the last
     child, is refused with QEMU's texts; re-attaching reuses the index."""
     s = pair()
@@ -302,7 +301,7 @@ def test_secondary_failover_after_the_primary_quits(pair, quorum):
 
 
 @pytest.mark.parametrize("quorum", QUORUM)
-def test_primary_goes_on_alone_after_the_secondary_quits(pair, quorum):
+def test_primary_goes_on_alone_after_the_secondary_quits(pair, msg, quorum):
     """The secondary leaves; the primary's writes succeed with the error stored; then the
     replication child leaves the quorum, replication stops, the node is deleted."""
     s = pair(secondary_quorum=quorum)
@@ -384,7 +383,7 @@ def test_local_disk_is_children_0(pair):
     s.finish()
 
 
-def test_secondary_quorum_is_the_top(pair):
+def test_secondary_quorum_is_the_top(pair, msg):
     """COLO-FT: top-id names the secondary's quorum; start accepts it, and the op blocker
     sits on the quorum while replication runs."""
     s = pair(secondary_quorum=True)

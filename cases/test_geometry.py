@@ -17,7 +17,6 @@ from __future__ import annotations
 import pytest
 
 from harness.images import Recipe, load_recipe
-from harness.model import messages as msg
 from harness.observe import IO_OK, QMP_OK, qmp_error, status
 from harness.ops import (
     Checkpoint,
@@ -112,9 +111,9 @@ def test_failover_story(secondary, geometry):
 
 
 @pytest.mark.parametrize("geometry", PARAMS)
-def test_plain_stop_story(secondary, profile, geometry):
-    if not profile.at_least(5, 1):
-        pytest.skip("the plain stop's cancelled backup job is reported since QEMU 5.1")
+def test_plain_stop_story(secondary, msg, profile, geometry):
+    if profile.without_plain_stop_report:
+        pytest.skip(profile.without_plain_stop_report)
     rec = _recipe(geometry)
     lay = Layout(rec)
     s = secondary(rec)

@@ -43,7 +43,6 @@ from __future__ import annotations
 import pytest
 
 from harness.graph import node_names
-from harness.model import messages as msg
 from harness.observe import IO_EIO, IO_OK, QMP_OK, IoResult, Observation, qmp_error, status
 from harness.ops import (
     PRIMARY,
@@ -148,7 +147,7 @@ def _primary_stage(s, stage: str) -> None:
         s.expect(Stop(primary=True, failover=True, machine=PRIMARY), QMP_OK)
 
 
-def _secondary_stage(s, stage: str) -> None:
+def _secondary_stage(s, msg, stage: str) -> None:
     if stage == "none":
         return
     s.expect(Start(primary=False), QMP_OK)
@@ -174,7 +173,7 @@ def _secondary_stage(s, stage: str) -> None:
 
 
 @pytest.mark.parametrize(("mode", "stage", "req", "align"), _table())
-def test_io(primary, secondary, mode, stage, req, align):
+def test_io(primary, secondary, msg, mode, stage, req, align):
     if mode == "primary":
         s = primary()
         _primary_stage(s, stage)
@@ -184,7 +183,7 @@ def test_io(primary, secondary, mode, stage, req, align):
             s = secondary("secondary-prefilled", secondary_filter=failing)
         else:
             s = secondary("secondary-prefilled")
-        _secondary_stage(s, stage)
+        _secondary_stage(s, msg, stage)
     op = _request(req, align)
     stated = _stated(mode, stage, req)
     if stated is None:
@@ -208,12 +207,12 @@ def _exact(actual: Observation, *extents: tuple[int, int, int]) -> None:
 
 @pytest.mark.quick
 @pytest.mark.secondary
-def test_failover_failed_write_split_stated(secondary):
+def test_failover_failed_write_split_stated(secondary, msg):
     """The FAILOVER_FAILED split, stated byte for byte: a write is padded to 512 B, then each
     run allocated in active or hidden goes to the active disk and the rest straight to the
     secondary disk, which the primary's NBD reads then show."""
     s = secondary("secondary-prefilled", secondary_filter=blkdebug_over_secondary(ERROR_SECTOR))
-    _secondary_stage(s, "failover-failed")
+    _secondary_stage(s, msg, "failover-failed")
     # crossing B: [B-1024, B) is allocated in hidden -> active; [B, B+1024) -> secondary
     s.expect(Write(B - 700, 1500, 0x55), IO_OK)
     # wholly above B, unaligned: -> secondary only

@@ -14,8 +14,8 @@ Before all of that, qmp_xen_set_replication refuses `failover` with enable=true.
 
 Each refusal is followed by proof that nothing changed (status, I/O, the graph), and by a
 retry: a retry repeats the same answer, except after "No top_bs or it is invalid", where
-QEMU 7.2 and 10.0 abort (the model's profile predicts it; a strict xfail states what
-QEMU should do).
+QEMU 7.2 and 10.0 abort (a known bug of the model's profile: the model predicts it, and a
+strict xfail states what QEMU should do). The texts are the profile's (`msg`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from harness.drive import drive_add
 from harness.graph import block_job_nodes, node_info, rep_edges
 from harness.images import Recipe, load_recipe
 from harness.machine import MachineDied
-from harness.model import messages as msg
 from harness.observe import IO_EIO, IO_OK, QMP_OK, Crashed, IoResult, qmp_error, status
 from harness.ops import (
     PRIMARY,
@@ -60,11 +59,15 @@ RUNNING_EDGES = {"file": "active", "hidden disk": "hidden", "secondary disk": "c
 LEAKED_EDGES = {"file": "active", "hidden disk": "hidden", "secondary disk": "secondary"}
 OPEN_EDGES = {"file": "active"}
 
-ABORT_LINE = re.compile(
-    r"^qemu-system-x86_64: \S*util/error\.c:\d+: error_setv: "
-    r"Assertion `\*errp == NULL' failed\.$",
-    re.M,
-)
+
+def abort_line(msg) -> re.Pattern[str]:
+    """glibc's assert() line for the start-retry abort."""
+    return re.compile(
+        r"^qemu-system-x86_64: \S*util/error\.c:\d+: error_setv: "
+        + re.escape(msg.ERRP_ASSERTION)
+        + r"\.$",
+        re.M,
+    )
 
 
 def _no_backing_recipe(layer: str) -> Recipe:
@@ -80,58 +83,80 @@ def _no_backing_recipe(layer: str) -> Recipe:
 
 REFUSALS = [
     pytest.param(
-        "secondary", {"active_backing": False}, msg.NO_ACTIVE_BACKING, id="active-backing-null"
+        "secondary",
+        {"active_backing": False},
+        lambda msg: msg.NO_ACTIVE_BACKING,
+        id="active-backing-null",
     ),
-    pytest.param(_no_backing_recipe("active"), {}, msg.NO_ACTIVE_BACKING, id="active-raw"),
     pytest.param(
-        "secondary", {"hidden_backing": False}, msg.NO_HIDDEN_BACKING, id="hidden-backing-null"
+        _no_backing_recipe("active"), {}, lambda msg: msg.NO_ACTIVE_BACKING, id="active-raw"
     ),
-    pytest.param(_no_backing_recipe("hidden"), {}, msg.NO_HIDDEN_BACKING, id="hidden-raw"),
     pytest.param(
-        "secondary", {"export": False}, msg.NO_BLOCK_BACKEND, id="no-block-backend", marks=QUICK
+        "secondary",
+        {"hidden_backing": False},
+        lambda msg: msg.NO_HIDDEN_BACKING,
+        id="hidden-backing-null",
     ),
-    pytest.param("length-mismatch-active", {}, msg.LENGTHS_DIFFER, id="length-active"),
-    pytest.param("length-mismatch-hidden", {}, msg.LENGTHS_DIFFER, id="length-hidden"),
-    pytest.param("length-mismatch-secondary", {}, msg.LENGTHS_DIFFER, id="length-secondary"),
+    pytest.param(
+        _no_backing_recipe("hidden"), {}, lambda msg: msg.NO_HIDDEN_BACKING, id="hidden-raw"
+    ),
+    pytest.param(
+        "secondary",
+        {"export": False},
+        lambda msg: msg.NO_BLOCK_BACKEND,
+        id="no-block-backend",
+        marks=QUICK,
+    ),
+    pytest.param("length-mismatch-active", {}, lambda msg: msg.LENGTHS_DIFFER, id="length-active"),
+    pytest.param("length-mismatch-hidden", {}, lambda msg: msg.LENGTHS_DIFFER, id="length-hidden"),
+    pytest.param(
+        "length-mismatch-secondary", {}, lambda msg: msg.LENGTHS_DIFFER, id="length-secondary"
+    ),
     # vmdk (monolithicSparse, the default subformat) takes a backing node and opens fine;
     # qed likewise: both are refused only at the make_empty check.
-    pytest.param("active-vmdk", {}, msg.NO_MAKE_EMPTY, id="active-vmdk"),
-    pytest.param("hidden-qed", {}, msg.NO_MAKE_EMPTY, id="hidden-qed"),
+    pytest.param("active-vmdk", {}, lambda msg: msg.NO_MAKE_EMPTY, id="active-vmdk"),
+    pytest.param("hidden-qed", {}, lambda msg: msg.NO_MAKE_EMPTY, id="hidden-qed"),
     pytest.param(
-        Recipe.secondary_chain(active_format="qed"), {}, msg.NO_MAKE_EMPTY, id="active-qed"
+        Recipe.secondary_chain(active_format="qed"),
+        {},
+        lambda msg: msg.NO_MAKE_EMPTY,
+        id="active-qed",
     ),
     pytest.param(
-        Recipe.secondary_chain(hidden_format="vmdk"), {}, msg.NO_MAKE_EMPTY, id="hidden-vmdk"
+        Recipe.secondary_chain(hidden_format="vmdk"),
+        {},
+        lambda msg: msg.NO_MAKE_EMPTY,
+        id="hidden-vmdk",
     ),
     # the order of the checks, where two preconditions fail at once
     pytest.param(
         "secondary",
         {"active_backing": False, "export": False},
-        msg.NO_ACTIVE_BACKING,
+        lambda msg: msg.NO_ACTIVE_BACKING,
         id="order-active-backing-before-backend",
     ),
     pytest.param(
         "secondary",
         {"hidden_backing": False, "export": False},
-        msg.NO_HIDDEN_BACKING,
+        lambda msg: msg.NO_HIDDEN_BACKING,
         id="order-hidden-backing-before-backend",
     ),
     pytest.param(
         "length-mismatch-hidden",
         {"export": False},
-        msg.NO_BLOCK_BACKEND,
+        lambda msg: msg.NO_BLOCK_BACKEND,
         id="order-backend-before-lengths",
     ),
     pytest.param(
         Recipe.secondary_chain(active_format="vmdk", active_size="32M"),
         {},
-        msg.LENGTHS_DIFFER,
+        lambda msg: msg.LENGTHS_DIFFER,
         id="order-lengths-before-make-empty",
     ),
     pytest.param(
         "hidden-qed",
         {"top_id": "no-such-node"},
-        msg.NO_MAKE_EMPTY,
+        lambda msg: msg.NO_MAKE_EMPTY,
         id="order-make-empty-before-top-id",
     ),
 ]
@@ -139,8 +164,9 @@ REFUSALS = [
 
 @pytest.mark.secondary
 @pytest.mark.parametrize(("recipe", "options", "text"), REFUSALS)
-def test_start_refused(secondary, recipe, options, text):
+def test_start_refused(secondary, msg, recipe, options, text):
     """Refused before the attach step: nothing changes, and a retry says the same."""
+    text = text(msg)
     s = secondary(recipe, **options)
     m = s.topo.machine(SECONDARY)
     s.expect(Start(primary=False), qmp_error(text))
@@ -198,7 +224,7 @@ BAD_TOPS = [
 
 @pytest.mark.secondary
 @pytest.mark.parametrize(("top_id", "options", "setup"), BAD_TOPS)
-def test_start_bad_top_id(secondary, top_id, options, setup):
+def test_start_bad_top_id(secondary, msg, top_id, options, setup):
     """ "No top_bs or it is invalid": the stage stays NONE, but the children attached just
     before the check stay attached (to the secondary disk itself: no backup filter), and
     the hidden disk stays read-write (7.2 and 10.0; inferred from the sources: the reopen
@@ -228,7 +254,7 @@ GOOD_TOPS = [
 
 @pytest.mark.secondary
 @pytest.mark.parametrize(("top_id", "options", "setup", "blocked"), GOOD_TOPS)
-def test_start_good_top_id(secondary, top_id, options, setup, blocked):
+def test_start_good_top_id(secondary, msg, top_id, options, setup, blocked):
     """A root containing the node: start works, the children appear, the backup job runs,
     the top node's operations are blocked (blockdev-del answers with the blocker)."""
     s = secondary(top_id=top_id, top_valid=True, **options)
@@ -262,24 +288,26 @@ def test_start_good_top_id(secondary, top_id, options, setup, blocked):
         pytest.param("extra", _extra_null, id="unrelated-root"),
     ],
 )
-def test_start_retry_after_bad_top_aborts(secondary, top_id, setup):
-    """Known QEMU bug (7.2, 10.0), predicted by the model's profile: the second start
-    aborts in error_setv (s->blocker was set before the top_bs check and never cleared)."""
+def test_start_retry_after_bad_top_aborts(secondary, profile, msg, needs_bug, top_id, setup):
+    """Known QEMU bug, predicted by the model's profile: the second start aborts in
+    error_setv (s->blocker was set before the top_bs check and never cleared)."""
+    needs_bug(profile.start_retry_after_bad_top_aborts)
     s = secondary(top_id=top_id, top_valid=False)
     if setup is not None:
         setup(s)
     s.expect(Start(primary=False), qmp_error(msg.BAD_TOP))
     got = s.expect(Start(primary=False), Crashed("SIGABRT", msg.ERRP_ASSERTION))
     assert isinstance(got, Crashed)
-    assert ABORT_LINE.search(got.stderr_contains), got.stderr_contains
+    assert abort_line(msg).search(got.stderr_contains), got.stderr_contains
     s.finish()
 
 
 @pytest.mark.quick
 @pytest.mark.secondary
-def test_start_retry_after_fixing_top_still_aborts(secondary):
+def test_start_retry_after_fixing_top_still_aborts(secondary, profile, msg, needs_bug):
     """Creating the missing top node between the attempts does not help: the leaked
     s->blocker trips the assertion before the top-id is looked up again."""
+    needs_bug(profile.start_retry_after_bad_top_aborts)
     s = secondary(top_id="q", top_valid=False)
     s.expect(Start(primary=False), qmp_error(msg.BAD_TOP))
     _quorum_above(s)
@@ -290,7 +318,7 @@ def test_start_retry_after_fixing_top_still_aborts(secondary):
 
 @pytest.mark.quick
 @pytest.mark.secondary
-def test_start_retry_mode_mismatch_does_not_abort(secondary):
+def test_start_retry_mode_mismatch_does_not_abort(secondary, msg):
     """Checks before the blocker still answer after the failed start: a start with the
     wrong mode gets the mode error, not the abort."""
     s = secondary(top_id="no-such-node", top_valid=False)
@@ -302,15 +330,9 @@ def test_start_retry_mode_mismatch_does_not_abort(secondary):
 
 @pytest.mark.quick
 @pytest.mark.secondary
-@pytest.mark.xfail(
-    strict=True,
-    raises=MachineDied,
-    reason="QEMU bug (7.2, 10.0): replication_start sets s->blocker before the top_bs check "
-    "and never clears it on that path, so a retried start trips error_setv's "
-    "`*errp == NULL' assertion and QEMU aborts",
-)
-def test_start_retry_after_bad_top_fails_cleanly(secondary):
+def test_start_retry_after_bad_top_fails_cleanly(secondary, profile, msg, xfail_bug):
     """What QEMU should do: answer the retry exactly as the first attempt."""
+    xfail_bug(profile.start_retry_after_bad_top_aborts, raises=MachineDied)
     s = secondary(top_id="no-such-node", top_valid=False)
     m = s.topo.machine(SECONDARY)
     first = m.qmp("xen-set-replication", enable=True, primary=False)
@@ -335,7 +357,7 @@ PRIMARY_AGAIN = [
 
 @pytest.mark.secondary
 @pytest.mark.parametrize("again_primary", SECONDARY_AGAIN)
-def test_secondary_start_while_running(secondary, again_primary):
+def test_secondary_start_while_running(secondary, msg, again_primary):
     """The stage is checked before the mode: RUNNING answers "running or done" to both."""
     s = secondary()
     s.expect(Start(primary=False), QMP_OK)
@@ -362,7 +384,7 @@ def test_secondary_start_after_failover_ignored(secondary, again_primary):
 
 @pytest.mark.quick
 @pytest.mark.secondary
-def test_secondary_start_after_plain_stop_ignored_keeps_error(secondary):
+def test_secondary_start_after_plain_stop_ignored_keeps_error(secondary, msg):
     """A plain stop ends in DONE with error set (the cancelled backup job). The start
     then returns silently *before* `s->error = 0`, so the error stays: a start clears
     the error only when it really starts."""
@@ -377,7 +399,7 @@ def test_secondary_start_after_plain_stop_ignored_keeps_error(secondary):
 
 @pytest.mark.secondary
 @pytest.mark.parametrize("again_primary", SECONDARY_AGAIN)
-def test_secondary_start_after_failed_failover(secondary, again_primary):
+def test_secondary_start_after_failed_failover(secondary, msg, again_primary):
     """FAILOVER_FAILED is neither NONE nor DONE/FAILOVER: "running or done"."""
     s = secondary(secondary_filter=blkdebug_over_secondary())
     s.expect(Start(primary=False), QMP_OK)
@@ -430,7 +452,7 @@ def test_secondary_start_during_failover_ignored(secondary):
 
 @pytest.mark.primary
 @pytest.mark.parametrize("again_primary", PRIMARY_AGAIN)
-def test_primary_start_while_running(primary, again_primary):
+def test_primary_start_while_running(primary, msg, again_primary):
     s = primary()
     s.expect(Start(primary=True, machine=PRIMARY), QMP_OK)
     s.expect(Start(primary=again_primary, machine=PRIMARY), qmp_error(msg.RUNNING_OR_DONE))
@@ -456,7 +478,7 @@ def test_primary_start_after_stop_ignored(primary, again_primary):
 
 @pytest.mark.quick
 @pytest.mark.secondary
-def test_secondary_started_as_primary(secondary):
+def test_secondary_started_as_primary(secondary, msg):
     s = secondary()
     s.expect(Start(primary=True), qmp_error(msg.mode_mismatch(1, 0)))
     s.expect(Status(), status(msg.NOT_RUNNING))
@@ -466,7 +488,7 @@ def test_secondary_started_as_primary(secondary):
 
 @pytest.mark.quick
 @pytest.mark.primary
-def test_primary_started_as_secondary(primary):
+def test_primary_started_as_secondary(primary, msg):
     s = primary()
     s.expect(Start(primary=False, machine=PRIMARY), qmp_error(msg.mode_mismatch(0, 1)))
     s.expect(Status(machine=PRIMARY), status(msg.NOT_RUNNING))
@@ -476,7 +498,7 @@ def test_primary_started_as_secondary(primary):
 
 @pytest.mark.quick
 @pytest.mark.secondary
-def test_mode_checked_before_secondary_preconditions(secondary):
+def test_mode_checked_before_secondary_preconditions(secondary, msg):
     """The mode is checked before the graph: a secondary with no block backend started as
     a primary gets the mode error."""
     s = secondary(export=False)
@@ -498,7 +520,9 @@ FAILOVER_ON_ENABLE = [
 
 
 @pytest.mark.parametrize(("node_primary", "start_primary", "failover"), FAILOVER_ON_ENABLE)
-def test_start_with_failover_refused(primary, secondary, node_primary, start_primary, failover):
+def test_start_with_failover_refused(
+    primary, msg, secondary, node_primary, start_primary, failover
+):
     """`failover` with enable=true is refused before any node is visited (any value,
     whatever the mode), and changes nothing."""
     if node_primary:
@@ -521,7 +545,7 @@ def test_start_with_failover_refused(primary, secondary, node_primary, start_pri
 
 @pytest.mark.quick
 @pytest.mark.secondary
-def test_start_without_nodes(qemu_build, machines):
+def test_start_without_nodes(qemu_build, msg, machines):
     """No replication node at all: start succeeds (nothing to visit), but `failover` is
     still refused, and the status is clean."""
     m = machines.launch(qemu_build[0], SECONDARY)
@@ -571,7 +595,7 @@ GEOMETRIES = [
 
 @pytest.mark.secondary
 @pytest.mark.parametrize(("base", "size"), GEOMETRIES)
-def test_start_empties_active_and_hidden(secondary, base, size):
+def test_start_empties_active_and_hidden(secondary, msg, base, size):
     """The start's checkpoint empties active and hidden (checked live and offline) and the
     secondary then sees only the secondary disk; the status is clean."""
     s = secondary(_prefilled(base, size))
@@ -603,7 +627,7 @@ def test_start_with_raw_secondary_disk(secondary):
 
 @pytest.mark.quick
 @pytest.mark.secondary
-def test_start_graph(secondary):
+def test_start_graph(secondary, msg):
     """The graph around a started secondary: children, the backup job node, the copy-before-
     write filter over the secondary disk, the hidden disk now read-write, rep blocked."""
     s = secondary()

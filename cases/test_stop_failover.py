@@ -21,7 +21,6 @@ import pytest
 
 from harness.graph import children, node_names
 from harness.images import Recipe
-from harness.model import messages as msg
 from harness.model.replication import Stage
 from harness.observe import IO_EIO, IO_OK, QMP_OK, IoResult, OneOf, QmpResult, data, status
 from harness.ops import (
@@ -77,9 +76,9 @@ PREFILLED = [
 ]
 
 
-def require_5_1(profile) -> None:
-    if not profile.at_least(5, 1):
-        pytest.skip("plain stop reports the cancelled backup job only since QEMU 5.1")
+def require_plain_stop_report(profile) -> None:
+    if profile.without_plain_stop_report:
+        pytest.skip(profile.without_plain_stop_report)
 
 
 # ---- plain stop (secondary)
@@ -87,8 +86,8 @@ def require_5_1(profile) -> None:
 
 @pytest.mark.secondary
 @pytest.mark.parametrize("recipe", GEOMETRIES)
-def test_plain_stop_reports_cancelled_backup_and_keeps_layers(secondary, profile, recipe):
-    require_5_1(profile)
+def test_plain_stop_reports_cancelled_backup_and_keeps_layers(secondary, msg, profile, recipe):
+    require_plain_stop_report(profile)
     s = secondary(recipe)
     s.run(Start(primary=False), Write(0, 96 * KiB, 0x11), PrimaryWrite(64 * KiB, 128 * KiB, 0x22))
     s.run(Write(1 * MiB, 4 * KiB, 0x33), Read(0, 2 * MiB))
@@ -114,8 +113,8 @@ def test_plain_stop_reports_cancelled_backup_and_keeps_layers(secondary, profile
 
 @pytest.mark.secondary
 @pytest.mark.quick
-def test_plain_stop_then_every_request_is_silent(secondary, profile):
-    require_5_1(profile)
+def test_plain_stop_then_every_request_is_silent(secondary, msg, profile):
+    require_plain_stop_report(profile)
     s = secondary()
     s.run(Start(primary=False), Write(0, 64 * KiB, 0x11))
     s.expect(Stop(primary=False), QmpResult(False, None, "GenericError", msg.BACKUP_CANCELLED))
@@ -137,10 +136,10 @@ def test_plain_stop_then_every_request_is_silent(secondary, profile):
 
 @pytest.mark.secondary
 @pytest.mark.quick
-def test_plain_stop_io_goes_through_the_old_chain(secondary, profile):
+def test_plain_stop_io_goes_through_the_old_chain(secondary, msg, profile):
     """After a plain stop `file` is still the active disk: writes land in active, and the
     primary's writes reach the secondary disk without a copy to hidden (no backup job)."""
-    require_5_1(profile)
+    require_plain_stop_report(profile)
     s = secondary()
     t = s.topo.machine("secondary")
     s.run(Start(primary=False), PrimaryWrite(0, 64 * KiB, 0x11), Write(128 * KiB, 4 * KiB, 0x22))
@@ -197,7 +196,7 @@ def test_primary_stop_done_then_writes_fail(primary, failover):
 
 @pytest.mark.quick
 @pytest.mark.primary
-def test_primary_stop_clears_a_swallowed_error(primary):
+def test_primary_stop_clears_a_swallowed_error(primary, msg):
     s = primary()
     s.run(Start(primary=True, machine=PRIMARY), Write(0, 64 * KiB, 0x11))
     s.topo.machine("child").qmp_ok("block-export-del", id="export", mode="hard")
@@ -343,7 +342,7 @@ LARGE = [pytest.param(128, id="128M")]
 @pytest.mark.secondary
 @pytest.mark.slow
 @pytest.mark.parametrize("mib", LARGE)
-def test_failover_of_a_large_active_disk(secondary, mib):
+def test_failover_of_a_large_active_disk(secondary, msg, mib):
     """A commit that takes a while: the status right after the stop is either answer
     (the commit may or may not have finished), Settle waits for it by polling the graph."""
     s = secondary(Recipe.secondary_chain("256M", "64k"))
@@ -408,8 +407,8 @@ REQUESTS_AFTER_FAILOVER = [
 @pytest.mark.secondary
 @pytest.mark.parametrize("request_", REQUESTS_AFTER_FAILOVER)
 def test_requests_after_failover_are_ignored(secondary, profile, request_):
-    if not profile.at_least(5, 0):
-        pytest.skip("start/stop/checkpoint are ignored after failover only since QEMU 5.0")
+    if profile.without_ignore_after_failover:
+        pytest.skip(profile.without_ignore_after_failover)
     s = secondary("secondary-prefilled")
     s.run(Start(primary=False), Write(0, 4 * KiB, 0x41), PrimaryWrite(MiB, 64 * KiB, 0x42))
     s.run(Stop(primary=False, failover=True), Settle())
@@ -430,7 +429,7 @@ def test_requests_after_failover_are_ignored(secondary, profile, request_):
 
 @pytest.mark.secondary
 @pytest.mark.parametrize("failover", PLAIN_QUICK)
-def test_stop_before_start(secondary, failover):
+def test_stop_before_start(secondary, msg, failover):
     s = secondary()
     want = QMP_OK if failover else QmpResult(False, None, "GenericError", msg.NOT_RUNNING)
     s.expect(Stop(primary=False, failover=failover), want)
@@ -444,7 +443,7 @@ def test_stop_before_start(secondary, failover):
 
 @pytest.mark.primary
 @pytest.mark.parametrize("failover", PLAIN_QUICK)
-def test_primary_stop_before_start(primary, failover):
+def test_primary_stop_before_start(primary, msg, failover):
     s = primary()
     want = QMP_OK if failover else QmpResult(False, None, "GenericError", msg.NOT_RUNNING)
     s.expect(Stop(primary=True, failover=failover, machine=PRIMARY), want)
@@ -459,8 +458,8 @@ def test_primary_stop_before_start(primary, failover):
 
 @pytest.mark.secondary
 @pytest.mark.parametrize("failover", FAILOVER_QUICK)
-def test_secondary_life_status(secondary, profile, failover):
-    require_5_1(profile)
+def test_secondary_life_status(secondary, msg, profile, failover):
+    require_plain_stop_report(profile)
     s = secondary()
     s.expect(Status(), status(msg.NOT_RUNNING))
     assert s.model.stage("rep") is Stage.NONE
@@ -484,7 +483,7 @@ def test_secondary_life_status(secondary, profile, failover):
 
 @pytest.mark.quick
 @pytest.mark.primary
-def test_primary_life_status(primary):
+def test_primary_life_status(primary, msg):
     s = primary()
     s.expect(Status(machine=PRIMARY), status(msg.NOT_RUNNING))
     s.expect(Write(0, 4 * KiB, 0x11), IO_EIO)

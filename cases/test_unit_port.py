@@ -29,7 +29,6 @@ What changed in the port, and why:
 import pytest
 
 from harness.images import Recipe
-from harness.model import messages as msg
 from harness.observe import IO_EIO, IO_OK, QMP_OK, data, status
 from harness.ops import PRIMARY, Checkpoint, PrimaryWrite, Read, Start, Status, Stop, Write
 
@@ -251,7 +250,7 @@ def test_secondary_do_checkpoint(secondary, size):
 
 @pytest.mark.secondary
 @pytest.mark.parametrize("size", SIZES)
-def test_secondary_get_error_all(secondary, size):
+def test_secondary_get_error_all(secondary, msg, size):
     """/replication/secondary/get_error_all: after start no error (start cleared it).
 
     Before start the same query fails, which the original does not check."""

@@ -173,6 +173,10 @@ class Texts:
             f"(uses node '{node}' as '{edge}' child)."
         )
 
+    def export_in_use(self, export_id: str) -> str:
+        """block-export-del mode=safe while a client is connected."""
+        return f"export '{export_id}' still in use"
+
     def could_not_replace(self, reason: str) -> str:
         return f"Could not replace node: {reason}"
 

@@ -91,9 +91,6 @@ class Profile:
     # the texts' block_resize_names_blocker, as the bug it was
     block_resize_null_device: Bug | None
 
-    def at_least(self, major: int, minor: int = 0) -> bool:
-        return self.version[:2] >= (major, minor)
-
     # ---- why a case that states one side of a behaviour switch cannot run here
     # (None: it can)
 

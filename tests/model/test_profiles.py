@@ -132,11 +132,6 @@ def test_profile_named() -> None:
         profile_named("9.9")
 
 
-def test_at_least() -> None:
-    assert V5_1.at_least(5, 1) and V5_1.at_least(5) and not V5_1.at_least(6)
-    assert V10_0.at_least(7, 2) and not SEED_4_1.at_least(5)
-
-
 def test_skip_reasons_follow_the_switches() -> None:
     """What a case skips on comes from the switches, and names the profile."""
     for p in PROFILES:

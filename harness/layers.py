@@ -15,11 +15,12 @@ import os
 import re
 import shutil
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Any
 
 from harness.builds import QemuBuild
-from harness.nbd_client import InteractiveQemuIo
+from harness.nbd_client import QUIT_DEADLINE, InteractiveQemuIo
 from harness.observe import Data, IoResult
 from harness.qemu_io import Budget
 from harness.tmp import private_dir
@@ -130,6 +131,9 @@ def _link_dir() -> Path:
     return private_dir("qrc-layers-")
 
 
+# A case's whole offline check (each qemu-io command also has its own 10 s deadline).
+INSPECT_DEADLINE = 120.0
+
 _inspectors: dict[tuple[int, str, int], LayerInspector] = {}
 _pool: dict[int, ThreadPoolExecutor] = {}
 
@@ -156,10 +160,37 @@ def inspect_all(
     if pool is None:
         pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="qrc-layers")
         _pool[os.getpid()] = pool
-    jobs = [
-        pool.submit(inspector(build, slot).inspect, *layer) for slot, layer in enumerate(layers)
-    ]
-    return [job.result() for job in jobs]
+    used = [inspector(build, slot) for slot in range(len(layers))]
+    jobs = [pool.submit(ins.inspect, *layer) for ins, layer in zip(used, layers, strict=True)]
+    try:
+        _, late = wait(jobs, timeout=INSPECT_DEADLINE)
+        if late:
+            names = [layers[jobs.index(j)][0] for j in late]
+            raise LayerCheckHung(
+                f"offline layer check: no answer within {INSPECT_DEADLINE:g} s for "
+                + ", ".join(names)
+            )
+        return [job.result() for job in jobs]
+    except BaseException:
+        # a deadline, an interrupt or a backstop timeout: the inspectors still working
+        # are killed (their threads end with QemuIoDied) and made anew on next use
+        _discard(build, used, jobs)
+        raise
+
+
+class LayerCheckHung(AssertionError):
+    """The offline layer check did not finish within INSPECT_DEADLINE."""
+
+
+def _discard(build: QemuBuild, used: Sequence[LayerInspector], jobs: Sequence[Future[Any]]) -> None:
+    for ins in used:
+        ins.io.abort()
+    wait(jobs, timeout=QUIT_DEADLINE)
+    me = os.getpid()
+    for key in [k for k, v in _inspectors.items() if k[0] == me and v in used]:
+        del _inspectors[key]
+    for ins in used:
+        ins.close()
 
 
 def inspector_pids() -> set[int]:

@@ -37,8 +37,13 @@ Kind = Literal["system", "qsd"]
 
 # How long `quit` and the exit after it may take before SIGKILL.
 QUIT_DEADLINE = 5.0
+# How long a signal (SIGKILL, SIGSTOP) may take to act.
+KILL_DEADLINE = 10.0
 STDERR_TAIL_LINES = 30
 TRANSCRIPT_TAIL = 10
+# A report's transcript lines are cut at this length (query-named-block-nodes replies run
+# to tens of kilobytes); the artifacts keep them whole.
+TRANSCRIPT_LINE = 1000
 
 
 class Build(Protocol):
@@ -153,6 +158,7 @@ def pdeathsig_wrapper() -> list[str]:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                timeout=10,
             ).returncode
             == 0
         )
@@ -402,11 +408,15 @@ class Machine:
         self._closed = True
 
     def _force_kill(self) -> None:
-        """SIGKILL and reap, if the process is still there."""
+        """SIGKILL and reap, if the process is still there (a process that SIGKILL
+        cannot end, stuck in the kernel, is left after KILL_DEADLINE, recorded)."""
         if self._proc is not None and self._proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.kill()
-            self._proc.wait()
+            try:
+                self._proc.wait(KILL_DEADLINE)
+            except subprocess.TimeoutExpired:
+                self._record({"event": f"still there {KILL_DEADLINE} s after SIGKILL"})
 
     def _await_exit(self) -> None:
         """After the connection broke: let QEMU finish dying, SIGKILL it if it does not."""
@@ -425,8 +435,16 @@ class Machine:
             self._record({"event": f"sent {signal.Signals(sig).name}"})
             self._proc.send_signal(sig)
             if sig == signal.SIGSTOP:
-                # Blocks until stopped (or dead); WNOWAIT leaves the status for Popen.
-                os.waitid(os.P_PID, self._proc.pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
+                # Until stopped (or dead); WNOWAIT leaves the status for Popen.
+                flags = os.WSTOPPED | os.WEXITED | os.WNOWAIT | os.WNOHANG
+                end = time.monotonic() + KILL_DEADLINE
+                while os.waitid(os.P_PID, self._proc.pid, flags) is None:
+                    if time.monotonic() >= end:
+                        raise MachineHung(
+                            f"{self.name}: not stopped {KILL_DEADLINE} s after SIGSTOP",
+                            self.failure_report(),
+                        )
+                    time.sleep(0.001)
 
     def wait_exit(self, timeout: float) -> int:
         """The exit status (negative: signal) once QEMU exits; MachineHung if it does not."""
@@ -555,6 +573,13 @@ class Machine:
             self._connected = False
             self._await_exit()
             raise self._died(f"{self.name}: QEMU died during {cmd}") from None
+        except BaseException as e:
+            # interrupted mid-command (Ctrl-C, a test's backstop timeout): the reply is
+            # unread, so the connection is unusable; shutdown() goes straight to SIGKILL
+            waited = time.perf_counter() - t
+            entry["outcome"] = f"interrupted ({type(e).__name__}) after {waited:.3f} s"
+            self._connected = False
+            raise
         entry["ms"] = round((time.perf_counter() - t) * 1000, 3)
         entry["reply"] = reply
         return reply
@@ -603,8 +628,10 @@ class Machine:
         tail = self.stderr_tail()
         lines.append("stderr (tail):" if tail else "stderr: (empty)")
         lines += [f"  {ln}" for ln in tail.splitlines()]
-        lines.append(f"QMP transcript (last {TRANSCRIPT_TAIL}):")
-        lines += [f"  {ln}" for ln in self.transcript_text(TRANSCRIPT_TAIL).splitlines()]
+        lines.append(f"QMP transcript (last {TRANSCRIPT_TAIL}, long lines cut):")
+        for ln in self.transcript_text(TRANSCRIPT_TAIL).splitlines():
+            cut = f"... ({len(ln)} characters)" if len(ln) > TRANSCRIPT_LINE else ""
+            lines.append(f"  {ln[: TRANSCRIPT_LINE - 40] if cut else ln}{cut}")
         return "\n".join(lines)
 
 

@@ -196,6 +196,14 @@ class InteractiveQemuIo(QemuIoSession):
     def alive(self) -> bool:
         return self._child is not None and self._child.isalive()
 
+    def abort(self) -> None:
+        """SIGKILL the qemu-io, from any thread: a command waiting on it (in another
+        thread) ends at once with QemuIoDied; close() still reaps it."""
+        child = self._child
+        if child is not None:
+            with contextlib.suppress(OSError):
+                child.proc.kill()
+
     @property
     def pid(self) -> int | None:
         return self._child.pid if self._child is not None else None
@@ -238,9 +246,16 @@ class InteractiveQemuIo(QemuIoSession):
         child = self._child
         assert child is not None
         # if it is gone, the expect below sees the end of its output
-        with contextlib.suppress(OSError):
-            child.send(command.encode() + b"\n")
-        i = child.expect(self.timeout)
+        try:
+            with contextlib.suppress(OSError):
+                child.send(command.encode() + b"\n")
+            i = child.expect(self.timeout)
+        except BaseException:
+            # interrupted (Ctrl-C, a test's backstop timeout, abort()): the command's
+            # output is unread, so this qemu-io cannot serve another; it goes
+            self._child = None
+            child.kill()
+            raise
         raw = child.before
         if i == 1:
             self._child = None

@@ -280,7 +280,8 @@ async def _session(
     finally:
         if proc is not None and proc.returncode is None:
             proc.kill()
-            await proc.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), timeout)
         # After QEMU hangs up, disconnect re-raises the reader's EOFError.
         with contextlib.suppress(Exception):
             await qmp.disconnect()

@@ -7,19 +7,30 @@ so what comes back is what QEMU holds, never the hint echoed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from harness import ops
 from harness.layers import parse_map
 from harness.machine import Machine, MachineDied
 from harness.model.system import SETTLED
-from harness.observe import Crashed, IoResult, Observation, OneOf
-from harness.poll import poll
+from harness.observe import Crashed, IoResult, Observation, OneOf, QmpResult
 from harness.qemu_io import QemuIoSession
 from harness.topology import Topology
 
-SETTLE_DEADLINE = 60.0
+# Settle waits for a failover commit as long as its data needs, and no longer than its
+# progress shows: SETTLE_BASE s plus what the commit has left to copy at SETTLE_MIN_RATE
+# (extended when that grows), and a commit whose bytes left have not moved for
+# SETTLE_STALL s is reported at once (a job paused on an error, a job ready but never
+# completed, writes held). A healthy commit moves every few milliseconds (the mirror job
+# copies at most 16 MiB at a time); SETTLE_STALL leaves room for a loaded machine.
+SETTLE_BASE = 10.0
+SETTLE_MIN_RATE = 8 << 20  # bytes/s
+SETTLE_STALL = 3.0
+# What a stalled or late commit is, as Settle's observation (the model answers SETTLED).
+COMMIT_STALLED = "CommitStalled"
 
 
 def _hint(expected: Observation) -> Any:
@@ -40,6 +51,47 @@ def commit_in_flight(machine: Machine) -> bool | None:
     graph = machine.qmp_ok("x-debug-query-block-graph")
     jobs = {n["id"] for n in graph.get("nodes", []) if n.get("type") == "block-job"}
     return any(e["parent"] in jobs and e["name"] == "source" for e in graph.get("edges", []))
+
+
+@dataclass(frozen=True)
+class CommitProgress:
+    """What QEMU shows of a failover commit (replication's commit_active_start, a mirror
+    job: internal, so absent from query-jobs and query-block-jobs). The graph shows its
+    block-job node; the job's anonymous dirty bitmap (on its source, the active disk, up
+    to 7.2; on its mirror_top filter from 10.0) counts the bytes it still has to copy."""
+
+    in_flight: bool
+    left: int | None = None  # bytes still to copy; None: no bitmap seen
+    size: int | None = None  # the source's virtual size (for a deadline without `left`)
+
+
+def commit_progress(machine: Machine) -> CommitProgress:
+    graph = machine.qmp_ok("x-debug-query-block-graph")
+    names = {n["id"]: n.get("name") for n in graph.get("nodes", [])}
+    jobs = {n["id"] for n in graph.get("nodes", []) if n.get("type") == "block-job"}
+    edges = graph.get("edges", [])
+    commits = {e["parent"] for e in edges if e["parent"] in jobs and e["name"] == "source"}
+    if not commits:
+        return CommitProgress(False)
+    watched = {
+        names[e["child"]]: e["name"]
+        for e in edges
+        if e["parent"] in commits and e["name"] in ("main node", "source")
+    }
+    res = machine.qmp("query-named-block-nodes", flat=True)
+    nodes = res.value if res.ok else machine.qmp_ok("query-named-block-nodes")
+    left: int | None = None
+    size: int | None = None
+    for node in nodes:
+        role = watched.get(node.get("node-name"))
+        if role is None:
+            continue
+        for bm in node.get("dirty-bitmaps") or []:
+            if "name" not in bm and "count" in bm:
+                left = (left or 0) + int(bm["count"])
+        if role == "source":
+            size = node.get("image", {}).get("virtual-size")
+    return CommitProgress(True, left, size)
 
 
 class RealSide:
@@ -97,13 +149,48 @@ class RealSide:
         )
 
     def _settle(self, op: ops.Settle, expected: Observation) -> Observation:
+        """Wait until the failover commit is gone (SETTLED); a commit that stalls or
+        outlasts the time its data needs is the answer instead (COMMIT_STALLED)."""
         m = self._m(op.machine)
-        poll(
-            lambda: True if not commit_in_flight(m) else None,
-            f"{op.machine}: the failover commit to finish",
-            SETTLE_DEADLINE,
+        start = time.monotonic()
+        deadline: float | None = None
+        last: int | None = None
+        moved = start
+        pause = 0.0005
+        while True:
+            p = commit_progress(m)
+            if not p.in_flight:
+                return SETTLED
+            now = time.monotonic()
+            data = p.left if p.left is not None else p.size or 0
+            need = now + SETTLE_BASE + data / SETTLE_MIN_RATE
+            if deadline is None or (p.left is not None and last is not None and p.left > last):
+                deadline = max(deadline or 0.0, need)
+            if p.left is not None and p.left != last:
+                last, moved = p.left, now
+            elif p.left is not None and now - moved >= SETTLE_STALL:
+                return _stalled(op.machine, p, now - moved, now - start)
+            if now >= deadline:
+                return _stalled(op.machine, p, None, now - start)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+
+def _stalled(machine: str, p: CommitProgress, still: float | None, waited: float) -> QmpResult:
+    left = "unknown" if p.left is None else f"{p.left} bytes"
+    if still is None:
+        why = f"still running after {waited:.1f} s, past the time its data needs ({left} left)"
+    elif p.left == 0:
+        why = (
+            f"made no progress for {still:.1f} s with nothing left to copy (its job ready "
+            "but never completed, or its last writes held)"
         )
-        return SETTLED
+    else:
+        why = (
+            f"made no progress for {still:.1f} s with {left} left to copy (its job paused, "
+            "e.g. on an error, or its writes held)"
+        )
+    return QmpResult(False, None, COMMIT_STALLED, f"{machine}: the failover commit {why}")
 
 
 def live_allocation(machine: Machine, node: str) -> list[tuple[int, int]]:

@@ -25,11 +25,12 @@ from harness.observe import (
     Data,
     IoResult,
     Observation,
+    QmpResult,
     compare,
     data_differences,
     fmt_data,
 )
-from harness.real import RealSide, live_allocation
+from harness.real import COMMIT_STALLED, RealSide, live_allocation
 from harness.topology import Topology
 
 # An offline layer check lists this many differing extents of a layer, then counts the rest.
@@ -207,7 +208,12 @@ class Story:
         lines.append("layer maps (model):")
         lines += _model_layers(self.model.disks.values())
         lines.append("layer allocation (QEMU, live):")
-        lines += self._live_maps()
+        last = self.steps[-1].actual if self.steps else None
+        if isinstance(last, QmpResult) and last.error_class == COMMIT_STALLED:
+            # HMP qemu-io drains the node, which waits for the stalled commit's requests
+            lines.append("    not asked: qemu-io would wait on the stalled commit")
+        else:
+            lines += self._live_maps()
         for m in self.topo.machines:
             if not m.alive():
                 lines.append(f"machine {m.name}:")

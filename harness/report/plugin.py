@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Generator
@@ -135,6 +136,9 @@ def pytest_runtest_makereport(
         return report
     props: list[tuple[str, object]] = []
     message, divergence = _headline(call.excinfo)
+    hang = _hang(item, call.excinfo)
+    if hang is not None:
+        message, report.longrepr = hang[0], f"{hang[1]}\n\n{report.longreprtext}"
     if message:
         props.append(("message", message))
     if divergence:
@@ -145,6 +149,36 @@ def pytest_runtest_makereport(
     item.user_properties += props
     report.user_properties += props
     return report
+
+
+_PYTEST_FRAME = re.compile(r"[/\\](?:_pytest|pluggy|pytest_timeout\.py)")
+
+
+def _hang(
+    item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException] | None
+) -> tuple[str, str] | None:
+    """For a case stopped by the per-case backstop (pytest-timeout's `timeout`, in
+    pyproject.toml): its message ("hang: ...") and a report that carries its machines'
+    QMP transcripts, stderr and exit states. None for any other failure."""
+    if excinfo is None or not excinfo.errisinstance(pytest.fail.Exception):
+        return None
+    text = str(excinfo.value)
+    if not (text.startswith("Timeout (>") and "pytest-timeout" in text):
+        return None
+    limit = text[len("Timeout (>") :].split("s)", 1)[0]
+    where = ""
+    ours = [e for e in excinfo.traceback if not _PYTEST_FRAME.search(str(e.path))]
+    if ours:  # the frame the alarm interrupted, under pytest's and pytest-timeout's own
+        last = ours[-1]
+        where = f"; stopped in {last.name} ({Path(str(last.path)).name}:{last.lineno + 1})"
+    message = f"hang: no result within the {limit} s per-case backstop{where}"
+    lines = [message, "the case's QEMU machines, with their QMP transcripts:"]
+    machine = sys.modules.get("harness.machine")
+    funcargs: dict[str, Any] = getattr(item, "funcargs", {})
+    sets = [v for v in funcargs.values() if machine and isinstance(v, machine.MachineSet)]
+    machines = [m for s in sets for m in s]
+    lines += [m.failure_report() for m in machines] or ["  (none)"]
+    return message, "\n".join(lines)
 
 
 def _write_artifacts(item: pytest.Item, report: pytest.TestReport, base: Path) -> str:

@@ -181,7 +181,7 @@ DRIVE_CASES = [
 @pytest.mark.parametrize(("options", "text"), DRIVE_CASES)
 def test_drive_add_refused(machine, msg, disk, options, text):
     opts = rep_opts(disk, id="drv", **options)
-    assert drive_add(machine, opts) == text(msg)
+    assert drive_add(machine, opts) == msg.hmp_error(text(msg))
     assert_nothing_left(machine, msg, disk, options)
 
 
@@ -196,7 +196,7 @@ def test_drive_add_file_error_before_mode(machine, msg, disk, tmp_path):
         "file.driver": "qcow2",
         "file.file.filename": missing,
     }
-    assert drive_add(machine, opts) == msg.could_not_open(missing)
+    assert drive_add(machine, opts) == msg.hmp_error(msg.could_not_open(missing))
     assert_nothing_left(machine, msg, disk, {})
 
 

@@ -73,7 +73,11 @@ def nbd_server(m: Machine) -> str:
 def export_node(m: Machine, node: str, name: str, export_id: str = "export") -> None:
     """block-export-add: `node` writable over the machine's NBD server as `name`."""
     m.qmp_ok(
-        "block-export-add", type="nbd", id=export_id, writable=True, name=name,
+        "block-export-add",
+        type="nbd",
+        id=export_id,
+        writable=True,
+        name=name,
         **{"node-name": node},
     )
 
@@ -187,11 +191,17 @@ def primary(
     workdir: Path,
     recipe: Recipe | str = "primary-child",
 ) -> Topology:
-    """rep (primary) -> NBD client -> qemu-storage-daemon export of the child disk."""
+    """rep (primary) -> NBD client -> qemu-storage-daemon export of the child disk.
+
+    A daemon that does not close its nodes on exit (before 6.0) would lose the child's
+    qcow2 metadata at quit, so there the child is hosted by a second emulator instead.
+    """
     rec = load_recipe(recipe) if isinstance(recipe, str) else recipe
     chain = build_chain(build, rec, workdir / "images")
     (layer_name,) = rec.names
-    daemon = machines.launch(build, "child", kind="qsd")
+    daemon = machines.launch(
+        build, "child", kind="qsd" if profile.qsd_closes_images_on_exit else "system"
+    )
     daemon.qmp_ok("blockdev-add", **chain.blockdev(layer_name, backing=None))
     sock = nbd_server(daemon)
     export_node(daemon, layer_name, CHILD_EXPORT)
@@ -410,8 +420,7 @@ def blkdebug_over_secondary(
     """
     rules: list[dict[str, Any]] = []
     for iotype in iotypes:
-        rule: dict[str, Any] = {"event": "pwritev", "iotype": iotype, "errno": errno,
-                                "once": False}
+        rule: dict[str, Any] = {"event": "pwritev", "iotype": iotype, "errno": errno, "once": False}
         if sector is not None:
             rule["sector"] = sector
         rules.append(rule)

@@ -91,6 +91,8 @@ class Texts:
     # a node an op blocker guards answers with the blocker's text; before, with its
     # `device` argument, which is NULL when node-name is given: "Device '(null)' is in use".
     block_resize_names_blocker: bool
+    # 10.2: an HMP command's error prints after "Error: " (drive_add's among them).
+    hmp_error_prefix: str = ""
 
     MISSING_MODE: str = MISSING_MODE
     BAD_MODE: str = BAD_MODE
@@ -122,8 +124,16 @@ class Texts:
     RESIZE_ASSERTION: str = "Assertion `child->perm & BLK_PERM_RESIZE' failed"
     RESIZE_NULL_DEVICE: str = "Device '(null)' is in use"
 
+    # bdrv_co_write_req_prepare, a write through a child without WRITE (before 6.1, a
+    # FAILOVER_FAILED write reaching the secondary disk through hidden's backing child)
+    WRITE_ASSERTION: str = "Assertion `child->perm & BLK_PERM_WRITE' failed"
+
     def schema_bad_mode(self, value: str) -> str:
         return schema_bad_mode(value)
+
+    def hmp_error(self, text: str) -> str:
+        """`text` as an HMP command prints it when it fails."""
+        return self.hmp_error_prefix + text
 
     def mode_mismatch(self, needs: int, got: int) -> str:
         return mode_mismatch(needs, got)

@@ -76,8 +76,23 @@ class Profile:
     # its checkpoint with "Backup job was cancelled unexpectedly" and leaves the
     # active and hidden disks as they were.
     plain_stop_skips_empty: bool
-    # Before 6.1 a write in FAILOVER_FAILED crashed QEMU.
+    # Before 6.1 the secondary disk is not a child of the replication node, only the
+    # hidden disk's backing child, which holds no write permission: a FAILOVER_FAILED
+    # write whose range reaches the secondary disk (a run allocated in neither the active
+    # nor the hidden disk) trips bdrv_co_write_req_prepare's assertion and QEMU aborts;
+    # a write wholly allocated above it goes to the active disk as later.
     failover_failed_write_crashes: bool
+    # 6.0 ("storage-daemon: Call bdrv_close_all() on exit"): before, qemu-storage-daemon
+    # exits without closing its nodes, so a qcow2 image it wrote loses the metadata still
+    # in its cache. Not the filter's behaviour, but it decides where the harness hosts a
+    # primary's NBD child: a daemon that loses data cannot hold a layer it checks.
+    qsd_closes_images_on_exit: bool
+    # 8.0: attaching a child takes the graph's write lock, which begins a drained section
+    # over every node of the process (bdrv_graph_wrlock -> bdrv_drain_all_begin_nopoll).
+    # start attaches the hidden and secondary disks (6.1 on), so from 8.0 a start
+    # restarts a throttled request queued on any node, related to it or not. (10.1's
+    # bdrv_graph_wrlock_drained makes the drain explicit; the answer is the same.)
+    start_drains_every_node: bool
     # 10.0: every HMP qemu-io drains the graph (releases throttled/held requests).
     hmp_qemu_io_drains: bool
     # Known bugs (None: not in this release). The model predicts the first two.
@@ -133,6 +148,8 @@ SEED_4_1 = Profile(
     get_error_only_none=False,
     plain_stop_skips_empty=False,
     failover_failed_write_crashes=True,
+    qsd_closes_images_on_exit=False,
+    start_drains_every_node=False,
     hmp_qemu_io_drains=False,
     start_retry_after_bad_top_aborts=START_RETRY_ABORTS,
     unaligned_zeroes_garbage=UNALIGNED_ZEROES_GARBAGE,
@@ -150,18 +167,25 @@ V5_1 = replace(
     plain_stop_skips_empty=True,
     texts=replace(V5_0.texts, failed_to_empty_message=True),
 )
-V6_1 = replace(V5_1, name="6.1", version=(6, 1, 0), failover_failed_write_crashes=False)
+V6_0 = replace(V5_1, name="6.0", version=(6, 0, 0), qsd_closes_images_on_exit=True)
+V6_1 = replace(V6_0, name="6.1", version=(6, 1, 0), failover_failed_write_crashes=False)
 V7_2 = replace(V6_1, name="7.2", version=(7, 2, 0))
+V8_0 = replace(V7_2, name="8.0", version=(8, 0, 0), start_drains_every_node=True)
 V9_0 = replace(
-    V7_2,
+    V8_0,
     name="9.0",
     version=(9, 0, 0),
-    texts=replace(V7_2.texts, block_resize_names_blocker=True),
+    texts=replace(V8_0.texts, block_resize_names_blocker=True),
     block_resize_null_device=None,
 )
 V10_0 = replace(V9_0, name="10.0", version=(10, 0, 0), hmp_qemu_io_drains=True)
+# 10.2 ("block/monitor: Use hmp_handle_error to report error"): drive_add's errors,
+# the filter's open refusals among them, print with HMP's "Error: " prefix.
+V10_2 = replace(
+    V10_0, name="10.2", version=(10, 2, 0), texts=replace(V10_0.texts, hmp_error_prefix="Error: ")
+)
 
-PROFILES: tuple[Profile, ...] = (SEED_4_1, V5_0, V5_1, V6_1, V7_2, V9_0, V10_0)
+PROFILES: tuple[Profile, ...] = (SEED_4_1, V5_0, V5_1, V6_0, V6_1, V7_2, V8_0, V9_0, V10_0, V10_2)
 
 
 def profile_for(version: tuple[int, int, int]) -> Profile:

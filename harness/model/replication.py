@@ -286,12 +286,13 @@ class ReplicationNode:
                 write_layer(self.active.chain(), 0, start, end, val)
             write_layer(self.file.chain(), 0, start, end, val)
             return None
-        if self.profile.failover_failed_write_crashes:
-            raise Abort("write in FAILOVER_FAILED")
         assert self.active is not None and self.secondary is not None
+        runs = allocated_above(self.active, self.secondary, start, end)
+        if self.profile.failover_failed_write_crashes and not all(a for _, _, a in runs):
+            raise Abort(self.profile.texts.WRITE_ASSERTION)
         top_chain = self.active.chain()
         base_chain = self.secondary.chain()
-        for s, e, alloc in allocated_above(self.active, self.secondary, start, end):
+        for s, e, alloc in runs:
             write_layer(top_chain if alloc else base_chain, 0, s, e, val)
         return None
 

@@ -11,32 +11,41 @@ from harness.model.profiles import (
     SEED_4_1,
     V5_0,
     V5_1,
+    V6_0,
     V6_1,
     V7_2,
+    V8_0,
     V9_0,
     V10_0,
+    V10_2,
     Bug,
     Profile,
     profile_named,
 )
 
 # The notes' version table: (profile, ignore_after_failover, get_error_only_none,
-# plain_stop_skips_empty, failover_failed_write_crashes, hmp_qemu_io_drains,
+# plain_stop_skips_empty, failover_failed_write_crashes, qsd_closes_images_on_exit,
+# start_drains_every_node, hmp_qemu_io_drains,
 # texts.failed_to_empty_message, texts.block_resize_names_blocker)
 TABLE = [
-    (SEED_4_1, False, False, False, True, False, False, False),
-    (V5_0, True, True, False, True, False, False, False),
-    (V5_1, True, True, True, True, False, True, False),
-    (V6_1, True, True, True, False, False, True, False),
-    (V7_2, True, True, True, False, False, True, False),
-    (V9_0, True, True, True, False, False, True, True),
-    (V10_0, True, True, True, False, True, True, True),
+    (SEED_4_1, False, False, False, True, False, False, False, False, False),
+    (V5_0, True, True, False, True, False, False, False, False, False),
+    (V5_1, True, True, True, True, False, False, False, True, False),
+    (V6_0, True, True, True, True, True, False, False, True, False),
+    (V6_1, True, True, True, False, True, False, False, True, False),
+    (V7_2, True, True, True, False, True, False, False, True, False),
+    (V8_0, True, True, True, False, True, True, False, True, False),
+    (V9_0, True, True, True, False, True, True, False, True, True),
+    (V10_0, True, True, True, False, True, True, True, True, True),
+    (V10_2, True, True, True, False, True, True, True, True, True),
 ]
 FIELDS = [
     "ignore_after_failover",
     "get_error_only_none",
     "plain_stop_skips_empty",
     "failover_failed_write_crashes",
+    "qsd_closes_images_on_exit",
+    "start_drains_every_node",
     "hmp_qemu_io_drains",
 ]
 TEXT_SWITCHES = ["failed_to_empty_message", "block_resize_names_blocker"]
@@ -46,12 +55,23 @@ BUGS = {
     "unaligned_zeroes_garbage": PROFILES,
     "active_disk_snapshot_allowed": PROFILES,
     "block_resize_aborts": PROFILES,
-    "block_resize_null_device": (SEED_4_1, V5_0, V5_1, V6_1, V7_2),
+    "block_resize_null_device": (SEED_4_1, V5_0, V5_1, V6_0, V6_1, V7_2, V8_0),
 }
 
 
 def test_profiles_in_order() -> None:
-    assert [p.name for p in PROFILES] == ["4.1", "5.0", "5.1", "6.1", "7.2", "9.0", "10.0"]
+    assert [p.name for p in PROFILES] == [
+        "4.1",
+        "5.0",
+        "5.1",
+        "6.0",
+        "6.1",
+        "7.2",
+        "8.0",
+        "9.0",
+        "10.0",
+        "10.2",
+    ]
     assert [p.version for p in PROFILES] == sorted(p.version for p in PROFILES)
 
 
@@ -92,9 +112,13 @@ def test_neighbours_differ_only_where_a_release_changed() -> None:
         da, db = dataclasses.asdict(a), dataclasses.asdict(b)
         return {k for k in da if da[k] != db[k]} - {"name", "version"}
 
+    assert diff(V5_1, V6_0) == {"qsd_closes_images_on_exit"}
     assert diff(V6_1, V7_2) == set()
-    assert diff(V7_2, V9_0) == {"texts", "block_resize_null_device"}
+    assert diff(V7_2, V8_0) == {"start_drains_every_node"}
+    assert diff(V8_0, V9_0) == {"texts", "block_resize_null_device"}
     assert diff(V9_0, V10_0) == {"hmp_qemu_io_drains"}
+    assert diff(V10_0, V10_2) == {"texts"}
+    assert V10_2.texts.hmp_error("x") == "Error: x" and V10_0.texts.hmp_error("x") == "x"
 
 
 @pytest.mark.parametrize(
@@ -107,18 +131,20 @@ def test_neighbours_differ_only_where_a_release_changed() -> None:
         ((5, 0, 9), "5.0"),
         ((5, 1, 0), "5.1"),
         ((5, 2, 0), "5.1"),
-        ((6, 0, 0), "5.1"),
+        ((6, 0, 0), "6.0"),
         ((6, 1, 0), "6.1"),
         ((7, 1, 0), "6.1"),
         ((7, 2, 0), "7.2"),
         ((7, 2, 22), "7.2"),
-        ((8, 2, 0), "7.2"),
+        ((8, 2, 0), "8.0"),
         ((9, 0, 0), "9.0"),
         ((9, 2, 0), "9.0"),
         ((10, 0, 2), "10.0"),
         ((10, 0, 13), "10.0"),
-        ((11, 0, 0), "10.0"),
-        ((11, 1, 3), "10.0"),
+        ((10, 1, 0), "10.0"),
+        ((10, 2, 0), "10.2"),
+        ((11, 0, 0), "10.2"),
+        ((11, 1, 3), "10.2"),
     ],
 )
 def test_profile_for(version: tuple[int, int, int], name: str) -> None:

@@ -138,8 +138,10 @@ class SecondaryMachine(RuleBasedStateMachine):
 
     def guest_write(self, off: int, n: int, pat: int, op: ops.Op) -> None:
         obs = self.m.apply(op)
-        if self.phase == "failover_failed" and self.profile.failover_failed_write_crashes:
-            assert isinstance(obs, Crashed)
+        # before 6.1 a FAILOVER_FAILED write aborts QEMU when a run of it reaches the
+        # secondary disk (allocated in neither active nor hidden); above it, it is written
+        crashes = self.profile.failover_failed_write_crashes
+        if self.phase == "failover_failed" and crashes and isinstance(obs, Crashed):
             self.phase = "dead"
             return
         assert obs == IO_OK

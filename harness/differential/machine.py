@@ -649,6 +649,8 @@ def machine_class(cfg: RunConfig, stats: RunStats) -> type[RuleBasedStateMachine
 
         @rule(data=st.data())
         def step(self, data: st.DataObject) -> None:
+            if self.session is not None and self.session.crashed:
+                return  # QEMU died where the model said it would: the example is over
             stats.steps += 1
             changes = cfg.weights
             node, poison = self.s.node, self.s.spec.poison

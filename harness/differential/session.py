@@ -40,7 +40,7 @@ from harness.machine import MachineSet
 from harness.model import Model, Profile
 from harness.model.disks import allocated_above, view
 from harness.model.replication import Mode, ReplicationNode, Stage
-from harness.observe import QMP_OK, Observation
+from harness.observe import QMP_OK, Crashed, Observation
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.pair import LOCAL, Pair, PairStory, build_pair, read_pieces
 from harness.story import Step, Story
@@ -190,6 +190,8 @@ class Session:
         _install(self.story, spec)
         # where a failure happened (None: nowhere yet)
         self.where: str | None = None
+        # QEMU died as the model predicted (a profile's known abort): nothing more to do
+        self.crashed = False
         self.ended = False
         self.setup_steps = 0
         # indices (in story.steps) of the reads the policy made (the guest views after
@@ -246,6 +248,11 @@ class Session:
         self.where = f"operation {n}"
         obs = self.story.do(op)
         self.pending = None
+        if isinstance(obs, Crashed):
+            # the model predicted it (else story.do raised): the example ends here
+            self.crashed = True
+            self.where = None
+            return obs
         if isinstance(self.story, PairStory):
             # a completed failover closed the inline active and hidden nodes
             self.story.after_failover()
@@ -286,7 +293,8 @@ class Session:
     def end(self) -> None:
         """The final checks: layers live, then (QEMU gone) layers offline."""
         self.ended = True
-        self._checked("final layer allocation (live)", self.story.check_layers_live)
+        if not self.crashed:  # a dead QEMU has no live layers to ask about
+            self._checked("final layer allocation (live)", self.story.check_layers_live)
         self._checked("final layer check (offline)", self.story.finish)
 
     def _checked(self, where: str, fn: Callable[[], None]) -> None:

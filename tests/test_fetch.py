@@ -199,3 +199,26 @@ def test_downloads_live_outside_the_checkout(tmp_path: Path) -> None:
     # apt.conf.d may keep the indexes compressed
     (tmp_path / "a" / "lists" / "m_debian_dists_bullseye_main_binary-amd64_Packages.lz4").touch()
     assert apt.has_lists()
+
+
+def test_a_bad_qemu_dir_is_one_pytest_usage_line(tmp_path: Path) -> None:
+    """Checked once at configure time, not once per case module."""
+    proc = subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "python"),
+            "-m",
+            "pytest",
+            "-p",
+            "no:xdist",
+            f"--qemu-dir={tmp_path / 'nope'}",
+            "cases",
+            "-q",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert lines == [f"ERROR: --qemu-dir {tmp_path / 'nope'}: no such directory"]

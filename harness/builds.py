@@ -76,8 +76,12 @@ class QemuBuild:
     launcher: tuple[str, ...] = ()
 
     def command(self, binary: str | os.PathLike[str]) -> list[str]:
-        """argv[0..] that runs `binary` (one of this build's) through its loader, if any."""
-        return [*self.launcher, os.fspath(binary)]
+        """argv[0..] that runs `binary` through this build's loader, if it has one and
+        `binary` is one of its own (anything else runs as it is)."""
+        path = os.fspath(binary)
+        if self.launcher and path in self.binaries().values():
+            return [*self.launcher, path]
+        return [path]
 
     def data_args(self) -> list[str]:
         """``-L DIR`` for an unpacked prefix: run through its loader, QEMU cannot find

@@ -41,11 +41,13 @@ def layer_filename(path: str | os.PathLike[str], fmt: str) -> str:
     """A json: filename opening the layer without its backing (raw has none)."""
     if fmt == "raw":
         return os.fspath(path)
-    return "json:" + json.dumps({
-        "driver": fmt,
-        "file": {"driver": "file", "filename": os.fspath(path)},
-        "backing": None,
-    })
+    return "json:" + json.dumps(
+        {
+            "driver": fmt,
+            "file": {"driver": "file", "filename": os.fspath(path)},
+            "backing": None,
+        }
+    )
 
 
 def _layer_args(path: str | os.PathLike[str], fmt: str) -> list[str]:
@@ -57,20 +59,32 @@ def coalesce(entries: Iterable[MapExtent]) -> list[MapExtent]:
     out: list[MapExtent] = []
     for e in entries:
         last = out[-1] if out else None
-        if (last is not None and last.end == e.start
-                and (last.present, last.zero, last.data) == (e.present, e.zero, e.data)):
+        if (
+            last is not None
+            and last.end == e.start
+            and (last.present, last.zero, last.data) == (e.present, e.zero, e.data)
+        ):
             out[-1] = MapExtent(last.start, last.length + e.length, e.present, e.zero, e.data)
         else:
             out.append(e)
     return out
 
 
+def _present(r: Mapping[str, Any]) -> bool:
+    """Allocated in this layer. qemu-img says so since 6.1 ("present"); before, a layer
+    opened alone reads its unallocated parts as zero, like a zero cluster, so only data
+    or a host offset (a cluster of its own) can tell: a zero cluster without one is
+    taken as unallocated there."""
+    if "present" in r:
+        return bool(r["present"])
+    return bool(r["data"]) or "offset" in r
+
+
 def parse_map(text: str) -> list[MapExtent]:
     """qemu-img map --output=json text → coalesced extents."""
     raw: list[Mapping[str, Any]] = json.loads(text)
     return coalesce(
-        MapExtent(int(r["start"]), int(r["length"]), bool(r["present"]), bool(r["zero"]),
-                  bool(r["data"]))
+        MapExtent(int(r["start"]), int(r["length"]), _present(r), bool(r["zero"]), bool(r["data"]))
         for r in raw
     )
 
@@ -138,8 +152,10 @@ def check_image(
     except ValueError:
         report = {}
     if proc.returncode == _CHECK_INCOMPLETE or not report:
-        raise ImageError(f"qemu-img check {path}: exit {proc.returncode}: "
-                         f"{(proc.stderr + proc.stdout).strip() or '(no output)'}")
+        raise ImageError(
+            f"qemu-img check {path}: exit {proc.returncode}: "
+            f"{(proc.stderr + proc.stdout).strip() or '(no output)'}"
+        )
     corrupt = int(report.get("corruptions", 0))
     leaks = int(report.get("leaks", 0))
     errors = int(report.get("check-errors", 0))

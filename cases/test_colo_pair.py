@@ -241,6 +241,7 @@ def test_primary_unaligned_write_zeroes(pair):
 # ---- x-blockdev-change
 
 
+@pytest.mark.quick
 def test_quorum_child_changes(pair, msg):
     """children.1 comes and goes with x-blockdev-change; removing it twice, or the last
     child, is refused with QEMU's texts; re-attaching reuses the index."""

@@ -452,6 +452,7 @@ def test_hidden_eio_after_a_zero_cluster_copy(pair, msg):
     _finish_hidden_eio(s)
 
 
+@pytest.mark.quick
 def test_make_empty_eio_during_checkpoint(pair, msg):
     s = _hidden_eio(pair)
     s.do(s.pwrite(0, 64 * KiB, 0x22))  # arms the rule: every later write to hidden fails

@@ -69,11 +69,29 @@ def blocker(msg, node: str) -> str:
 def running(msg) -> dict[tuple[str, str], str | None]:
     """What each command answers while replication runs; None: it succeeds."""
     top, job, backing = blocker(msg, "rep"), blocker(msg, "hidden"), blocker(msg, "secondary")
+    # block_resize's own BlockBackend (new) wants RESIZE, rep's `file` edge does not share it
     resize_active = msg.perm_conflict(
-        "active", "resize", "an unnamed block device", "root", "node 'rep'", "file"
+        "active",
+        "resize",
+        "an unnamed block device",
+        "root",
+        "node 'rep'",
+        "file",
+        existing="holder",
     )
-    backup_active = msg.could_not_replace(
-        msg.perm_conflict("hidden", "write", "node '#blockN'", "target", "node 'active'", "backing")
+    # the new backup's filter above the active disk: the active disk's backing edge then
+    # no longer shares WRITE on the hidden disk, which the running backup job's filter
+    # (#blockN, the replication's own) writes as its target
+    backup_active = msg.backup_filter_refused(
+        msg.perm_conflict(
+            "hidden",
+            "write",
+            "node '#blockN'",
+            "target",
+            "node 'active'",
+            "backing",
+            existing="user",
+        )
     )
     return {
         ("blockdev-del", "rep"): top,
@@ -317,14 +335,20 @@ def _commit_rep(msg, stage: str) -> str:
     if stage == "failover":
         return msg.MIRROR_INTO_ITSELF
     return msg.perm_conflict(
-        "active", "consistent read", "node 'rep'", "file", "commit job 'j'", "intermediate node"
+        "active",
+        "consistent read",
+        "node 'rep'",
+        "file",
+        "commit job 'j'",
+        "intermediate node",
+        existing="user",
     )
 
 
 def _stream_rep(msg, stage: str) -> str:
     node = "secondary" if stage == "failover" else "active"
     return msg.perm_conflict(
-        node, "write", "node 'rep'", "file", "stream job 'j'", "intermediate node"
+        node, "write", "node 'rep'", "file", "stream job 'j'", "intermediate node", existing="user"
     )
 
 

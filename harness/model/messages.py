@@ -7,7 +7,9 @@ and the cases read them through the probed release's profile (`Texts`, below).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Literal
 
 # replication_open (schema-less paths; blockdev-add's schema answers first)
 MISSING_MODE = "Missing the option mode"
@@ -91,6 +93,31 @@ class Texts:
     # a node an op blocker guards answers with the blocker's text; before, with its
     # `device` argument, which is NULL when node-name is given: "Device '(null)' is in use".
     block_resize_names_blocker: bool
+    # 6.0 ("block: Clarify error messages pertaining to 'node-name'", 785ec4b1b9, and
+    # "blockdev: Clarify error messages pertaining to 'node-name'", ef2e38a1a1): the
+    # node-name lookups' texts quote the names and say node-name; before, bdrv_lookup_bs
+    # says "Cannot find device=X nor node_name=X" and blockdev-del "Cannot find node X".
+    node_name_texts_quoted: bool
+    # 6.1 ("block: improve permission conflict error message", 30ebb9aa92, with
+    # "block: improve bdrv_child_get_parent_desc()", 2c0a3acb95, and "block-backend:
+    # improve blk_root_get_parent_desc()", fd240a184b): a permission conflict names both
+    # edges ("Permission conflict on node ..."); before, bdrv_check_update_perm checked the
+    # changing edge against each existing one and named only the existing one ("Conflicts
+    # with use by X as 'edge', which uses/does not allow 'perm' on node"), a node parent
+    # by its bare device-or-node name, an unnamed BlockBackend as "a block device".
+    perm_conflict_names_both: bool
+    # 6.2 ("qapi: Improve input_type_enum()'s error message", ea29331ba6): a value an
+    # enum does not have is "Parameter 'mode' does not accept value 'X'"; before, QAPI's
+    # QERR_INVALID_PARAMETER, "Invalid parameter 'X'".
+    enum_error_names_parameter: bool
+    # What a backup job's filter says when inserting it above its source meets a
+    # permission conflict: before 6.1 the backup-top filter is appended without its
+    # target's permissions, which are taken after ("Cannot set permissions for backup-top
+    # filter: "); 6.1 ("block/backup-top: drop .active", b75d64b329) takes them in
+    # bdrv_append ("Cannot append backup-top filter: "); 6.2 ("block/copy-before-write:
+    # make public block driver", 751cec7a26) inserts copy-before-write with
+    # bdrv_insert_node ("Could not replace node: ", f053b7e800).
+    backup_filter_prefix: str
     # 10.2: an HMP command's error prints after "Error: " (drive_add's among them).
     hmp_error_prefix: str = ""
 
@@ -129,7 +156,9 @@ class Texts:
     WRITE_ASSERTION: str = "Assertion `child->perm & BLK_PERM_WRITE' failed"
 
     def schema_bad_mode(self, value: str) -> str:
-        return schema_bad_mode(value)
+        if self.enum_error_names_parameter:
+            return schema_bad_mode(value)
+        return f"Invalid parameter '{value}'"
 
     def hmp_error(self, text: str) -> str:
         """`text` as an HMP command prints it when it fails."""
@@ -172,23 +201,60 @@ class Texts:
         return f"Node {node} is in use"
 
     def node_not_found(self, node: str) -> str:
-        return f"Failed to find node with node-name='{node}'"
+        """blockdev-del of a node that does not exist."""
+        if self.node_name_texts_quoted:
+            return f"Failed to find node with node-name='{node}'"
+        return f"Cannot find node {node}"
 
     def perm_conflict(
-        self, node: str, perm: str, user: str, user_edge: str, holder: str, edge: str
+        self,
+        node: str,
+        perm: str,
+        user: str,
+        user_edge: str,
+        holder: str,
+        edge: str,
+        *,
+        existing: Literal["user", "holder"],
     ) -> str:
+        """`user` (over `user_edge`) requires `perm` on `node`, which `holder` (over `edge`)
+        does not share; parents as 6.1 describes them ("node 'rep'", "commit job 'j'",
+        "an unnamed block device"). `existing`: which of the two edges was there before
+        the operation; a text that names one edge only (before 6.1) names that one."""
+        if self.perm_conflict_names_both:
+            return (
+                f"Permission conflict on node '{node}': permissions '{perm}' are both "
+                f"required by {user} (uses node '{node}' as '{user_edge}' child) and "
+                f"unshared by {holder} (uses node '{node}' as '{edge}' child)."
+            )
+        if existing == "user":
+            return (
+                f"Conflicts with use by {self._old_parent_desc(user)} as '{user_edge}', "
+                f"which uses '{perm}' on {node}"
+            )
         return (
-            f"Permission conflict on node '{node}': permissions '{perm}' are both required by "
-            f"{user} (uses node '{node}' as '{user_edge}' child) and unshared by {holder} "
-            f"(uses node '{node}' as '{edge}' child)."
+            f"Conflicts with use by {self._old_parent_desc(holder)} as '{edge}', which does not "
+            f"allow '{perm}' on {node}"
         )
 
     def export_in_use(self, export_id: str) -> str:
         """block-export-del mode=safe while a client is connected."""
         return f"export '{export_id}' still in use"
 
-    def could_not_replace(self, reason: str) -> str:
-        return f"Could not replace node: {reason}"
+    @staticmethod
+    def _old_parent_desc(desc: str) -> str:
+        """A parent as QEMU before 6.1 describes it in a permission conflict: a node by its
+        bare name (bdrv_get_device_or_node_name), an unnamed BlockBackend as "a block
+        device"; a job as later ("commit job 'j'")."""
+        if desc == "an unnamed block device":
+            return "a block device"
+        m = re.fullmatch(r"node '(.*)'", desc)
+        return m.group(1) if m else desc
+
+    def backup_filter_refused(self, reason: str) -> str:
+        """A backup job's filter could not be inserted above its source (see
+        backup_filter_prefix)."""
+        return self.backup_filter_prefix + reason
 
     def schema_bad_type(self, param: str) -> str:
         return f"Invalid parameter type for '{param}', expected: string"
@@ -200,7 +266,10 @@ class Texts:
         return f"Block format 'replication' does not support the option '{param}'"
 
     def cannot_find(self, ref: str) -> str:
-        return f"Cannot find device='{ref}' nor node-name='{ref}'"
+        """bdrv_lookup_bs with `ref` as both device and node name (a `file` reference)."""
+        if self.node_name_texts_quoted:
+            return f"Cannot find device='{ref}' nor node-name='{ref}'"
+        return f"Cannot find device={ref} nor node_name={ref}"
 
     def could_not_open(self, path: str, strerror: str = "No such file or directory") -> str:
         return f"Could not open '{path}': {strerror}"

@@ -143,7 +143,14 @@ class Profile:
 SEED_4_1 = Profile(
     name="4.1",
     version=(4, 1, 0),
-    texts=Texts(failed_to_empty_message=False, block_resize_names_blocker=False),
+    texts=Texts(
+        failed_to_empty_message=False,
+        block_resize_names_blocker=False,
+        node_name_texts_quoted=False,
+        perm_conflict_names_both=False,
+        enum_error_names_parameter=False,
+        backup_filter_prefix="Cannot set permissions for backup-top filter: ",
+    ),
     ignore_after_failover=False,
     get_error_only_none=False,
     plain_stop_skips_empty=False,
@@ -167,9 +174,33 @@ V5_1 = replace(
     plain_stop_skips_empty=True,
     texts=replace(V5_0.texts, failed_to_empty_message=True),
 )
-V6_0 = replace(V5_1, name="6.0", version=(6, 0, 0), qsd_closes_images_on_exit=True)
-V6_1 = replace(V6_0, name="6.1", version=(6, 1, 0), failover_failed_write_crashes=False)
-V7_2 = replace(V6_1, name="7.2", version=(7, 2, 0))
+V6_0 = replace(
+    V5_1,
+    name="6.0",
+    version=(6, 0, 0),
+    qsd_closes_images_on_exit=True,
+    texts=replace(V5_1.texts, node_name_texts_quoted=True),
+)
+V6_1 = replace(
+    V6_0,
+    name="6.1",
+    version=(6, 1, 0),
+    failover_failed_write_crashes=False,
+    texts=replace(
+        V6_0.texts,
+        perm_conflict_names_both=True,
+        backup_filter_prefix="Cannot append backup-top filter: ",
+    ),
+)
+V6_2 = replace(
+    V6_1,
+    name="6.2",
+    version=(6, 2, 0),
+    texts=replace(
+        V6_1.texts, enum_error_names_parameter=True, backup_filter_prefix="Could not replace node: "
+    ),
+)
+V7_2 = replace(V6_2, name="7.2", version=(7, 2, 0))
 V8_0 = replace(V7_2, name="8.0", version=(8, 0, 0), start_drains_every_node=True)
 V9_0 = replace(
     V8_0,
@@ -185,7 +216,19 @@ V10_2 = replace(
     V10_0, name="10.2", version=(10, 2, 0), texts=replace(V10_0.texts, hmp_error_prefix="Error: ")
 )
 
-PROFILES: tuple[Profile, ...] = (SEED_4_1, V5_0, V5_1, V6_0, V6_1, V7_2, V8_0, V9_0, V10_0, V10_2)
+PROFILES: tuple[Profile, ...] = (
+    SEED_4_1,
+    V5_0,
+    V5_1,
+    V6_0,
+    V6_1,
+    V6_2,
+    V7_2,
+    V8_0,
+    V9_0,
+    V10_0,
+    V10_2,
+)
 
 
 def profile_for(version: tuple[int, int, int]) -> Profile:

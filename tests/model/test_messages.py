@@ -11,7 +11,7 @@ from harness import ops
 from harness.model import PROFILES
 from harness.model import messages as msg
 from harness.model.factory import secondary_model
-from harness.model.profiles import SEED_4_1, V5_0, V5_1, V7_2, V9_0, V10_0
+from harness.model.profiles import SEED_4_1, V5_0, V5_1, V6_0, V6_1, V6_2, V7_2, V9_0, V10_0
 from harness.observe import qmp_error, status
 
 # Every error text of the seed (block/replication.c ~4.1), verbatim; %d/%s filled in below.
@@ -114,7 +114,7 @@ def _module_texts() -> list[str]:
 
 def test_every_text_is_a_profile_text() -> None:
     """Each of the module's texts and text functions is in Texts under its own name, and
-    (no release has changed one yet) with the same words in every profile."""
+    with the same words in every profile (but schema_bad_mode: QAPI's, below)."""
     functions = [
         n for n, v in vars(msg).items() if inspect.isfunction(v) and v.__module__ == msg.__name__
     ]
@@ -124,7 +124,6 @@ def test_every_text_is_a_profile_text() -> None:
         for name in functions:
             assert callable(getattr(p.texts, name)), (p.name, name)
         assert p.texts.mode_mismatch(0, 1) == msg.mode_mismatch(0, 1)
-        assert p.texts.schema_bad_mode("x") == msg.schema_bad_mode("x")
         assert p.texts.node_busy("n") == msg.node_busy("n")
         assert p.texts.node_busy("n", "why") == msg.node_busy("n", "why")
         assert p.texts.quorum_no_child("q", "c") == msg.quorum_no_child("q", "c")
@@ -158,3 +157,55 @@ def test_a_release_rewords_a_text_in_one_place() -> None:
     m = secondary_model(profile)
     assert m.apply(ops.Status()) == status("Replication is not running")
     assert m.apply(ops.Stop(primary=False)) == qmp_error("Replication is not running")
+
+
+# ---- the block layer's and QAPI's texts that releases reworded (5.2's as QEMU 5.2.0 prints
+# them)
+
+
+def test_schema_bad_mode_by_release() -> None:
+    for p in (V5_1, V6_1):
+        assert p.texts.schema_bad_mode("bogus") == "Invalid parameter 'bogus'"
+    for p in (V6_2, V10_0):
+        assert p.texts.schema_bad_mode("bogus") == msg.schema_bad_mode("bogus")
+
+
+def test_node_name_texts_by_release() -> None:
+    assert V5_1.texts.cannot_find("n") == "Cannot find device=n nor node_name=n"
+    assert V5_1.texts.node_not_found("hidden") == "Cannot find node hidden"
+    for p in (V6_0, V10_0):
+        assert p.texts.cannot_find("n") == "Cannot find device='n' nor node-name='n'"
+        assert p.texts.node_not_found("hidden") == "Failed to find node with node-name='hidden'"
+
+
+def test_perm_conflict_by_release() -> None:
+    args = ("active", "resize", "an unnamed block device", "root", "node 'rep'", "file")
+    assert V6_1.texts.perm_conflict(*args, existing="holder") == (
+        "Permission conflict on node 'active': permissions 'resize' are both required by an "
+        "unnamed block device (uses node 'active' as 'root' child) and unshared by node 'rep' "
+        "(uses node 'active' as 'file' child)."
+    )
+    assert V6_1.texts.perm_conflict(*args, existing="user") == V6_1.texts.perm_conflict(
+        *args, existing="holder"
+    )
+    # before 6.1: only the existing edge, its parent by its bare name
+    assert V5_1.texts.perm_conflict(*args, existing="holder") == (
+        "Conflicts with use by rep as 'file', which does not allow 'resize' on active"
+    )
+    assert V6_0.texts.perm_conflict(*args, existing="user") == (
+        "Conflicts with use by a block device as 'root', which uses 'resize' on active"
+    )
+    job = ("active", "write", "node 'rep'", "file", "stream job 'j'", "intermediate node")
+    assert V5_1.texts.perm_conflict(*job, existing="holder") == (
+        "Conflicts with use by stream job 'j' as 'intermediate node', which does not allow "
+        "'write' on active"
+    )
+
+
+def test_backup_filter_refused_by_release() -> None:
+    assert V5_1.texts.backup_filter_refused("x") == (
+        "Cannot set permissions for backup-top filter: x"
+    )
+    assert V6_1.texts.backup_filter_refused("x") == "Cannot append backup-top filter: x"
+    assert V6_2.texts.backup_filter_refused("x") == "Could not replace node: x"
+    assert V7_2.texts.backup_filter_refused("x") == "Could not replace node: x"

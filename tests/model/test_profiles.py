@@ -13,6 +13,7 @@ from harness.model.profiles import (
     V5_1,
     V6_0,
     V6_1,
+    V6_2,
     V7_2,
     V8_0,
     V9_0,
@@ -26,18 +27,25 @@ from harness.model.profiles import (
 # The notes' version table: (profile, ignore_after_failover, get_error_only_none,
 # plain_stop_skips_empty, failover_failed_write_crashes, qsd_closes_images_on_exit,
 # start_drains_every_node, hmp_qemu_io_drains,
-# texts.failed_to_empty_message, texts.block_resize_names_blocker)
+# texts.failed_to_empty_message, texts.block_resize_names_blocker,
+# texts.node_name_texts_quoted, texts.perm_conflict_names_both,
+# texts.enum_error_names_parameter, texts.backup_filter_prefix)
+T, F = True, False
+SET = "Cannot set permissions for backup-top filter: "
+APPEND = "Cannot append backup-top filter: "
+REPLACE = "Could not replace node: "
 TABLE = [
-    (SEED_4_1, False, False, False, True, False, False, False, False, False),
-    (V5_0, True, True, False, True, False, False, False, False, False),
-    (V5_1, True, True, True, True, False, False, False, True, False),
-    (V6_0, True, True, True, True, True, False, False, True, False),
-    (V6_1, True, True, True, False, True, False, False, True, False),
-    (V7_2, True, True, True, False, True, False, False, True, False),
-    (V8_0, True, True, True, False, True, True, False, True, False),
-    (V9_0, True, True, True, False, True, True, False, True, True),
-    (V10_0, True, True, True, False, True, True, True, True, True),
-    (V10_2, True, True, True, False, True, True, True, True, True),
+    (SEED_4_1, F, F, F, T, F, F, F, F, F, F, F, F, SET),
+    (V5_0, T, T, F, T, F, F, F, F, F, F, F, F, SET),
+    (V5_1, T, T, T, T, F, F, F, T, F, F, F, F, SET),
+    (V6_0, T, T, T, T, T, F, F, T, F, T, F, F, SET),
+    (V6_1, T, T, T, F, T, F, F, T, F, T, T, F, APPEND),
+    (V6_2, T, T, T, F, T, F, F, T, F, T, T, T, REPLACE),
+    (V7_2, T, T, T, F, T, F, F, T, F, T, T, T, REPLACE),
+    (V8_0, T, T, T, F, T, T, F, T, F, T, T, T, REPLACE),
+    (V9_0, T, T, T, F, T, T, F, T, T, T, T, T, REPLACE),
+    (V10_0, T, T, T, F, T, T, T, T, T, T, T, T, REPLACE),
+    (V10_2, T, T, T, F, T, T, T, T, T, T, T, T, REPLACE),
 ]
 FIELDS = [
     "ignore_after_failover",
@@ -48,14 +56,22 @@ FIELDS = [
     "start_drains_every_node",
     "hmp_qemu_io_drains",
 ]
-TEXT_SWITCHES = ["failed_to_empty_message", "block_resize_names_blocker"]
+TEXT_SWITCHES = [
+    "failed_to_empty_message",
+    "block_resize_names_blocker",
+    "node_name_texts_quoted",
+    "perm_conflict_names_both",
+    "enum_error_names_parameter",
+]
+# the texts' per-release words that are not switches (hmp_error_prefix: below)
+TEXT_WORDS = ["backup_filter_prefix"]
 # Known bugs: the profiles that have each one (all known releases but where noted).
 BUGS = {
     "start_retry_after_bad_top_aborts": PROFILES,
     "unaligned_zeroes_garbage": PROFILES,
     "active_disk_snapshot_allowed": PROFILES,
     "block_resize_aborts": PROFILES,
-    "block_resize_null_device": (SEED_4_1, V5_0, V5_1, V6_0, V6_1, V7_2, V8_0),
+    "block_resize_null_device": (SEED_4_1, V5_0, V5_1, V6_0, V6_1, V6_2, V7_2, V8_0),
 }
 
 
@@ -66,6 +82,7 @@ def test_profiles_in_order() -> None:
         "5.1",
         "6.0",
         "6.1",
+        "6.2",
         "7.2",
         "8.0",
         "9.0",
@@ -80,6 +97,8 @@ def test_every_switch_is_tabled() -> None:
     assert names == set(FIELDS) | set(BUGS)
     texts = {f.name for f in dataclasses.fields(V10_0.texts) if f.type == "bool"}
     assert texts == set(TEXT_SWITCHES)
+    words = {f.name for f in dataclasses.fields(V10_0.texts) if f.name.islower()}
+    assert words - texts == set(TEXT_WORDS) | {"hmp_error_prefix"}
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[r[0].name for r in TABLE])
@@ -87,8 +106,8 @@ def test_switches(row: tuple[object, ...]) -> None:
     profile = row[0]
     assert isinstance(profile, Profile)
     got = {f: getattr(profile, f) for f in FIELDS}
-    got |= {f: getattr(profile.texts, f) for f in TEXT_SWITCHES}
-    assert got == dict(zip(FIELDS + TEXT_SWITCHES, row[1:], strict=True))
+    got |= {f: getattr(profile.texts, f) for f in TEXT_SWITCHES + TEXT_WORDS}
+    assert got == dict(zip(FIELDS + TEXT_SWITCHES + TEXT_WORDS, row[1:], strict=True))
 
 
 @pytest.mark.parametrize("field", sorted(BUGS))
@@ -98,8 +117,10 @@ def test_known_bugs(field: str) -> None:
     for p in PROFILES:
         bug = getattr(p, field)
         assert bug is None or isinstance(bug, Bug)
-        # each strict expected failure names the releases the bug is known in
-        assert bug is None or bug.reason.startswith("QEMU bug (7.2")
+        # each strict expected failure names the releases the bug is known in, first a
+        # release whose profile has it
+        assert bug is None or bug.reason == f"QEMU bug ({bug.versions}): {bug.what}"
+        assert bug is None or bug.versions.split(",")[0] in having
 
 
 def test_block_resize_text_and_its_bug_agree() -> None:
@@ -112,8 +133,10 @@ def test_neighbours_differ_only_where_a_release_changed() -> None:
         da, db = dataclasses.asdict(a), dataclasses.asdict(b)
         return {k for k in da if da[k] != db[k]} - {"name", "version"}
 
-    assert diff(V5_1, V6_0) == {"qsd_closes_images_on_exit"}
-    assert diff(V6_1, V7_2) == set()
+    assert diff(V5_1, V6_0) == {"qsd_closes_images_on_exit", "texts"}
+    assert diff(V6_0, V6_1) == {"failover_failed_write_crashes", "texts"}
+    assert diff(V6_1, V6_2) == {"texts"}
+    assert diff(V6_2, V7_2) == set()
     assert diff(V7_2, V8_0) == {"start_drains_every_node"}
     assert diff(V8_0, V9_0) == {"texts", "block_resize_null_device"}
     assert diff(V9_0, V10_0) == {"hmp_qemu_io_drains"}
@@ -130,10 +153,13 @@ def test_neighbours_differ_only_where_a_release_changed() -> None:
         ((5, 0, 0), "5.0"),
         ((5, 0, 9), "5.0"),
         ((5, 1, 0), "5.1"),
+        ((5, 1, 1), "5.1"),
         ((5, 2, 0), "5.1"),
         ((6, 0, 0), "6.0"),
         ((6, 1, 0), "6.1"),
-        ((7, 1, 0), "6.1"),
+        ((6, 1, 1), "6.1"),
+        ((6, 2, 0), "6.2"),
+        ((7, 1, 0), "6.2"),
         ((7, 2, 0), "7.2"),
         ((7, 2, 22), "7.2"),
         ((8, 2, 0), "8.0"),

@@ -51,13 +51,28 @@ MiB = 1 << 20
 
 QUICK = pytest.mark.quick
 
-# What the graph shows once a secondary start got past the attach step: the children
-# start adds (the secondary disk's parents moved to the backup's copy-before-write filter).
-RUNNING_EDGES = {"file": "active", "hidden disk": "hidden", "secondary disk": "copy-before-write"}
-# ... and after a start refused at the top-id check: the children stay attached, to the
-# secondary disk itself (no filter was inserted).
-LEAKED_EDGES = {"file": "active", "hidden disk": "hidden", "secondary disk": "secondary"}
 OPEN_EDGES = {"file": "active"}
+
+
+def running_edges(profile) -> dict[str, str]:
+    """What the graph shows once a secondary start got past the attach step: the children
+    start adds where the release attaches them (profile.start_attaches_children; else the
+    node keeps `file` only), the secondary disk's parents moved to the backup's filter."""
+    if not profile.start_attaches_children:
+        return OPEN_EDGES
+    return {
+        "file": "active",
+        "hidden disk": "hidden",
+        "secondary disk": profile.backup_filter_driver,
+    }
+
+
+def leaked_edges(profile) -> dict[str, str]:
+    """... and after a start refused at the top-id check: the children stay attached, to the
+    secondary disk itself (no filter was inserted)."""
+    if not profile.start_attaches_children:
+        return OPEN_EDGES
+    return {"file": "active", "hidden disk": "hidden", "secondary disk": "secondary"}
 
 
 def abort_line(msg) -> re.Pattern[str]:
@@ -224,11 +239,13 @@ BAD_TOPS = [
 
 @pytest.mark.secondary
 @pytest.mark.parametrize(("top_id", "options", "setup"), BAD_TOPS)
-def test_start_bad_top_id(secondary, msg, top_id, options, setup):
+def test_start_bad_top_id(secondary, profile, msg, top_id, options, setup):
     """ "No top_bs or it is invalid": the stage stays NONE, but the children attached just
     before the check stay attached (to the secondary disk itself: no backup filter), and
-    the hidden disk stays read-write (7.2 and 10.0; inferred from the sources: the reopen
-    back to read-only gets no errp and fails, the `hidden disk` child holding WRITE)."""
+    the hidden disk stays read-write (inferred from the sources: the reopen back to
+    read-only gets no errp and fails, the `hidden disk` child holding WRITE). Where start
+    attaches no children (profile.start_attaches_children), nothing holds WRITE on the
+    hidden disk and that reopen makes it read-only again."""
     s = secondary(top_id=top_id, top_valid=False, **options)
     if setup is not None:
         setup(s)
@@ -237,9 +254,9 @@ def test_start_bad_top_id(secondary, msg, top_id, options, setup):
     s.expect(Start(primary=False), qmp_error(msg.BAD_TOP))
     s.expect(Status(), status(msg.NOT_RUNNING))
     s.expect(Read(0, 4096), IO_EIO)
-    assert rep_edges(m) == LEAKED_EDGES
+    assert rep_edges(m) == leaked_edges(profile)
     assert block_job_nodes(m) == 0
-    assert node_info(m, "hidden")["ro"] is False
+    assert node_info(m, "hidden")["ro"] is not profile.start_attaches_children
     s.finish()
 
 
@@ -254,7 +271,7 @@ GOOD_TOPS = [
 
 @pytest.mark.secondary
 @pytest.mark.parametrize(("top_id", "options", "setup", "blocked"), GOOD_TOPS)
-def test_start_good_top_id(secondary, msg, top_id, options, setup, blocked):
+def test_start_good_top_id(secondary, profile, msg, top_id, options, setup, blocked):
     """A root containing the node: start works, the children appear, the backup job runs,
     the top node's operations are blocked (blockdev-del answers with the blocker)."""
     s = secondary(top_id=top_id, top_valid=True, **options)
@@ -263,7 +280,7 @@ def test_start_good_top_id(secondary, msg, top_id, options, setup, blocked):
     m = s.topo.machine(SECONDARY)
     s.expect(Start(primary=False), QMP_OK)
     s.expect(Status(), status(None))
-    assert rep_edges(m) == RUNNING_EDGES
+    assert rep_edges(m) == running_edges(profile)
     assert block_job_nodes(m) == 1
     assert node_info(m, "hidden")["ro"] is False
     if blocked is not None:
@@ -627,7 +644,7 @@ def test_start_with_raw_secondary_disk(secondary):
 
 @pytest.mark.quick
 @pytest.mark.secondary
-def test_start_graph(secondary, msg):
+def test_start_graph(secondary, profile, msg):
     """The graph around a started secondary: children, the backup job node, the copy-before-
     write filter over the secondary disk, the hidden disk now read-write, rep blocked."""
     s = secondary()
@@ -635,7 +652,7 @@ def test_start_graph(secondary, msg):
     assert rep_edges(m) == OPEN_EDGES
     assert node_info(m, "hidden")["ro"] is True
     s.expect(Start(primary=False), QMP_OK)
-    assert rep_edges(m) == RUNNING_EDGES
+    assert rep_edges(m) == running_edges(profile)
     assert block_job_nodes(m) == 1
     assert node_info(m, "hidden")["ro"] is False
     assert m.qmp("blockdev-del", **{"node-name": REP}) == qmp_error(msg.node_busy(REP))

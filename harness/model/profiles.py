@@ -87,6 +87,20 @@ class Profile:
     # in its cache. Not the filter's behaviour, but it decides where the harness hosts a
     # primary's NBD child: a daemon that loses data cannot hold a layer it checks.
     qsd_closes_images_on_exit: bool
+    # 6.1 ("replication: Properly attach children", 3b78420bb1): start attaches the hidden
+    # and secondary disks as the replication node's `hidden disk` and `secondary disk`
+    # children (with WRITE), dropped only when a failover completes. Before, it copies the
+    # active disk's and the hidden disk's backing BdrvChild pointers and the node's only
+    # edge stays `file`; so a start refused at the top-id check also reopens the hidden
+    # disk read-only again (later the `hidden disk` child's WRITE keeps it read-write).
+    # (The same commit ends failover_failed_write_crashes.)
+    start_attaches_children: bool
+    # The driver of the filter a backup job inserts above its source (the replication's
+    # backup job: above the secondary disk): "backup-top" (4.2 on; 4.1's backup job has no
+    # filter, and no release before 6.1 shows it as an edge of the replication node),
+    # "copy-before-write" from 6.2 ("block: rename backup-top to copy-before-write",
+    # d003e0aece).
+    backup_filter_driver: str
     # 8.0: attaching a child takes the graph's write lock, which begins a drained section
     # over every node of the process (bdrv_graph_wrlock -> bdrv_drain_all_begin_nopoll).
     # start attaches the hidden and secondary disks (6.1 on), so from 8.0 a start
@@ -156,6 +170,8 @@ SEED_4_1 = Profile(
     plain_stop_skips_empty=False,
     failover_failed_write_crashes=True,
     qsd_closes_images_on_exit=False,
+    start_attaches_children=False,
+    backup_filter_driver="backup-top",
     start_drains_every_node=False,
     hmp_qemu_io_drains=False,
     start_retry_after_bad_top_aborts=START_RETRY_ABORTS,
@@ -186,6 +202,7 @@ V6_1 = replace(
     name="6.1",
     version=(6, 1, 0),
     failover_failed_write_crashes=False,
+    start_attaches_children=True,
     texts=replace(
         V6_0.texts,
         perm_conflict_names_both=True,
@@ -196,6 +213,7 @@ V6_2 = replace(
     V6_1,
     name="6.2",
     version=(6, 2, 0),
+    backup_filter_driver="copy-before-write",
     texts=replace(
         V6_1.texts, enum_error_names_parameter=True, backup_filter_prefix="Could not replace node: "
     ),

@@ -26,26 +26,28 @@ from harness.model.profiles import (
 
 # The notes' version table: (profile, ignore_after_failover, get_error_only_none,
 # plain_stop_skips_empty, failover_failed_write_crashes, qsd_closes_images_on_exit,
+# start_attaches_children, backup_filter_driver,
 # start_drains_every_node, hmp_qemu_io_drains,
 # texts.failed_to_empty_message, texts.block_resize_names_blocker,
 # texts.node_name_texts_quoted, texts.perm_conflict_names_both,
 # texts.enum_error_names_parameter, texts.backup_filter_prefix)
 T, F = True, False
+BT, CBW = "backup-top", "copy-before-write"
 SET = "Cannot set permissions for backup-top filter: "
 APPEND = "Cannot append backup-top filter: "
 REPLACE = "Could not replace node: "
 TABLE = [
-    (SEED_4_1, F, F, F, T, F, F, F, F, F, F, F, F, SET),
-    (V5_0, T, T, F, T, F, F, F, F, F, F, F, F, SET),
-    (V5_1, T, T, T, T, F, F, F, T, F, F, F, F, SET),
-    (V6_0, T, T, T, T, T, F, F, T, F, T, F, F, SET),
-    (V6_1, T, T, T, F, T, F, F, T, F, T, T, F, APPEND),
-    (V6_2, T, T, T, F, T, F, F, T, F, T, T, T, REPLACE),
-    (V7_2, T, T, T, F, T, F, F, T, F, T, T, T, REPLACE),
-    (V8_0, T, T, T, F, T, T, F, T, F, T, T, T, REPLACE),
-    (V9_0, T, T, T, F, T, T, F, T, T, T, T, T, REPLACE),
-    (V10_0, T, T, T, F, T, T, T, T, T, T, T, T, REPLACE),
-    (V10_2, T, T, T, F, T, T, T, T, T, T, T, T, REPLACE),
+    (SEED_4_1, F, F, F, T, F, F, BT, F, F, F, F, F, F, F, SET),
+    (V5_0, T, T, F, T, F, F, BT, F, F, F, F, F, F, F, SET),
+    (V5_1, T, T, T, T, F, F, BT, F, F, T, F, F, F, F, SET),
+    (V6_0, T, T, T, T, T, F, BT, F, F, T, F, T, F, F, SET),
+    (V6_1, T, T, T, F, T, T, BT, F, F, T, F, T, T, F, APPEND),
+    (V6_2, T, T, T, F, T, T, CBW, F, F, T, F, T, T, T, REPLACE),
+    (V7_2, T, T, T, F, T, T, CBW, F, F, T, F, T, T, T, REPLACE),
+    (V8_0, T, T, T, F, T, T, CBW, T, F, T, F, T, T, T, REPLACE),
+    (V9_0, T, T, T, F, T, T, CBW, T, F, T, T, T, T, T, REPLACE),
+    (V10_0, T, T, T, F, T, T, CBW, T, T, T, T, T, T, T, REPLACE),
+    (V10_2, T, T, T, F, T, T, CBW, T, T, T, T, T, T, T, REPLACE),
 ]
 FIELDS = [
     "ignore_after_failover",
@@ -53,6 +55,8 @@ FIELDS = [
     "plain_stop_skips_empty",
     "failover_failed_write_crashes",
     "qsd_closes_images_on_exit",
+    "start_attaches_children",
+    "backup_filter_driver",
     "start_drains_every_node",
     "hmp_qemu_io_drains",
 ]
@@ -134,8 +138,12 @@ def test_neighbours_differ_only_where_a_release_changed() -> None:
         return {k for k in da if da[k] != db[k]} - {"name", "version"}
 
     assert diff(V5_1, V6_0) == {"qsd_closes_images_on_exit", "texts"}
-    assert diff(V6_0, V6_1) == {"failover_failed_write_crashes", "texts"}
-    assert diff(V6_1, V6_2) == {"texts"}
+    assert diff(V6_0, V6_1) == {
+        "failover_failed_write_crashes",
+        "start_attaches_children",
+        "texts",
+    }
+    assert diff(V6_1, V6_2) == {"backup_filter_driver", "texts"}
     assert diff(V6_2, V7_2) == set()
     assert diff(V7_2, V8_0) == {"start_drains_every_node"}
     assert diff(V8_0, V9_0) == {"texts", "block_resize_null_device"}

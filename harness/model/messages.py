@@ -154,6 +154,8 @@ class Texts:
     # bdrv_co_write_req_prepare, a write through a child without WRITE (before 6.1, a
     # FAILOVER_FAILED write reaching the secondary disk through hidden's backing child)
     WRITE_ASSERTION: str = "Assertion `child->perm & BLK_PERM_WRITE' failed"
+    # &error_abort meeting a permission conflict (block-stream of a replication node, 5.2)
+    PERM_CHECK_ABORT: str = "Unexpected error in bdrv_check_update_perm()"
 
     def schema_bad_mode(self, value: str) -> str:
         if self.enum_error_names_parameter:

@@ -54,6 +54,14 @@ BLOCK_RESIZE_ABORTS = Bug(
     "RESIZE on `file`, the filter forwards the truncate: bdrv_co_write_req_prepare: "
     "Assertion `child->perm & BLK_PERM_RESIZE' failed)",
 )
+# Seen on 5.2 (the only release of its range that is run).
+BLOCK_STREAM_ABORTS = Bug(
+    "5.2, fixed in 6.0 by 'stream: Don't crash when node permission is denied'",
+    "block-stream of a replication node aborts QEMU: since 5.2 ('stream: Deal with "
+    "filters') stream_start walks through the filter into its file's chain and adds each "
+    "node there as the job's 'intermediate node' with &error_abort; the node's `file` edge "
+    "uses WRITE, which the job does not share (Unexpected error in bdrv_check_update_perm())",
+)
 BLOCK_RESIZE_NULL_DEVICE = Bug(
     "7.2, fixed in 9.0 by 'blockdev: Fix block_resize error reporting for op blockers'",
     "block_resize with node-name reports \"Device '(null)' is in use\"",
@@ -82,6 +90,11 @@ class Profile:
     # nor the hidden disk) trips bdrv_co_write_req_prepare's assertion and QEMU aborts;
     # a write wholly allocated above it goes to the active disk as later.
     failover_failed_write_crashes: bool
+    # 5.2 ("stream: Deal with filters", 67acfd2188): block-stream of a filter streams into
+    # the chain below it (bdrv_filter_or_cow_bs), so block-stream of the replication node
+    # meets its `file` edge's permissions. Before, stream_start walks backing_bs() only,
+    # and the replication node has no backing: nothing to stream, nothing refused.
+    stream_looks_through_filters: bool
     # 6.0 ("storage-daemon: Call bdrv_close_all() on exit"): before, qemu-storage-daemon
     # exits without closing its nodes, so a qcow2 image it wrote loses the metadata still
     # in its cache. Not the filter's behaviour, but it decides where the harness hosts a
@@ -119,6 +132,8 @@ class Profile:
     block_resize_aborts: Bug | None
     # the texts' block_resize_names_blocker, as the bug it was
     block_resize_null_device: Bug | None
+    # block-stream of a replication node (stream_looks_through_filters) aborts
+    block_stream_aborts: Bug | None
 
     # ---- why a case that states one side of a behaviour switch cannot run here
     # (None: it can)
@@ -131,6 +146,16 @@ class Profile:
         return (
             f"QEMU {self.name}: a plain stop reports the cancelled backup job (and leaves "
             "the disks as they were) only since QEMU 5.1"
+        )
+
+    @property
+    def without_stream_through_filters(self) -> str | None:
+        """For cases stating what block-stream of the replication node meets (5.2 on)."""
+        if self.stream_looks_through_filters:
+            return None
+        return (
+            f"QEMU {self.name}: block-stream reaches the chain below a filter only since "
+            "QEMU 5.2 (before, the replication node has nothing to stream)"
         )
 
     @property
@@ -169,6 +194,7 @@ SEED_4_1 = Profile(
     get_error_only_none=False,
     plain_stop_skips_empty=False,
     failover_failed_write_crashes=True,
+    stream_looks_through_filters=False,
     qsd_closes_images_on_exit=False,
     start_attaches_children=False,
     backup_filter_driver="backup-top",
@@ -179,6 +205,7 @@ SEED_4_1 = Profile(
     active_disk_snapshot_allowed=ACTIVE_DISK_SNAPSHOT_ALLOWED,
     block_resize_aborts=BLOCK_RESIZE_ABORTS,
     block_resize_null_device=BLOCK_RESIZE_NULL_DEVICE,
+    block_stream_aborts=None,
 )
 V5_0 = replace(
     SEED_4_1, name="5.0", version=(5, 0, 0), ignore_after_failover=True, get_error_only_none=True
@@ -190,12 +217,20 @@ V5_1 = replace(
     plain_stop_skips_empty=True,
     texts=replace(V5_0.texts, failed_to_empty_message=True),
 )
-V6_0 = replace(
+V5_2 = replace(
     V5_1,
+    name="5.2",
+    version=(5, 2, 0),
+    stream_looks_through_filters=True,
+    block_stream_aborts=BLOCK_STREAM_ABORTS,
+)
+V6_0 = replace(
+    V5_2,
     name="6.0",
     version=(6, 0, 0),
     qsd_closes_images_on_exit=True,
-    texts=replace(V5_1.texts, node_name_texts_quoted=True),
+    texts=replace(V5_2.texts, node_name_texts_quoted=True),
+    block_stream_aborts=None,
 )
 V6_1 = replace(
     V6_0,
@@ -238,6 +273,7 @@ PROFILES: tuple[Profile, ...] = (
     SEED_4_1,
     V5_0,
     V5_1,
+    V5_2,
     V6_0,
     V6_1,
     V6_2,

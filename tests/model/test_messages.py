@@ -11,7 +11,7 @@ from harness import ops
 from harness.model import PROFILES
 from harness.model import messages as msg
 from harness.model.factory import secondary_model
-from harness.model.profiles import SEED_4_1, V5_0, V5_1, V6_0, V6_1, V6_2, V7_2, V9_0, V10_0
+from harness.model.profiles import SEED_4_1, V5_0, V5_1, V5_2, V6_0, V6_1, V6_2, V7_2, V9_0, V10_0
 from harness.observe import qmp_error, status
 
 # Every error text of the seed (block/replication.c ~4.1), verbatim; %d/%s filled in below.
@@ -164,15 +164,15 @@ def test_a_release_rewords_a_text_in_one_place() -> None:
 
 
 def test_schema_bad_mode_by_release() -> None:
-    for p in (V5_1, V6_1):
+    for p in (V5_2, V6_1):
         assert p.texts.schema_bad_mode("bogus") == "Invalid parameter 'bogus'"
     for p in (V6_2, V10_0):
         assert p.texts.schema_bad_mode("bogus") == msg.schema_bad_mode("bogus")
 
 
 def test_node_name_texts_by_release() -> None:
-    assert V5_1.texts.cannot_find("n") == "Cannot find device=n nor node_name=n"
-    assert V5_1.texts.node_not_found("hidden") == "Cannot find node hidden"
+    assert V5_2.texts.cannot_find("n") == "Cannot find device=n nor node_name=n"
+    assert V5_2.texts.node_not_found("hidden") == "Cannot find node hidden"
     for p in (V6_0, V10_0):
         assert p.texts.cannot_find("n") == "Cannot find device='n' nor node-name='n'"
         assert p.texts.node_not_found("hidden") == "Failed to find node with node-name='hidden'"
@@ -189,21 +189,21 @@ def test_perm_conflict_by_release() -> None:
         *args, existing="holder"
     )
     # before 6.1: only the existing edge, its parent by its bare name
-    assert V5_1.texts.perm_conflict(*args, existing="holder") == (
+    assert V5_2.texts.perm_conflict(*args, existing="holder") == (
         "Conflicts with use by rep as 'file', which does not allow 'resize' on active"
     )
     assert V6_0.texts.perm_conflict(*args, existing="user") == (
         "Conflicts with use by a block device as 'root', which uses 'resize' on active"
     )
     job = ("active", "write", "node 'rep'", "file", "stream job 'j'", "intermediate node")
-    assert V5_1.texts.perm_conflict(*job, existing="holder") == (
+    assert V5_2.texts.perm_conflict(*job, existing="holder") == (
         "Conflicts with use by stream job 'j' as 'intermediate node', which does not allow "
         "'write' on active"
     )
 
 
 def test_backup_filter_refused_by_release() -> None:
-    assert V5_1.texts.backup_filter_refused("x") == (
+    assert V5_2.texts.backup_filter_refused("x") == (
         "Cannot set permissions for backup-top filter: x"
     )
     assert V6_1.texts.backup_filter_refused("x") == "Cannot append backup-top filter: x"

@@ -11,6 +11,7 @@ from harness.model.profiles import (
     SEED_4_1,
     V5_0,
     V5_1,
+    V5_2,
     V6_0,
     V6_1,
     V6_2,
@@ -25,8 +26,8 @@ from harness.model.profiles import (
 )
 
 # The notes' version table: (profile, ignore_after_failover, get_error_only_none,
-# plain_stop_skips_empty, failover_failed_write_crashes, qsd_closes_images_on_exit,
-# start_attaches_children, backup_filter_driver,
+# plain_stop_skips_empty, failover_failed_write_crashes, stream_looks_through_filters,
+# qsd_closes_images_on_exit, start_attaches_children, backup_filter_driver,
 # start_drains_every_node, hmp_qemu_io_drains,
 # texts.failed_to_empty_message, texts.block_resize_names_blocker,
 # texts.node_name_texts_quoted, texts.perm_conflict_names_both,
@@ -37,23 +38,25 @@ SET = "Cannot set permissions for backup-top filter: "
 APPEND = "Cannot append backup-top filter: "
 REPLACE = "Could not replace node: "
 TABLE = [
-    (SEED_4_1, F, F, F, T, F, F, BT, F, F, F, F, F, F, F, SET),
-    (V5_0, T, T, F, T, F, F, BT, F, F, F, F, F, F, F, SET),
-    (V5_1, T, T, T, T, F, F, BT, F, F, T, F, F, F, F, SET),
-    (V6_0, T, T, T, T, T, F, BT, F, F, T, F, T, F, F, SET),
-    (V6_1, T, T, T, F, T, T, BT, F, F, T, F, T, T, F, APPEND),
-    (V6_2, T, T, T, F, T, T, CBW, F, F, T, F, T, T, T, REPLACE),
-    (V7_2, T, T, T, F, T, T, CBW, F, F, T, F, T, T, T, REPLACE),
-    (V8_0, T, T, T, F, T, T, CBW, T, F, T, F, T, T, T, REPLACE),
-    (V9_0, T, T, T, F, T, T, CBW, T, F, T, T, T, T, T, REPLACE),
-    (V10_0, T, T, T, F, T, T, CBW, T, T, T, T, T, T, T, REPLACE),
-    (V10_2, T, T, T, F, T, T, CBW, T, T, T, T, T, T, T, REPLACE),
+    (SEED_4_1, F, F, F, T, F, F, F, BT, F, F, F, F, F, F, F, SET),
+    (V5_0, T, T, F, T, F, F, F, BT, F, F, F, F, F, F, F, SET),
+    (V5_1, T, T, T, T, F, F, F, BT, F, F, T, F, F, F, F, SET),
+    (V5_2, T, T, T, T, T, F, F, BT, F, F, T, F, F, F, F, SET),
+    (V6_0, T, T, T, T, T, T, F, BT, F, F, T, F, T, F, F, SET),
+    (V6_1, T, T, T, F, T, T, T, BT, F, F, T, F, T, T, F, APPEND),
+    (V6_2, T, T, T, F, T, T, T, CBW, F, F, T, F, T, T, T, REPLACE),
+    (V7_2, T, T, T, F, T, T, T, CBW, F, F, T, F, T, T, T, REPLACE),
+    (V8_0, T, T, T, F, T, T, T, CBW, T, F, T, F, T, T, T, REPLACE),
+    (V9_0, T, T, T, F, T, T, T, CBW, T, F, T, T, T, T, T, REPLACE),
+    (V10_0, T, T, T, F, T, T, T, CBW, T, T, T, T, T, T, T, REPLACE),
+    (V10_2, T, T, T, F, T, T, T, CBW, T, T, T, T, T, T, T, REPLACE),
 ]
 FIELDS = [
     "ignore_after_failover",
     "get_error_only_none",
     "plain_stop_skips_empty",
     "failover_failed_write_crashes",
+    "stream_looks_through_filters",
     "qsd_closes_images_on_exit",
     "start_attaches_children",
     "backup_filter_driver",
@@ -75,7 +78,8 @@ BUGS = {
     "unaligned_zeroes_garbage": PROFILES,
     "active_disk_snapshot_allowed": PROFILES,
     "block_resize_aborts": PROFILES,
-    "block_resize_null_device": (SEED_4_1, V5_0, V5_1, V6_0, V6_1, V6_2, V7_2, V8_0),
+    "block_resize_null_device": (SEED_4_1, V5_0, V5_1, V5_2, V6_0, V6_1, V6_2, V7_2, V8_0),
+    "block_stream_aborts": (V5_2,),
 }
 
 
@@ -84,6 +88,7 @@ def test_profiles_in_order() -> None:
         "4.1",
         "5.0",
         "5.1",
+        "5.2",
         "6.0",
         "6.1",
         "6.2",
@@ -137,7 +142,8 @@ def test_neighbours_differ_only_where_a_release_changed() -> None:
         da, db = dataclasses.asdict(a), dataclasses.asdict(b)
         return {k for k in da if da[k] != db[k]} - {"name", "version"}
 
-    assert diff(V5_1, V6_0) == {"qsd_closes_images_on_exit", "texts"}
+    assert diff(V5_1, V5_2) == {"stream_looks_through_filters", "block_stream_aborts"}
+    assert diff(V5_2, V6_0) == {"qsd_closes_images_on_exit", "texts", "block_stream_aborts"}
     assert diff(V6_0, V6_1) == {
         "failover_failed_write_crashes",
         "start_attaches_children",
@@ -162,7 +168,7 @@ def test_neighbours_differ_only_where_a_release_changed() -> None:
         ((5, 0, 9), "5.0"),
         ((5, 1, 0), "5.1"),
         ((5, 1, 1), "5.1"),
-        ((5, 2, 0), "5.1"),
+        ((5, 2, 0), "5.2"),
         ((6, 0, 0), "6.0"),
         ((6, 1, 0), "6.1"),
         ((6, 1, 1), "6.1"),
@@ -198,6 +204,7 @@ def test_skip_reasons_follow_the_switches() -> None:
         assert (p.without_plain_stop_report is None) == p.plain_stop_skips_empty
         assert (p.without_ignore_after_failover is None) == p.ignore_after_failover
         assert (p.hmp_io_ends_failover is None) == (not p.hmp_qemu_io_drains)
+        assert (p.without_stream_through_filters is None) == p.stream_looks_through_filters
     assert V5_0.without_plain_stop_report is not None
     assert V5_0.without_plain_stop_report.startswith("QEMU 5.0: ")
     assert V10_0.hmp_io_ends_failover == (

@@ -83,8 +83,10 @@ def assert_nothing_left(m, msg, disk, options: dict[str, Any]) -> None:
 # ---- blockdev-add: the schema first, then the driver
 
 SCHEMA_CASES = [
-    pytest.param({}, lambda msg: msg.SCHEMA_MISSING_MODE, id="no-mode"),
-    pytest.param({"mode": "bogus"}, lambda msg: msg.schema_bad_mode("bogus"), id="mode-bogus"),
+    pytest.param({}, lambda msg: msg.SCHEMA_MISSING_MODE, id="no-mode", marks=QUICK),
+    pytest.param(
+        {"mode": "bogus"}, lambda msg: msg.schema_bad_mode("bogus"), id="mode-bogus", marks=QUICK
+    ),
     pytest.param({"mode": ""}, lambda msg: msg.schema_bad_mode(""), id="mode-empty"),
     pytest.param(
         {"mode": "Primary"}, lambda msg: msg.schema_bad_mode("Primary"), id="mode-capitalised"
@@ -143,8 +145,8 @@ def test_blockdev_add_refused(machine, msg, disk, options, text):
 # ---- HMP drive_add: no schema, the driver's own texts
 
 DRIVE_CASES = [
-    pytest.param({}, lambda msg: msg.MISSING_MODE, id="no-mode"),
-    pytest.param({"mode": "bogus"}, lambda msg: msg.BAD_MODE, id="mode-bogus"),
+    pytest.param({}, lambda msg: msg.MISSING_MODE, id="no-mode", marks=QUICK),
+    pytest.param({"mode": "bogus"}, lambda msg: msg.BAD_MODE, id="mode-bogus", marks=QUICK),
     pytest.param({"mode": ""}, lambda msg: msg.BAD_MODE, id="mode-empty"),
     pytest.param({"mode": "Primary"}, lambda msg: msg.BAD_MODE, id="mode-capitalised"),
     pytest.param(

@@ -177,6 +177,7 @@ REFUSALS = [
 ]
 
 
+@pytest.mark.quick  # every precondition of start, in the default set
 @pytest.mark.secondary
 @pytest.mark.parametrize(("recipe", "options", "text"), REFUSALS)
 def test_start_refused(secondary, msg, recipe, options, text):

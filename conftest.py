@@ -72,6 +72,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run against every installed build (PATH's QEMU and each .qemu/<release>)",
     )
     group.addoption(
+        "--full-on",
+        choices=("all", "ends"),
+        default="all",
+        help="which builds run every case: all of them (default), or only the oldest and "
+        "the newest release, the others the quick set (CI's budget)",
+    )
+    group.addoption(
         "--profile",
         dest="qrc_profile",
         default=None,
@@ -125,10 +132,36 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
 
 
+def _quick_only_builds(config: pytest.Config) -> set[str]:
+    """The ids (probed versions) of the builds that run only the quick set (--full-on)."""
+    if config.getoption("--full-on") != "ends":
+        return set()
+    selected = sorted(_selected(config), key=lambda bp: bp[1].version_tuple)
+    return {p.version for _, p in selected[1:-1]}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under xdist, hand out `slow` cases first (longest-first scheduling): a multi-second
-    case dealt last keeps one worker busy while the others have nothing left to do.
-    Serial runs keep the files' order."""
+    """`--full-on ends`: the builds between the oldest and the newest keep only their
+    quick cases. Under xdist, hand out `slow` cases first (longest-first scheduling): a
+    multi-second case dealt last keeps one worker busy while the others have nothing
+    left to do. Serial runs keep the files' order."""
+    quick_only = _quick_only_builds(config)
+    if quick_only:
+        keep, drop = [], []
+        for item in items:
+            spec = getattr(item, "callspec", None)
+            build = spec.params.get("qemu_build") if spec is not None else None
+            if (
+                build is not None
+                and build[1].version in quick_only
+                and item.get_closest_marker("quick") is None
+            ):
+                drop.append(item)
+            else:
+                keep.append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
     if hasattr(config, "workerinput"):
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 

@@ -222,3 +222,46 @@ def test_a_bad_qemu_dir_is_one_pytest_usage_line(tmp_path: Path) -> None:
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert lines == [f"ERROR: --qemu-dir {tmp_path / 'nope'}: no such directory"]
+
+
+@pytest.mark.needs_qemu
+def test_full_on_ends_keeps_only_the_quick_set_between_oldest_and_newest() -> None:
+    def collect(*extra: str) -> list[str]:
+        proc = subprocess.run(
+            [
+                str(ROOT / ".venv" / "bin" / "python"),
+                "-m",
+                "pytest",
+                "-p",
+                "no:xdist",
+                "--all-builds",
+                "--collect-only",
+                "-q",
+                "cases/test_smoke.py",
+                "cases/test_geometry.py",
+                *extra,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return [ln for ln in proc.stdout.splitlines() if "::" in ln]
+
+    every = collect()
+    ends = collect("--full-on", "ends")
+    quick = collect("-m", "quick")
+    versions = sorted(
+        {ln.split("[")[1].split("-")[0].rstrip("]") for ln in every},
+        key=lambda v: tuple(int(x) for x in v.split(".")),
+    )
+    if len(versions) < 3:
+        pytest.skip("fewer than three builds: no build between the oldest and the newest")
+    oldest, newest = versions[0], versions[-1]
+
+    def ends_or_quick(ln: str) -> bool:
+        return f"[{oldest}" in ln or f"[{newest}" in ln or ln in quick
+
+    assert ends == [ln for ln in every if ends_or_quick(ln)]
+    assert len(ends) < len(every)

@@ -30,7 +30,17 @@ import pytest
 
 from harness.images import Recipe
 from harness.observe import IO_EIO, IO_OK, QMP_OK, data, status
-from harness.ops import PRIMARY, Checkpoint, PrimaryWrite, Read, Start, Status, Stop, Write
+from harness.ops import (
+    PRIMARY,
+    Checkpoint,
+    PrimaryWrite,
+    Read,
+    Settle,
+    Start,
+    Status,
+    Stop,
+    Write,
+)
 
 MiB = 1 << 20
 IMG_SIZE = 64 * MiB
@@ -146,6 +156,13 @@ def _write_local_and_active(s, size):
     s.expect(Write(0, half, 0x33), IO_OK)
 
 
+def _before_reading_during_the_commit(s, profile) -> None:
+    """The original reads while the failover commit may still run; where HMP qemu-io can
+    hang QEMU then (a known bug of the profile), the read waits for the commit."""
+    if profile.hmp_io_during_commit_hangs is not None:
+        s.do(Settle())
+
+
 @pytest.mark.secondary
 @pytest.mark.parametrize("size", SIZES)
 def test_secondary_read(secondary, size):
@@ -183,7 +200,7 @@ def test_secondary_start(secondary, size):
 
 @pytest.mark.secondary
 @pytest.mark.parametrize("size", SIZES)
-def test_secondary_stop(secondary, size):
+def test_secondary_stop(secondary, profile, size):
     """/replication/secondary/stop: after the failover the upper half reads 0x11, not 0x22.
 
     The original expects 0x22 there ("read from s_local_disk (IMG_SIZE / 2, IMG_SIZE)")
@@ -198,6 +215,7 @@ def test_secondary_stop(secondary, size):
     s.expect(Start(primary=False), QMP_OK)
     _write_local_and_active(s, size)
     s.expect(Stop(primary=False, failover=True), QMP_OK)
+    _before_reading_during_the_commit(s, profile)
     s.expect(Read(0, half), data((0, half, 0x33)))
     s.expect(Read(0, size), data((0, half, 0x33), (half, half, 0x11)))
     s.finish()
@@ -209,7 +227,7 @@ def test_secondary_stop(secondary, size):
 
 @pytest.mark.secondary
 @pytest.mark.parametrize("size", SIZES)
-def test_secondary_continuous_replication(secondary, size):
+def test_secondary_continuous_replication(secondary, profile, size):
     """/replication/secondary/continuous_replication: after a failover, start (even with
     mode primary), checkpoint and stop are silently ignored (QEMU >= 5.0).
 
@@ -226,6 +244,7 @@ def test_secondary_continuous_replication(secondary, size):
     s.expect(Start(primary=True), QMP_OK)
     s.expect(Checkpoint(), QMP_OK)
     s.expect(Stop(primary=False, failover=True), QMP_OK)
+    _before_reading_during_the_commit(s, profile)
     s.expect(Read(0, half), data((0, half, 0x33)))
     s.expect(Read(0, size), data((0, half, 0x33), (half, half, 0x11)))
     s.finish()

@@ -1,0 +1,904 @@
+"""The floor of one conformance case, side by side with the harness (issue 13, item 1).
+
+The floor does the steps of cases/test_smoke.py::test_secondary_life with nothing but
+qemu.qmp, qemu-img and one-shot qemu-io: no model, no pytest, no harness import. It
+creates the three qcow2 layers of images/secondary.toml (64 MiB, 64 KiB clusters) with
+`qemu-img create`, starts one `qemu-system-x86_64 -M none -nodefaults -display none -S`
+whose QMP connects to a unix socket in a 0700 directory, adds the secondary disk, exports
+it over NBD, adds the replication node (active -> hidden -> secondary), then runs the
+case's operations and checks every answer as the case's model would: statuses, HMP
+`qemu-io rep` writes and `read -P` reads (each read verifies its bytes), the primary's
+write through the NBD export with a one-shot `qemu-io`, the live `map` of each layer,
+checkpoint, stop with failover, the commit's end (x-debug-query-block-graph polled back
+to back under a deadline), quit, and the offline check of the three layers with
+one-shot `qemu-io` (`map` and `read -P`).
+
+The expected answers are constants, the ones the model gives for this case (the same
+on 7.2 and 11.1); a wrong byte, map or status fails the floor run, so it does the
+same work the case does, checks included.
+
+In the same sitting it runs the harness on the same case as whole processes, alternated
+with the floor (floor, harness, pyc, xdist, floor, ...; `--arms`), and prints each arm's
+CPU and wall (medians, min, max) and the ratios arm / floor per round. Arms: `harness`
+is `python -m pytest -p no:cacheprovider -q CASE [--qemu-dir DIR] -n 0`; `pyc` the same
+with a warm bytecode cache in a private directory (PYTHONDONTWRITEBYTECODE is set on
+these machines: the harness's own modules are compiled at every start); `xdist` with
+`-n auto`, as `qrc run` starts it; `plain` the floor without the harness's two QEMU
+cost options (below). CPU is the whole process tree's (os.wait4: the arm's python and
+every QEMU, qemu-img and qemu-io it waited for); wall is time.perf_counter from spawn to
+exit. Every child runs with a TMPDIR of this run's own, so concurrent pytest runs of
+others share no pytest-of-USER directory with it.
+
+Then it runs `--phase-runs` rounds of: the floor with its phase marks, the harness with
+the opt-in timing hook (benchmarks/case_floor_hook.py), and the harness without it (what
+the hook costs). It prints where one case's CPU and wall go, phase by phase (launch,
+images, graph, operations, layer checks, teardown, pytest's start-up, collection and
+session end, the interpreter's exit), next to the floor's phases.
+
+By default the floor starts QEMU with the same two cost options the harness uses
+(`-accel tcg,tb-size=1`, `cache.no-flush` on the file nodes); the `plain` arm and
+`--plain-floor` (for the phase runs) use the bare command line and default caching.
+Figures depend on the machine and its load (the load average is printed with them);
+quote ratios measured in one sitting.
+
+Run: .venv/bin/python benchmarks/case_floor.py [--qemu-dir DIR] [-n RUNS]
+       [--phase-runs K] [--arms floor,harness,pyc,xdist] [--plain-floor] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+CASE = "cases/test_smoke.py::test_secondary_life"
+CHILD_DEADLINE = 180.0
+
+MiB = 1 << 20
+KiB = 1 << 10
+
+# ---------------------------------------------------------------------------------------
+# CPU accounting of a process and its children, phase by phase
+
+
+def _task_cpu(pid: int) -> float:
+    """Seconds of CPU of a live process, all its threads (schedstat: nanoseconds)."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9
+
+
+class Meter:
+    """(wall, own CPU, children's CPU) now. Children's CPU is the waited-for children's
+    (RUSAGE_CHILDREN) plus each live child's threads so far (/proc schedstat), so a
+    QEMU's CPU is charged to the phase that spent it, not to the one that reaps it."""
+
+    def __init__(self) -> None:
+        self.me = os.getpid()
+        self.samples = 0
+
+    def children(self) -> list[int]:
+        pids: list[int] = []
+        try:
+            tids = os.listdir(f"/proc/{self.me}/task")
+        except OSError:
+            return pids
+        for tid in tids:
+            try:
+                with open(f"/proc/{self.me}/task/{tid}/children") as f:
+                    pids += [int(p) for p in f.read().split()]
+            except OSError:
+                continue
+        return pids
+
+    def sample(self) -> tuple[float, float, float]:
+        self.samples += 1
+        wall = time.perf_counter()
+        own = time.process_time()
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        kids = ru.ru_utime + ru.ru_stime + sum(_task_cpu(p) for p in self.children())
+        return wall, own, kids
+
+
+class Phases:
+    """Exclusive time per phase: a stack of phases, each sample charged to the top one."""
+
+    def __init__(self, meter: Meter, first: str) -> None:
+        self.meter = meter
+        self.stack = [first]
+        self.acc: dict[str, list[float]] = {}
+        self.last = meter.sample()
+
+    def _charge(self) -> None:
+        now = self.meter.sample()
+        row = self.acc.setdefault(self.stack[-1], [0.0, 0.0, 0.0, 0])
+        for i in range(3):
+            row[i] += now[i] - self.last[i]
+        self.last = now
+
+    def enter(self, label: str) -> None:
+        self._charge()
+        self.stack.append(label)
+        self.acc.setdefault(label, [0.0, 0.0, 0.0, 0])[3] += 1
+
+    def exit(self) -> None:
+        self._charge()
+        self.stack.pop()
+
+    def switch(self, label: str) -> None:
+        """End the current phase and start `label` at the same depth."""
+        self._charge()
+        self.stack[-1] = label
+        self.acc.setdefault(label, [0.0, 0.0, 0.0, 0])[3] += 1
+
+    def result(self) -> dict[str, dict[str, float]]:
+        self._charge()
+        return {
+            k: {"wall": v[0], "cpu_own": v[1], "cpu_children": v[2], "cpu": v[1] + v[2]}
+            for k, v in self.acc.items()
+        }
+
+
+STARTUP = "python start-up and imports"
+EXIT = "exit: interpreter finalization (module teardown, GC)"
+
+
+def report(ph: Phases, n: int = 50) -> dict[str, Any]:
+    """The phases, how many samples they took and what one costs (measured here, after
+    the last mark: `calibration` is what measuring it took, for the caller to subtract
+    from the time it sees after the last mark)."""
+    phases = ph.result()
+    samples = ph.meter.samples
+    t, c = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        ph.meter.sample()
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
+    return {
+        "phases": phases,
+        "samples": samples,
+        "sample_cpu": cpu / n,
+        "calibration": {"wall": wall, "cpu": cpu},
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# The floor (runs in a child process: `case_floor.py --floor-child SPEC`)
+
+
+class FloorFailed(Exception):
+    pass
+
+
+def _expect(what: str, got: Any, *allowed: Any) -> None:
+    if got not in allowed:
+        raise FloorFailed(f"{what}: got {got!r}, expected {' or '.join(map(repr, allowed))}")
+
+
+def _io_ok(what: str, out: str, verb: str, offset: int, length: int) -> None:
+    """qemu-io's answer to one request: the result line first (a failed `read -P` puts
+    `Pattern verification failed` before it), then the statistics line."""
+    lines = out.splitlines()
+    if len(lines) != 2 or lines[0] != f"{verb} {length}/{length} bytes at offset {offset}":
+        raise FloorFailed(f"{what}: {out!r}")
+
+
+def _allocated(what: str, out: str) -> list[tuple[int, int]]:
+    """qemu-io `map` -> allocated [start, end) ranges."""
+    ranges: list[tuple[int, int]] = []
+    for line in out.splitlines():
+        words = line.split()
+        # "64 KiB (0x10000) bytes     allocated at offset 0 bytes (0x0)"
+        try:
+            length = int(words[2].strip("()"), 16)
+            offset = int(words[-1].strip("()"), 16)
+        except (IndexError, ValueError):
+            raise FloorFailed(f"{what}: map line {line!r}") from None
+        if " not allocated " in line:
+            continue
+        if " allocated " not in line:
+            raise FloorFailed(f"{what}: map line {line!r}")
+        if ranges and ranges[-1][1] == offset:
+            ranges[-1] = (ranges[-1][0], offset + length)
+        else:
+            ranges.append((offset, offset + length))
+    return ranges
+
+
+def _run_all(argvs: Sequence[Sequence[str]], env: dict[str, str], deadline: float) -> list[str]:
+    """Run one-shot tools side by side; their stdouts. Any failure or overrun raises."""
+    procs = [
+        subprocess.Popen(
+            a, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        for a in argvs
+    ]
+    outs = []
+    try:
+        for p, a in zip(procs, argvs, strict=True):
+            out, err = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            if p.returncode != 0 or err:
+                raise FloorFailed(f"{' '.join(a)}: exit {p.returncode}: {err.decode()!r}")
+            outs.append(out.decode())
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return outs
+
+
+async def _floor(spec: dict[str, Any], ph: Phases | None) -> None:
+    import asyncio
+
+    from qemu.qmp import QMPClient
+
+    def phase(label: str) -> None:
+        if ph is not None:
+            ph.switch(label)
+
+    env = {**os.environ, **spec["env"]}
+    img, io, system = spec["img"], spec["io"], spec["system"]
+    plain = spec["plain"]
+    work = Path(tempfile.mkdtemp(prefix="case-floor-"))  # 0700: images and sockets
+    qemu: subprocess.Popen[bytes] | None = None
+    client = QMPClient("floor")
+    try:
+        phase("images")
+        layers = {n: work / f"{n}.qcow2" for n in ("secondary", "hidden", "active")}
+        create = [*img, "create", "-q", "-f", "qcow2", "-o", "cluster_size=65536"]
+        _run_all([[*create, str(p), str(64 * MiB)] for p in layers.values()], env, _dl(30))
+
+        phase("launch")
+        sock = str(work / "qmp.sock")
+        await client.start_server(sock)
+        argv = [*system, "-M", "none", "-nodefaults", "-display", "none", "-S"]
+        argv += spec["data_args"] + ([] if plain else ["-accel", "tcg,tb-size=1"])
+        out_fd = os.open(work / "stdout", os.O_RDWR | os.O_CREAT, 0o600)
+        with open(work / "stderr", "wb") as err:
+            qemu = subprocess.Popen(
+                [*argv, "-qmp", f"unix:{sock}"],
+                stdin=subprocess.DEVNULL,
+                stdout=out_fd,
+                stderr=err,
+                env=env,
+            )
+        await asyncio.wait_for(client.accept(), 10)
+
+        async def qmp(cmd: str, **args: Any) -> Any:
+            return await asyncio.wait_for(client.execute(cmd, args or None), 10)
+
+        async def hmp_io(node: str, command: str) -> str:
+            """HMP qemu-io on a node; the text it printed on QEMU's stdout."""
+            mark = os.fstat(out_fd).st_size
+            reply = await qmp(
+                "human-monitor-command", **{"command-line": f'qemu-io {node} "{command}"'}
+            )
+            size = os.fstat(out_fd).st_size
+            text = os.pread(out_fd, size - mark, mark).decode()
+            if reply:
+                raise FloorFailed(f"qemu-io {node} {command!r}: HMP said {reply!r}")
+            return text
+
+        async def write(pattern: int, offset: int, length: int) -> None:
+            out = await hmp_io("rep", f"write -P {pattern} {offset} {length}")
+            _io_ok(f"write {pattern:#x} {offset} {length}", out, "wrote", offset, length)
+
+        async def read(*extents: tuple[int, int, int]) -> None:
+            """One guest read of the extents' span, each extent verified with read -P."""
+            start = extents[0][0]
+            total = sum(n for _, n, _ in extents)
+            for off, n, pat in extents:
+                cmd = f"read -P {pat} -s {off - start} -l {n} {start} {total}"
+                _io_ok(cmd, await hmp_io("rep", cmd), "read", start, total)
+
+        def file_node(name: str) -> dict[str, Any]:
+            node: dict[str, Any] = {"driver": "file", "filename": str(layers[name])}
+            if not plain:
+                node["cache"] = {"no-flush": True}
+            return node
+
+        def qcow2(name: str, backing: Any) -> dict[str, Any]:
+            return {
+                "driver": "qcow2",
+                "node-name": name,
+                "file": file_node(name),
+                "backing": backing,
+            }
+
+        phase("graph")
+        await qmp("blockdev-add", **qcow2("secondary", None))
+        nbd_sock = str(work / "nbd.sock")
+        await qmp("nbd-server-start", addr={"type": "unix", "data": {"path": nbd_sock}})
+        await qmp(
+            "block-export-add",
+            type="nbd",
+            id="export",
+            writable=True,
+            name="secondary",
+            **{"node-name": "secondary"},
+        )
+        await qmp(
+            "blockdev-add",
+            driver="replication",
+            mode="secondary",
+            **{"node-name": "rep", "top-id": "rep"},
+            file=qcow2("active", qcow2("hidden", "secondary")),
+        )
+
+        phase("operations")
+        not_running = {"error": True, "desc": "Block replication is not running"}
+        _expect("status", await qmp("query-xen-replication-status"), not_running)
+        out = await hmp_io("rep", f"write -P 0x11 0 {64 * KiB}")
+        _expect("write before start", out, "write failed: Input/output error\n")
+        _expect("start", await qmp("xen-set-replication", enable=True, primary=False), {})
+        _expect("status", await qmp("query-xen-replication-status"), {"error": False})
+        await write(0x22, 0, 4 * KiB)
+        await read((0, 4 * KiB, 0x22), (4 * KiB, 4 * KiB, 0))
+        uri = f"nbd+unix:///secondary?socket={nbd_sock}"
+        (out,) = _run_all([[*io, "-f", "raw", uri, "-c", "write -P 0x33 0 4k"]], env, _dl(10))
+        _io_ok("primary write", out, "wrote", 0, 4 * KiB)
+        await read((0, 4 * KiB, 0x22), (4 * KiB, 4 * KiB, 0))
+
+        phase("live layer checks")
+        for node in ("active", "hidden", "secondary"):
+            got = _allocated(f"live map of {node}", await hmp_io(node, "map"))
+            _expect(f"live map of {node}", got, [(0, 64 * KiB)])
+
+        phase("operations")
+        _expect("checkpoint", await qmp("xen-colo-do-checkpoint"), {})
+        await read((0, 4 * KiB, 0x33), (4 * KiB, 4 * KiB, 0))
+        stop = await qmp("xen-set-replication", enable=False, primary=False, failover=True)
+        _expect("stop", stop, {})
+        io_error = {"error": True, "desc": "I/O error occurred"}
+        _expect("status", await qmp("query-xen-replication-status"), {"error": False}, io_error)
+        end = _dl(10)
+        while True:  # the failover commit: a block-job node in the graph while it runs
+            graph = await qmp("x-debug-query-block-graph")
+            if not any(n["type"] == "block-job" for n in graph["nodes"]):
+                break
+            if time.monotonic() > end:
+                raise FloorFailed("the failover commit did not end within 10 s")
+        _expect("status", await qmp("query-xen-replication-status"), {"error": False})
+        await read((0, 4 * KiB, 0x33), (4 * KiB, 4 * KiB, 0))
+
+        phase("quit")
+        try:
+            await qmp("quit")
+            await client.disconnect()
+        except (EOFError, ConnectionError):  # QEMU closes the socket as it goes
+            pass
+        qemu.wait(5)
+        os.close(out_fd)
+
+        phase("offline layer checks")
+        oneshot = [*io, "-r", "-f", "qcow2"]
+        sec, hidden, active = _run_all(
+            [
+                [
+                    *oneshot,
+                    str(layers["secondary"]),
+                    "-c",
+                    "map",
+                    "-c",
+                    "read -P 0x33 0 4k",
+                    "-c",
+                    f"read -P 0 4k {60 * KiB}",
+                ],
+                [*oneshot, str(layers["hidden"]), "-c", "map"],
+                [*oneshot, str(layers["active"]), "-c", "map"],
+            ],
+            env,
+            _dl(10),
+        )
+        lines = sec.splitlines()
+        maps = [ln for ln in lines if "allocated at offset" in ln]
+        reads = lines[len(maps) :]
+        _expect(
+            "offline map of secondary", _allocated("secondary", "\n".join(maps)), [(0, 64 * KiB)]
+        )
+        _io_ok("secondary 0x33", "\n".join(reads[0:2]), "read", 0, 4 * KiB)
+        _io_ok("secondary 0", "\n".join(reads[2:]), "read", 4 * KiB, 60 * KiB)
+        _expect("offline map of hidden", _allocated("hidden", hidden), [])
+        _expect("offline map of active", _allocated("active", active), [])
+    finally:
+        if qemu is not None and qemu.poll() is None:
+            qemu.kill()
+            qemu.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _dl(seconds: float) -> float:
+    return time.monotonic() + seconds
+
+
+def floor_child(spec: dict[str, Any]) -> int:
+    """The floor as a process: exit 0 when every check passed. With spec["phases"], its
+    phases as JSON on stdout."""
+    import asyncio
+
+    ph = None
+    if spec["phases"]:
+        # what the process spent before this point (interpreter start-up, this module)
+        ph = Phases(Meter(), STARTUP)
+        ph.acc[STARTUP] = [time.monotonic() - spec["t0"], ph.last[1], 0.0, 1]
+    try:
+        asyncio.run(_floor(spec, ph))
+    except FloorFailed as e:
+        print(f"floor: {e}", file=sys.stderr)
+        return 1
+    if ph is not None:
+        ph.switch(EXIT)
+        print(json.dumps(report(ph)))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# Whole processes, measured from outside
+
+
+def run_child(argv: Sequence[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
+    """Spawn, wait (with a deadline), and measure: wall and the process tree's CPU."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        env = {**env, "QRC_PHASES_T0": repr(time.monotonic())}
+        t = time.perf_counter()
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        fd = os.pidfd_open(proc.pid)
+        try:
+            poll = select.poll()
+            poll.register(fd, select.POLLIN)
+            if not poll.poll(int(CHILD_DEADLINE * 1000)):
+                os.killpg(proc.pid, signal.SIGKILL)
+            _, status, ru = os.wait4(proc.pid, 0)
+        finally:
+            os.close(fd)
+        wall = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return {
+            "wall": wall,
+            "cpu": ru.ru_utime + ru.ru_stime,
+            "cpu_user": ru.ru_utime,
+            "cpu_sys": ru.ru_stime,
+            "rc": proc.returncode,
+            "stdout": out.read().decode(errors="replace"),
+            "stderr": err.read().decode(errors="replace"),
+        }
+
+
+def floor_spec(build: Any, plain: bool, phases: bool) -> dict[str, Any]:
+    return {
+        "system": build.command(build.system),
+        "img": build.command(build.img),
+        "io": build.command(build.io),
+        "env": build.env(),
+        "data_args": build.data_args(),
+        "plain": plain,
+        "phases": phases,
+    }
+
+
+def floor_argv(build: Any, plain: bool, phases: bool) -> list[str]:
+    spec = floor_spec(build, plain, phases)
+    return [sys.executable, str(Path(__file__).resolve()), "--floor-child", json.dumps(spec)]
+
+
+def pytest_argv(qemu_dir: str | None, *extra: str) -> list[str]:
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", CASE]
+    if qemu_dir is not None:
+        argv += ["--qemu-dir", qemu_dir]
+    return argv + list(extra)
+
+
+ARMS = {
+    "floor": "the floor: qemu.qmp + qemu-img + one-shot qemu-io, no model, no pytest",
+    "plain": "the floor with the bare QEMU command line (no tb-size=1, no cache.no-flush)",
+    "harness": "the harness: pytest -n 0, one process",
+    "pyc": "the harness, -n 0, with a warm bytecode cache (PYTHONPYCACHEPREFIX, private)",
+    "xdist": "the harness: pytest -n auto (a controller and its workers)",
+}
+
+
+def arm_argv(arm: str, build: Any, qemu_dir: str | None) -> list[str]:
+    if arm in ("floor", "plain"):
+        return floor_argv(build, plain=arm == "plain", phases=False)
+    if arm in ("harness", "pyc"):
+        return pytest_argv(qemu_dir, "-n", "0")
+    if arm == "xdist":
+        return pytest_argv(qemu_dir, "-n", "auto")
+    raise SystemExit(f"case_floor: unknown arm {arm!r} (known: {', '.join(ARMS)})")
+
+
+def arm_env(arm: str, pycache: Path) -> dict[str, str]:
+    """The environment as it is; for "pyc", bytecode written to and read from `pycache`
+    (this run's own directory: nothing is written into the checkout)."""
+    env = {**os.environ}
+    if arm == "pyc":
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
+
+
+def check_ok(arm: str, r: dict[str, Any]) -> None:
+    passed = "1 passed" in r["stdout"] if arm in ("harness", "pyc", "xdist") else True
+    if r["rc"] != 0 or not passed:
+        sys.exit(
+            f"case_floor: the {arm} run failed (exit {r['rc']}):\n{r['stdout'][-2000:]}"
+            f"\n{r['stderr'][-2000:]}"
+        )
+
+
+def stats(xs: Sequence[float]) -> dict[str, float]:
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# ---------------------------------------------------------------------------------------
+# The per-phase breakdown
+
+# Phase label prefix -> group (first match); the floor's phases share the group names.
+GROUPS = (
+    ("python", "start-up: python, pytest import / the floor's imports"),
+    ("pytest: start-up", "start-up: plugins, conftests, harness imports, configure"),
+    ("pytest: collection", "pytest: collection"),
+    ("pytest: run loop", "pytest: per case (protocol, fixtures, case body)"),
+    ("pytest: per-case", "pytest: per case (protocol, fixtures, case body)"),
+    ("pytest: fixture", "pytest: per case (protocol, fixtures, case body)"),
+    ("pytest: case body", "pytest: per case (protocol, fixtures, case body)"),
+    ("pytest:", "pytest: session end (summary, unconfigure)"),
+    ("images", "images"),
+    ("launch", "launch"),
+    ("graph", "graph"),
+    ("operations", "operations"),
+    ("live layer checks", "live layer checks"),
+    ("quit", "teardown: NBD client and QEMU quit"),
+    ("teardown", "teardown: NBD client and QEMU quit"),
+    ("offline", "teardown: offline layer checks"),
+    ("exit", "exit: atexit handlers, interpreter finalization"),
+)
+GROUP_ORDER = [*dict.fromkeys(g for _, g in GROUPS), "other"]
+
+
+def _group(label: str) -> str:
+    for prefix, group in GROUPS:
+        if label.startswith(prefix):
+            return group
+    return "other"
+
+
+def phase_runs(
+    build: Any, qemu_dir: str | None, k: int, plain: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, float]]]:
+    """k rounds of (floor with its phase marks, harness with the hook, harness without
+    it): the phase tables, each with an exit row (what the process spent after its last
+    mark), and the hook's cost per round (hooked minus plain, whole process)."""
+    harness, floor, overhead = [], [], []
+    env = {**os.environ}
+    hook_env = {
+        **env,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH")])),
+    }
+    for _ in range(k):
+        r = run_child(floor_argv(build, plain, phases=True), env, ROOT)
+        check_ok("floor", r)
+        got = json.loads(r["stdout"].splitlines()[-1])
+        floor.append(_close(got, r))
+        with tempfile.TemporaryDirectory(prefix="case-floor-phases-") as d:
+            out = Path(d) / "phases.json"
+            r = run_child(
+                pytest_argv(qemu_dir, "-n", "0", "-p", "case_floor_hook"),
+                {**hook_env, "QRC_PHASES_OUT": str(out)},
+                ROOT,
+            )
+            check_ok("harness", r)
+            harness.append(_close(json.loads(out.read_text()), r))
+        r2 = run_child(pytest_argv(qemu_dir, "-n", "0"), env, ROOT)
+        check_ok("harness", r2)
+        overhead.append({m: r[m] - r2[m] for m in ("cpu", "wall")})
+    return floor, harness, overhead
+
+
+def _close(got: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
+    """Add what the process spent outside its marks (after the last one) as exit time."""
+    phases = got["phases"]
+    cpu = sum(p["cpu"] for p in phases.values())
+    wall = sum(p["wall"] for p in phases.values())
+    rest = phases.setdefault(EXIT, {"wall": 0.0, "cpu": 0.0, "cpu_own": 0.0, "cpu_children": 0.0})
+    cal = got.get("calibration", {"wall": 0.0, "cpu": 0.0})
+    rest["wall"] += max(0.0, r["wall"] - wall - cal["wall"])
+    rest["cpu"] += max(0.0, r["cpu"] - cpu - cal["cpu"])
+    got["total"] = {"wall": r["wall"], "cpu": r["cpu"]}
+    return got
+
+
+def _median_phases(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    labels: list[str] = []
+    for r in runs:
+        labels += [k for k in r["phases"] if k not in labels]
+    out = {}
+    for label in labels:
+        rows = [r["phases"].get(label, {"wall": 0.0, "cpu": 0.0}) for r in runs]
+        out[label] = {
+            "cpu": statistics.median(x["cpu"] for x in rows),
+            "wall": statistics.median(x["wall"] for x in rows),
+        }
+    return out
+
+
+def _by_group(ph: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for label, v in ph.items():
+        g = out.setdefault(_group(label), {"cpu": 0.0, "wall": 0.0})
+        g["cpu"] += v["cpu"]
+        g["wall"] += v["wall"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--qemu-dir", help="QEMU build (default: the one on PATH)")
+    ap.add_argument("-n", "--runs", type=int, default=7, help="rounds of the A/B runs")
+    ap.add_argument("--phase-runs", type=int, default=5, help="rounds of the phase runs")
+    ap.add_argument(
+        "--arms",
+        default="floor,harness,pyc,xdist",
+        help=f"comma-separated, a floor first ({', '.join(ARMS)})",
+    )
+    ap.add_argument(
+        "--plain-floor",
+        action="store_true",
+        help="the phase runs' floor without tb-size=1 and cache.no-flush",
+    )
+    ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of the tables")
+    ap.add_argument("--floor-child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.floor_child is not None:
+        spec = json.loads(args.floor_child)
+        spec["t0"] = float(os.environ.get("QRC_PHASES_T0", time.monotonic()))
+        return floor_child(spec)
+    if args.runs < 1 or args.phase_runs < 0 or args.warmup < 0:
+        ap.error("-n must be at least 1, --phase-runs and --warmup at least 0")
+
+    sys.path.insert(0, str(ROOT))
+    from harness.builds import find_build
+    from harness.probe import probe
+
+    build = find_build(args.qemu_dir, os.environ)
+    version = probe(build).version
+    arms = args.arms.split(",")
+    for arm in arms:
+        arm_argv(arm, build, args.qemu_dir)  # unknown arms end here
+    if arms[0] not in ("floor", "plain"):
+        ap.error("the first arm must be a floor (floor or plain)")
+    load = {"start": loadavg()}
+    runs: dict[str, list[dict[str, Any]]] = {a: [] for a in arms}
+    # Every child's TMPDIR: this run's own (pytest's pytest-of-USER included), so that
+    # other pytest runs on the machine neither race with ours nor share its clean-ups.
+    tmp = Path(tempfile.mkdtemp(prefix="case-floor-", dir="/tmp"))
+    os.environ["TMPDIR"] = str(tmp)
+    try:
+        for i in range(args.warmup + args.runs):
+            for arm in arms:
+                r = run_child(arm_argv(arm, build, args.qemu_dir), arm_env(arm, tmp / "pyc"), ROOT)
+                check_ok(arm, r)
+                if i >= args.warmup:
+                    runs[arm].append({k: r[k] for k in ("wall", "cpu", "cpu_user", "cpu_sys")})
+        load["after_ab"] = loadavg()
+        floor_phases, harness_phases, overhead = phase_runs(
+            build, args.qemu_dir, args.phase_runs, args.plain_floor
+        )
+        load["end"] = loadavg()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    base = arms[0]
+    result: dict[str, Any] = {
+        "case": CASE,
+        "qemu": version,
+        "qemu_dir": args.qemu_dir or "PATH",
+        "cores": os.cpu_count(),
+        "load": load,
+        "runs": args.runs,
+        "arms": {
+            a: {
+                "what": ARMS[a],
+                "argv": _shown(arm_argv(a, build, args.qemu_dir)),
+                "cpu": stats([r["cpu"] for r in runs[a]]),
+                "wall": stats([r["wall"] for r in runs[a]]),
+                "raw": runs[a],
+            }
+            for a in arms
+        },
+        "ratios": {},
+        "differences": {},
+    }
+    for a in arms[1:]:
+        per = {
+            m: [x[m] / f[m] for x, f in zip(runs[a], runs[base], strict=True)]
+            for m in ("cpu", "wall")
+        }
+        result["ratios"][f"{a}/{base}"] = {
+            m: {
+                **stats(per[m]),
+                "of_medians": result["arms"][a][m]["median"] / result["arms"][base][m]["median"],
+            }
+            for m in per
+        }
+    for a, b in (("xdist", "harness"), ("harness", "pyc")):
+        if a in runs and b in runs:
+            result["differences"][f"{a}-{b}"] = {
+                m: stats([x[m] - y[m] for x, y in zip(runs[a], runs[b], strict=True)])
+                for m in ("cpu", "wall")
+            }
+    if args.phase_runs:
+        result["phases"] = _phase_summary(floor_phases, harness_phases)
+        result["phases"]["hook_overhead"] = {
+            m: stats([o[m] for o in overhead]) for m in ("cpu", "wall")
+        }
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print_tables(result)
+    return 0
+
+
+def _phase_summary(floor: list[dict[str, Any]], harness: list[dict[str, Any]]) -> dict[str, Any]:
+    hp, fp = _median_phases(harness), _median_phases(floor)
+    cases = [c for r in harness for c in r.get("cases", [])]
+    return {
+        "runs": len(harness),
+        "harness": hp,
+        "floor": fp,
+        "harness_groups": _by_group(hp),
+        "floor_groups": _by_group(fp),
+        "harness_total": {
+            m: statistics.median(r["total"][m] for r in harness) for m in ("cpu", "wall")
+        },
+        "floor_total": {
+            m: statistics.median(r["total"][m] for r in floor) for m in ("cpu", "wall")
+        },
+        # pytest's setup + call + teardown of the item, with its reports
+        "harness_case_in_process": {
+            m: statistics.median(c[m] for c in cases) for m in ("cpu", "wall")
+        },
+        "harness_meter": {
+            "samples": statistics.median(r["samples"] for r in harness),
+            "sample_cpu_ms": 1e3 * statistics.median(r["sample_cpu"] for r in harness),
+        },
+    }
+
+
+def _shown(argv: list[str]) -> str:
+    if "--floor-child" in argv:
+        argv = [*argv[: argv.index("--floor-child")], "--floor-child", "SPEC"]
+    return " ".join(os.path.relpath(a, ROOT) if a.startswith(str(ROOT)) else a for a in argv)
+
+
+def _ms(x: float) -> str:
+    return f"{1e3 * x:7.0f}"
+
+
+def print_tables(r: dict[str, Any]) -> None:
+    p: Callable[..., None] = print
+    load = r["load"]
+    p(f"case_floor: {r['case']}, QEMU {r['qemu']} ({r['qemu_dir']}), {r['cores']} cores")
+    p(
+        f"load average (1/5/15 min): start {load['start']}, after the A/B runs "
+        f"{load['after_ab']}, end {load['end']}"
+    )
+    p(f"\nwhole processes, {r['runs']} rounds alternated; seconds, median [min-max]")
+    p(f"  {'arm':8s} {'CPU':>21s} {'wall':>21s}  what")
+    for a, v in r["arms"].items():
+        c, w = v["cpu"], v["wall"]
+        p(
+            f"  {a:8s} {c['median']:6.3f} [{c['min']:.3f}-{c['max']:.3f}] "
+            f"{w['median']:6.3f} [{w['min']:.3f}-{w['max']:.3f}]  {v['what']}"
+        )
+    p("\nratios per round: median [min-max] (ratio of the medians)")
+    for name, v in r["ratios"].items():
+        c, w = v["cpu"], v["wall"]
+        p(
+            f"  {name:14s} CPU {c['median']:5.2f} [{c['min']:.2f}-{c['max']:.2f}] "
+            f"({c['of_medians']:.2f})   wall {w['median']:5.2f} [{w['min']:.2f}-{w['max']:.2f}] "
+            f"({w['of_medians']:.2f})"
+        )
+    for name, v in r["differences"].items():
+        c, w = v["cpu"], v["wall"]
+        p(
+            f"  {name:14s} CPU {c['median']:+.3f} s [{c['min']:+.3f} {c['max']:+.3f}]   "
+            f"wall {w['median']:+.3f} s [{w['min']:+.3f} {w['max']:+.3f}]  (difference per round)"
+        )
+    p("\ncommands:")
+    for a, v in r["arms"].items():
+        p(f"  {a:8s} {v['argv']}{'  (bytecode cache on)' if a == 'pyc' else ''}")
+    if "phases" not in r:
+        return
+    ph = r["phases"]
+    ht, ft, case = ph["harness_total"], ph["floor_total"], ph["harness_case_in_process"]
+    m = ph["harness_meter"]
+    ho = ph["hook_overhead"]
+    p(f"\none case by phase, milliseconds: medians of {ph['runs']} rounds")
+    p(
+        f"  harness: pytest -n 0 with the timing hook, whole process CPU {ht['cpu']:.3f} s, "
+        f"wall {ht['wall']:.3f} s; the hook's {m['samples']:.0f} samples cost "
+        f"~{m['sample_cpu_ms']:.2f} ms CPU each;"
+    )
+    p(
+        f"    a hooked run against a plain one in the same round: CPU "
+        f"{1e3 * ho['cpu']['median']:+.0f} [{1e3 * ho['cpu']['min']:+.0f} "
+        f"{1e3 * ho['cpu']['max']:+.0f}], wall {1e3 * ho['wall']['median']:+.0f} "
+        f"[{1e3 * ho['wall']['min']:+.0f} {1e3 * ho['wall']['max']:+.0f}]"
+    )
+    p(
+        f"    the case in-process (pytest's setup, call and teardown of the item): CPU "
+        f"{1e3 * case['cpu']:.0f}, wall {1e3 * case['wall']:.0f}"
+    )
+    p(f"  floor: with its phase marks, CPU {ft['cpu']:.3f} s, wall {ft['wall']:.3f} s")
+    hg, fg = ph["harness_groups"], ph["floor_groups"]
+    p(
+        f"  {'group':58s} {'harness CPU':>11s} {'wall':>7s} {'floor CPU':>9s} {'wall':>7s}"
+        f" {'CPU over':>8s}"
+    )
+    zero = {"cpu": 0.0, "wall": 0.0}
+    for g in GROUP_ORDER:
+        if g not in hg and g not in fg:
+            continue
+        h, f = hg.get(g, zero), fg.get(g, zero)
+        p(
+            f"  {g:58s} {_ms(h['cpu']):>11s} {_ms(h['wall'])} {_ms(f['cpu']):>9s} "
+            f"{_ms(f['wall'])} {_ms(h['cpu'] - f['cpu']):>8s}"
+        )
+    hc, hw = (sum(v[k] for v in hg.values()) for k in ("cpu", "wall"))
+    fc, fw = (sum(v[k] for v in fg.values()) for k in ("cpu", "wall"))
+    p(
+        f"  {'sum of the medians':58s} {_ms(hc):>11s} {_ms(hw)} {_ms(fc):>9s} {_ms(fw)} "
+        f"{_ms(hc - fc):>8s}"
+    )
+    p("\n  harness phases, exclusive (a phase's own time, not the phases inside it)")
+    for label, v in sorted(ph["harness"].items(), key=lambda kv: -kv[1]["cpu"]):
+        p(f"  {label:72s} {_ms(v['cpu'])} {_ms(v['wall'])}")
+    p("\n  floor phases")
+    for label, v in sorted(ph["floor"].items(), key=lambda kv: -kv[1]["cpu"]):
+        p(f"  {label:72s} {_ms(v['cpu'])} {_ms(v['wall'])}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -799,6 +799,7 @@ def _phase_summary(floor: list[dict[str, Any]], harness: list[dict[str, Any]]) -
         "harness_case_in_process": {
             m: statistics.median(c[m] for c in cases) for m in ("cpu", "wall")
         },
+        "not_timed": sorted({n for r in harness for n in r.get("not_timed", [])}),
         "harness_meter": {
             "samples": statistics.median(r["samples"] for r in harness),
             "sample_cpu_ms": 1e3 * statistics.median(r["sample_cpu"] for r in harness),
@@ -872,6 +873,8 @@ def print_tables(r: dict[str, Any]) -> None:
         f"{1e3 * case['cpu']:.0f}, wall {1e3 * case['wall']:.0f}"
     )
     p(f"  floor: with its phase marks, CPU {ft['cpu']:.3f} s, wall {ft['wall']:.3f} s")
+    if ph["not_timed"]:
+        p(f"  not timed (the harness has no such name now): {', '.join(ph['not_timed'])}")
     hg, fg = ph["harness_groups"], ph["floor_groups"]
     p(
         f"  {'group':58s} {'harness CPU':>11s} {'wall':>7s} {'floor CPU':>9s} {'wall':>7s}"

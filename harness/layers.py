@@ -24,6 +24,7 @@ from harness.nbd_client import QUIT_DEADLINE, InteractiveQemuIo
 from harness.observe import Data, IoResult
 from harness.qemu_io import Budget
 from harness.tmp import private_dir
+from harness.verdicts import QemuHung
 
 _MAP_LINE = re.compile(
     r"^.*\((0x[0-9a-f]+)\) bytes\s+(allocated|not allocated) at offset .*\((0x[0-9a-f]+)\)\s*$"
@@ -178,8 +179,12 @@ def inspect_all(
         raise
 
 
-class LayerCheckHung(AssertionError):
-    """The offline layer check did not finish within INSPECT_DEADLINE."""
+class LayerCheckHung(QemuHung):
+    """The offline layer check (the build's qemu-io on the layers' images) did not finish
+    within INSPECT_DEADLINE."""
+
+    machine = "qemu-io (offline layer check)"
+    deadline = INSPECT_DEADLINE
 
 
 def _discard(build: QemuBuild, used: Sequence[LayerInspector], jobs: Sequence[Future[Any]]) -> None:

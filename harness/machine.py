@@ -4,8 +4,9 @@ Every conformance case drives one or two real QEMU processes. This module owns
 their life cycle so that no QEMU outlives its test and every failure explains
 itself: QEMU connects to our QMP server socket in a private short-path
 directory, every command has a deadline, every command and reply is kept in a
-transcript, and a crash or hang becomes an AssertionError-style exception that
-carries the command line, the exit status or signal, and the tail of stderr.
+transcript, and a crash or hang becomes an exception of harness.verdicts' tree
+(MachineDied, MachineHung: QEMU misbehaved) that carries the command line, the exit
+status or signal, and the tail of stderr.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from qemu.qmp.message import Message
 
 from harness.observe import QmpResult
 from harness.tmp import private_dir as short_private_dir
+from harness.verdicts import QemuAborted, QemuCrashed, QemuHung, describe_exit, signal_name
 
 Kind = Literal["system", "qsd"]
 
@@ -74,51 +76,64 @@ def build_env(build: Build) -> dict[str, str]:
 
 
 class MachineError(AssertionError):
-    """A QEMU process misbehaved; pytest shows it as a failure with this report."""
+    """Something about a QEMU process ended the case; pytest shows it as a failure with
+    this report. Its QEMU-misbehaving kinds (MachineDied, MachineHung) are also in
+    harness.verdicts' tree; QmpCommandFailed is not (a command the harness needs)."""
 
     def __init__(self, message: str, report: str) -> None:
-        super().__init__(f"{message}\n{report}")
+        # not super(): in MachineDied's and MachineHung's MRO the next class is a verdict
+        AssertionError.__init__(self, f"{message}\n{report}")
         self.summary = message
         self.report = report
 
+    @property
+    def headline(self) -> str:
+        return self.summary
 
-class MachineDied(MachineError):
+    def __str__(self) -> str:
+        return f"{self.summary}\n{self.report}"
+
+
+class MachineDied(MachineError, QemuCrashed):
     """QEMU exited (crash, abort, signal) while we needed it."""
 
-    def __init__(self, message: str, report: str, returncode: int | None, stderr_tail: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        report: str,
+        returncode: int | None,
+        stderr_tail: str,
+        machine: str = "QEMU",
+    ) -> None:
         super().__init__(message, report)
+        self.machine = machine
         self.returncode = returncode
         self.signal = signal_name(returncode)
         self.stderr_tail = stderr_tail
 
 
-class MachineHung(MachineError):
+class MachineAborted(MachineDied, QemuAborted):
+    """QEMU died on SIGABRT (an assertion, abort(), &error_abort) while we needed it."""
+
+
+class MachineHung(MachineError, QemuHung):
     """A QMP command missed its deadline; the process was SIGKILLed."""
+
+    def __init__(
+        self, message: str, report: str, machine: str = "QEMU", deadline: float | None = None
+    ) -> None:
+        super().__init__(message, report)
+        self.machine = machine
+        self.deadline = deadline
 
 
 class QmpCommandFailed(MachineError):
-    """qmp_ok() got a QMP error where the caller required success."""
+    """qmp_ok() got a QMP error where the caller required success: not in the verdicts'
+    tree (the model has no say in the commands the harness needs), a plain failure."""
 
     def __init__(self, message: str, report: str, result: QmpResult) -> None:
         super().__init__(message, report)
         self.result = result
-
-
-def signal_name(returncode: int | None) -> str | None:
-    """'SIGABRT' for a process killed by SIGABRT, None for a normal exit or no exit yet."""
-    if returncode is None or returncode >= 0:
-        return None
-    try:
-        return signal.Signals(-returncode).name
-    except ValueError:
-        return f"signal {-returncode}"
-
-
-def describe_exit(returncode: int | None) -> str:
-    if returncode is None:
-        return "still running"
-    sig = signal_name(returncode)
-    return f"killed by {sig}" if sig else f"exit status {returncode}"
 
 
 # ---- spawning: a child that dies with us
@@ -362,6 +377,8 @@ class Machine:
             raise MachineHung(
                 f"{self.name}: QEMU did not connect to QMP within {self.timeout} s",
                 self.failure_report(),
+                self.name,
+                self.timeout,
             ) from None
         except (QMPError, OSError, EOFError) as e:
             self._await_exit()
@@ -443,6 +460,8 @@ class Machine:
                         raise MachineHung(
                             f"{self.name}: not stopped {KILL_DEADLINE} s after SIGSTOP",
                             self.failure_report(),
+                            self.name,
+                            KILL_DEADLINE,
                         )
                     time.sleep(0.001)
 
@@ -453,7 +472,10 @@ class Machine:
         except subprocess.TimeoutExpired:
             self._force_kill()
             raise MachineHung(
-                f"{self.name}: did not exit within {timeout} s; SIGKILLed", self.failure_report()
+                f"{self.name}: did not exit within {timeout} s; SIGKILLed",
+                self.failure_report(),
+                self.name,
+                timeout,
             ) from None
 
     def _wait(self, timeout: float) -> int:
@@ -567,6 +589,8 @@ class Machine:
             raise MachineHung(
                 f"{self.name}: {cmd}: no QMP reply within {deadline} s; SIGKILLed",
                 self.failure_report(),
+                self.name,
+                deadline,
             ) from None
         except (QMPError, OSError, EOFError) as e:
             entry["outcome"] = f"connection lost: {e!r}"
@@ -585,9 +609,15 @@ class Machine:
         return reply
 
     def _died(self, message: str) -> MachineDied:
+        """MachineDied (MachineAborted for SIGABRT) with this machine's exit state."""
         rc = self.returncode
-        return MachineDied(
-            f"{message} ({describe_exit(rc)})", self.failure_report(), rc, self.stderr_tail()
+        cls = MachineAborted if signal_name(rc) == "SIGABRT" else MachineDied
+        return cls(
+            f"{message} ({describe_exit(rc)})",
+            self.failure_report(),
+            rc,
+            self.stderr_tail(),
+            self.name,
         )
 
     def _record(self, entry: dict[str, Any]) -> None:

@@ -37,18 +37,46 @@ from pexpect.fdpexpect import fdspawn
 
 from harness.machine import Build, build_env, spawn
 from harness.qemu_io import QemuIoError, QemuIoSession
+from harness.verdicts import QemuCrashed, QemuHung, signal_name
 
 PROMPT = b"qemu-io> "
 QUIT_DEADLINE = 2.0
 _IO_ERROR = re.compile(r"^(?:read|write|discard) failed: ", re.MULTILINE)
 
 
-class QemuIoDied(QemuIoError):
-    """The qemu-io process exited while running a command."""
+class QemuIoDied(QemuIoError, QemuCrashed):
+    """The qemu-io process exited while running a command (`returncode`: its exit state,
+    negative for a signal; None if unknown)."""
+
+    def __init__(
+        self,
+        message: str,
+        command: str,
+        output: str,
+        process: str = "qemu-io",
+        returncode: int | None = None,
+    ) -> None:
+        super().__init__(message, command, output)
+        self.machine = process
+        self.returncode = returncode
+        self.signal = signal_name(returncode)
+        self.stderr_tail = output
 
 
-class QemuIoTimeout(QemuIoError):
+class QemuIoTimeout(QemuIoError, QemuHung):
     """A command did not finish within its deadline; the process was killed."""
+
+    def __init__(
+        self,
+        message: str,
+        command: str,
+        output: str,
+        process: str = "qemu-io",
+        deadline: float | None = None,
+    ) -> None:
+        super().__init__(message, command, output)
+        self.machine = process
+        self.deadline = deadline
 
 
 class QemuIoSpawnFailed(QemuIoError):
@@ -261,7 +289,13 @@ class InteractiveQemuIo(QemuIoSession):
             self._child = None
             why = child.exit_text()
             child.kill()
-            raise QemuIoDied(f"{self._where()}: {why}", command, _text(raw))
+            raise QemuIoDied(
+                f"{self._where()}: {why}",
+                command,
+                _text(raw),
+                self.name,
+                child.proc.returncode,
+            )
         if i == 2:
             self._child = None
             child.kill()
@@ -269,6 +303,8 @@ class InteractiveQemuIo(QemuIoSession):
                 f"{self._where()}: no prompt within {self.timeout} s; killed",
                 command,
                 _text(raw),
+                self.name,
+                self.timeout,
             )
         out = _text(raw)
         if self.respawn_after_error and _IO_ERROR.search(out):

@@ -38,15 +38,15 @@ from typing import Any, ClassVar
 from harness import ops
 from harness.builds import QemuBuild
 from harness.images import Recipe, build_chain
-from harness.machine import MachineDied, MachineSet, signal_name
+from harness.machine import MachineDied, MachineSet
 from harness.model import Model, Profile
 from harness.model.quorum import Quorum
 from harness.model.replication import Mode, ReplicationNode
 from harness.nbd_client import NbdClient
-from harness.observe import QMP_OK, Crashed, IoResult, Observation, QmpResult, compare
+from harness.observe import QMP_OK, Crashed, IoResult, Observation, QmpResult
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.qemu_io import GuestIO
-from harness.story import Divergence, Step, Story
+from harness.story import Story
 from harness.topology import (
     EXPORT,
     Topology,
@@ -55,6 +55,7 @@ from harness.topology import (
     nbd_server,
     open_secondary_disk,
 )
+from harness.verdicts import signal_name
 
 # node names (COLO-FT's where it has one; node names are unique across the pair
 # because operations name nodes, not machines)
@@ -286,14 +287,12 @@ def act(
 ) -> Observation:
     """Apply `action` to the model (its expected answer) and to QEMU, record, compare."""
     expected = model()
+    died = None
     try:
         actual = real()
     except MachineDied as e:
-        actual = Crashed(e.signal, e.stderr_tail)
-    story.steps.append(Step(action, expected, actual))
-    diff = compare(expected, actual)
-    if diff is not None:
-        raise Divergence(story.report(str(diff)))
+        died, actual = e, Crashed(e.signal, e.stderr_tail)
+    story.record(action, expected, actual, died)
     return actual
 
 

@@ -6,11 +6,18 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from harness.verdicts import QemuHung
+
 T = TypeVar("T")
 
 
-class DeadlineExceeded(AssertionError):
-    """The state polled for did not arrive in time."""
+class DeadlineExceeded(QemuHung):
+    """The state polled for did not arrive in time: QEMU never reached it."""
+
+    def __init__(self, what: str, deadline: float) -> None:
+        super().__init__(f"gave up after {deadline:g} s waiting for {what}")
+        self.what = what
+        self.deadline = deadline
 
 
 def poll(check: Callable[[], T | None], what: str, deadline: float = 30.0) -> T:
@@ -26,6 +33,6 @@ def poll(check: Callable[[], T | None], what: str, deadline: float = 30.0) -> T:
         if got is not None:
             return got
         if time.monotonic() >= end:
-            raise DeadlineExceeded(f"gave up after {deadline:g} s waiting for {what}")
+            raise DeadlineExceeded(what, deadline)
         time.sleep(pause)
         pause = min(pause * 2, 0.02)

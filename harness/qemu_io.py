@@ -59,12 +59,22 @@ _NODE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,31}")
 
 
 class QemuIoError(AssertionError):
-    """qemu-io did something the harness cannot interpret; a test failure, not a result."""
+    """qemu-io did something the harness cannot interpret; a test failure, not a result.
+
+    Not in harness.verdicts' tree (the harness cannot read it, which says nothing about
+    the filter); its kinds that are QEMU's are (harness.nbd_client's QemuIoDied and
+    QemuIoTimeout)."""
 
     def __init__(self, message: str, command: str, output: str) -> None:
-        super().__init__(f"{message}\ncommand: {command}\noutput:\n{_quote(output)}")
+        # not super(): in QemuIoDied's and QemuIoTimeout's MRO the next class is a verdict
+        AssertionError.__init__(self, f"{message}\ncommand: {command}\noutput:\n{_quote(output)}")
+        self.summary = message
         self.command = command
         self.output = output
+
+    @property
+    def headline(self) -> str:
+        return self.summary
 
 
 class UnexpectedOutput(QemuIoError):

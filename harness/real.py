@@ -99,6 +99,7 @@ class RealSide:
 
     def __init__(self, topo: Topology) -> None:
         self.topo = topo
+        self.died: MachineDied | None = None
         self._dispatch: dict[type[ops.Op], Callable[[Any, Observation], Observation]] = {
             ops.Write: lambda op, e: self._io(op.node).write(op.offset, op.length, op.pattern),
             ops.WriteZeroes: lambda op, e: self._io(op.node).write_zeroes(op.offset, op.length),
@@ -131,10 +132,13 @@ class RealSide:
         return self.topo.export_io
 
     def apply(self, op: ops.Op, expected: Observation) -> Observation:
-        """What QEMU did for `op`; a QEMU that died doing it is a Crashed observation."""
+        """What QEMU did for `op`; a QEMU that died doing it is a Crashed observation (and
+        `died` the MachineDied that said so, until the next apply)."""
+        self.died = None
         try:
             return self._dispatch[type(op)](op, expected)
         except MachineDied as e:
+            self.died = e
             return Crashed(e.signal, e.stderr_tail)
 
     def _start(self, op: ops.Start, expected: Observation) -> Observation:

@@ -2,8 +2,12 @@
 
 Each step is compared as it happens.
 
-Every divergence report says what the model expected, what QEMU did, the
-operations that led there, and the layer maps of both sides.
+Where QEMU's answer is not one the model allows, the story raises a verdict of
+harness.verdicts (Divergence, QemuCrashed or QemuAborted, CommitStalled) carrying what
+the model expected, what QEMU did, and the story's Evidence: the operations that led
+there and the layer maps of both sides. A case's statement that the model contradicts
+is a ModelDisagrees (not QEMU's). Anything else raised while applying an operation
+(a harness bug) passes through as it is.
 """
 
 from __future__ import annotations
@@ -11,60 +15,48 @@ from __future__ import annotations
 import json
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from harness import ops
 from harness.layers import inspect_all
-from harness.machine import MachineError
+from harness.machine import MachineDied, MachineError
 from harness.model.disks import Disk
 from harness.model.extents import UNDEF
 from harness.model.system import to_data
 from harness.observe import (
     Crashed,
     Data,
+    Difference,
     IoResult,
     Observation,
     QmpResult,
     compare,
     data_differences,
-    fmt_data,
 )
 from harness.real import COMMIT_STALLED, RealSide, live_allocation
 from harness.topology import Topology
+from harness.verdicts import (
+    CommitStalled,
+    Divergence,
+    Evidence,
+    LiveLayer,
+    ModelDisagrees,
+    ModelLayer,
+    QemuAborted,
+    QemuCrashed,
+    QemuMisbehaved,
+    Step,
+    fmt_ranges,
+)
 
 # An offline layer check lists this many differing extents of a layer, then counts the rest.
 OFFLINE_EXTENTS_SHOWN = 6
 
 
-class Divergence(AssertionError):
-    """QEMU did not do what the model says it must."""
-
-
-class ModelDisagrees(AssertionError):
-    """The case's own statement and the model's answer differ: a model (or case) bug."""
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    op: ops.Op
-    expected: Observation
-    actual: Observation
-
-
-def _model_layers(disks: Iterable[Disk]) -> list[str]:
-    lines = []
-    for d in disks:
-        pieces = [(s, e, v) for s, e, v in d.data.items()]
-        exact = "" if d.alloc_exact else " (allocation not predicted)"
-        lines.append(f"    {d.name:10s}{exact}: {fmt_data(to_data(pieces), limit=6)}")
-    return lines
-
-
-def _ranges(rs: Iterable[tuple[int, int]]) -> str:
-    parts = [f"[{s:#x}-{e:#x})" for s, e in rs]
-    return " ".join(parts[:8]) + (f" ... ({len(parts) - 8} more)" if len(parts) > 8 else "") or (
-        "(none)"
+def _model_layers(disks: Iterable[Disk]) -> tuple[ModelLayer, ...]:
+    return tuple(
+        ModelLayer(d.name, to_data([(s, e, v) for s, e, v in d.data.items()]), d.alloc_exact)
+        for d in disks
     )
 
 
@@ -99,14 +91,49 @@ class Story:
     # ---- running
 
     def do(self, op: ops.Op) -> Observation:
-        """Apply `op` to both sides; raise Divergence if QEMU's answer is not allowed."""
+        """Apply `op` to both sides; a verdict (harness.verdicts) if QEMU's answer is not
+        one the model allows."""
         expected = self.model.apply(op)
         actual = self.real.apply(op, expected)
+        self.record(op, expected, actual, self.real.died)
+        return actual
+
+    def record(
+        self,
+        op: ops.Op,
+        expected: Observation,
+        actual: Observation,
+        died: MachineDied | None = None,
+    ) -> None:
+        """Record a step; its verdict if `actual` is not what `expected` allows (`died`:
+        the process death behind a Crashed `actual`, for its name and exit state)."""
         self.steps.append(Step(op, expected, actual))
         diff = compare(expected, actual)
         if diff is not None:
-            raise Divergence(self.report(str(diff)))
-        return actual
+            raise self.verdict(op, diff, died)
+
+    def verdict(
+        self, op: ops.Op, diff: Difference, died: MachineDied | None = None
+    ) -> QemuMisbehaved:
+        """What QEMU's answer to `op`, the last step, was: a crash (QEMU died), a stalled
+        failover commit (Settle), else a divergence."""
+        actual = diff.actual
+        machine = str(getattr(op, "machine", "QEMU"))
+        if isinstance(actual, Crashed):
+            cls = QemuAborted if actual.signal == "SIGABRT" else QemuCrashed
+            return cls(
+                died.machine if died is not None else machine,
+                actual.signal,
+                died.returncode if died is not None else None,
+                actual.stderr_contains,
+                expected=diff.expected,
+                actual=actual,
+                details=diff.details,
+                evidence=self.evidence(),
+            )
+        if isinstance(actual, QmpResult) and actual.error_class == COMMIT_STALLED:
+            return CommitStalled(machine, diff.expected, actual, evidence=self.evidence())
+        return Divergence(diff.expected, actual, diff.details, evidence=self.evidence())
 
     def run(self, *seq: ops.Op) -> list[Observation]:
         return [self.do(op) for op in seq]
@@ -116,17 +143,9 @@ class Story:
         expected = self.model.apply(op)
         if compare(expected, stated) is not None:
             self.steps.append(Step(op, expected, stated))
-            raise ModelDisagrees(
-                self.report(
-                    f"the case states {stated.describe()}\n"
-                    f"but the model answers {expected.describe()}"
-                )
-            )
+            raise ModelDisagrees(stated, expected, self.evidence())
         actual = self.real.apply(op, expected)
-        self.steps.append(Step(op, expected, actual))
-        diff = compare(expected, actual)
-        if diff is not None:
-            raise Divergence(self.report(str(diff)))
+        self.record(op, expected, actual, self.real.died)
         return actual
 
     # ---- layer checks
@@ -147,11 +166,13 @@ class Story:
             want = list(_merge(disk.data.allocated(0, disk.size)))
             if real != want:
                 problems.append(
-                    f"  {name}: model allocates {_ranges(want)}\n"
-                    f"  {' ' * len(name)}  QEMU allocates  {_ranges(real)}"
+                    f"  {name}: model allocates {fmt_ranges(want)}\n"
+                    f"  {' ' * len(name)}  QEMU allocates  {fmt_ranges(real)}"
                 )
         if problems:
-            raise Divergence(self.report("layer allocation differs:\n" + "\n".join(problems)))
+            raise Divergence(
+                check="layer allocation differs", details=problems, evidence=self.evidence()
+            )
 
     def finish(self) -> None:
         """Quit QEMU, then check every layer offline: allocation (qemu-img map) and bytes."""
@@ -182,7 +203,9 @@ class Story:
         for (disk, _), (real, bad) in zip(checks, found, strict=True):
             problems += self._offline_problems(disk, real, bad)
         if problems:
-            raise Divergence(self.report("offline layer check failed:\n" + "\n".join(problems)))
+            raise Divergence(
+                check="offline layer check failed", details=problems, evidence=self.evidence()
+            )
 
     @staticmethod
     def _offline_problems(
@@ -193,8 +216,8 @@ class Story:
             want = list(_merge(disk.data.allocated(0, disk.size)))
             if real != want:
                 problems.append(
-                    f"  {disk.name}: model allocates {_ranges(want)}; "
-                    f"the image (offline, qemu-io map) has {_ranges(real)}"
+                    f"  {disk.name}: model allocates {fmt_ranges(want)}; "
+                    f"the image (offline, qemu-io map) has {fmt_ranges(real)}"
                 )
         for wanted, got in bad[:OFFLINE_EXTENTS_SHOWN]:
             diffs = data_differences(wanted, got.data or ())
@@ -209,37 +232,37 @@ class Story:
 
     # ---- reporting
 
-    def report(self, headline: str) -> str:
-        lines = [f"{self.label}", headline, "operations:"]
-        for i, st in enumerate(self.steps, 1):
-            mark = ">" if i == len(self.steps) else " "
-            lines.append(f" {mark}{i:3d}. {st.op.describe()}")
-        lines.append("layer maps (model):")
-        lines += _model_layers(self.model.disks.values())
-        lines.append("layer allocation (QEMU, live):")
+    def evidence(self) -> Evidence:
+        """The story now: its steps, the model's layers, QEMU's live layers (asked now),
+        the machines that are gone with their failure reports."""
         last = self.steps[-1].actual if self.steps else None
-        if isinstance(last, QmpResult) and last.error_class == COMMIT_STALLED:
-            # HMP qemu-io drains the node, which waits for the stalled commit's requests
-            lines.append("    not asked: qemu-io would wait on the stalled commit")
-        else:
-            lines += self._live_maps()
-        for m in self.topo.machines:
-            if not m.alive():
-                lines.append(f"machine {m.name}:")
-                lines.append(m.failure_report())
-        return "\n".join(lines)
+        # HMP qemu-io drains the node, which waits for the stalled commit's requests
+        stalled = isinstance(last, QmpResult) and last.error_class == COMMIT_STALLED
+        return Evidence(
+            label=self.label,
+            steps=tuple(self.steps),
+            model_layers=_model_layers(self.model.disks.values()),
+            live_layers=() if stalled else self._live_maps(),
+            live_not_asked="qemu-io would wait on the stalled commit" if stalled else None,
+            gone=tuple((m.name, m.failure_report()) for m in self.topo.machines if not m.alive()),
+        )
 
-    def _live_maps(self) -> list[str]:
+    def report(self, headline: str) -> str:
+        """The story's report now, under `headline`."""
+        return self.evidence().report(headline)
+
+    def _live_maps(self) -> tuple[LiveLayer, ...]:
         out = []
         for name, (machine, node) in self.topo.layer_nodes.items():
             m = self.topo.machine(machine)
             if m.kind != "system" or not m.alive():
                 continue
             try:
-                out.append(f"    {name:10s}: {_ranges(live_allocation(m, node))}")
+                out.append(LiveLayer(name, tuple(live_allocation(m, node))))
             except (MachineError, AssertionError) as e:
-                out.append(f"    {name:10s}: unavailable ({str(e).splitlines()[0]})")
-        return out
+                why = (str(e).splitlines() or [type(e).__name__])[0]
+                out.append(LiveLayer(name, unavailable=why))
+        return tuple(out)
 
     def trace(self) -> dict[str, Any]:
         """A replayable record of the story so far."""

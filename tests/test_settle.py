@@ -17,7 +17,7 @@ import pytest
 from cases.conftest import _maker, machines, pair, profile, topologies  # noqa: F401  (fixtures)
 from harness.ops import Settle
 from harness.real import COMMIT_STALLED
-from harness.story import Divergence
+from harness.verdicts import CommitStalled, QemuHung
 from tests.data.hang.held import held_failover
 
 
@@ -33,10 +33,15 @@ from tests.data.hang.held import held_failover
 def test_a_held_failover_commit_is_reported_at_once(pair, left, why):  # noqa: F811
     s = held_failover(pair, left)
     t = time.perf_counter()
-    with pytest.raises(Divergence) as caught:
+    with pytest.raises(CommitStalled) as caught:
         s.do(Settle())
     print(f"held commit ({left} bytes left) reported after {time.perf_counter() - t:.2f} s")
-    report = str(caught.value)
+    stalled = caught.value
+    assert isinstance(stalled, QemuHung) and stalled.verdict == "hang"
+    assert stalled.machine == "secondary" and stalled.evidence is not None
+    assert stalled.evidence.live_not_asked is not None and not stalled.evidence.live_layers
+    report = str(stalled)
+    assert report.splitlines()[1] == "QEMU secondary: the failover commit did not finish"
     assert COMMIT_STALLED in report and "the failover commit made no progress" in report
     assert why in report, report
     assert "not asked: qemu-io would wait on the stalled commit" in report

@@ -43,8 +43,9 @@ from harness.model.replication import Mode, ReplicationNode, Stage
 from harness.observe import QMP_OK, Crashed, Observation
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.pair import LOCAL, Pair, PairStory, build_pair, read_pieces
-from harness.story import Step, Story
+from harness.story import Story
 from harness.topology import NodeSpec, Topology, many_nodes_recipe
+from harness.verdicts import Step
 
 SECONDARY_KIND = "secondary"
 FAULTS_KIND = "secondary-faults"

@@ -22,9 +22,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from harness.images import allocated, allocation_map
-from harness.machine import Machine, MachineError, MachineSet, describe_exit
+from harness.machine import Machine, MachineError, MachineSet
 from harness.report.layers import LayerPicture, Range, StoryPicture, page
 from harness.story import Story
+from harness.verdicts import describe_exit
 from harness.words import plural
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -21,7 +21,7 @@ other exception, a harness bug.
 
 A story's verdicts (Divergence, QemuCrashed, CommitStalled, ModelDisagrees) carry its
 Evidence: the steps, the layer maps of both sides, the reports of machines that are gone.
-Their text is built from these fields.
+Their text is built from these fields; the report plugin reads the fields.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """One error tree (issue 12): QEMU misbehaving is a verdict of harness.verdicts, and a
 harness bug is never one.
 
-Without QEMU: which exceptions are in the tree, a verdict's text built from its fields.
-With QEMU: an
+Without QEMU: which exceptions are in the tree, a verdict's text built from its fields,
+and the report plugin's message and divergence read from those fields. With QEMU: an
 AssertionError raised inside a real-side operation of a story
 (tests/data/verdicts/injected.py) is not a verdict; QEMU SIGKILLed mid-story is a crash
 naming SIGKILL.
@@ -16,10 +16,11 @@ from cases.conftest import _maker, machines, profile, secondary, topologies  # n
 from harness.layers import LayerCheckHung
 from harness.machine import MachineAborted, MachineDied, MachineError, MachineHung, QmpCommandFailed
 from harness.nbd_client import QemuIoDied, QemuIoSpawnFailed, QemuIoTimeout
-from harness.observe import QMP_OK, Crashed, data
+from harness.observe import QMP_OK, Crashed, QmpResult, data, status
 from harness.ops import Checkpoint, Read, Start, Status, Write
 from harness.poll import DeadlineExceeded
 from harness.qemu_io import QemuIoError, UnexpectedOutput
+from harness.report.plugin import _headline
 from harness.verdicts import (
     CommitStalled,
     Divergence,
@@ -34,6 +35,14 @@ from harness.verdicts import (
     Step,
 )
 from tests.data.verdicts.injected import BUG, harness_bug, sigkill_before
+
+
+def _excinfo(exc: BaseException) -> pytest.ExceptionInfo[BaseException]:
+    try:
+        raise exc
+    except BaseException:
+        return pytest.ExceptionInfo.from_current()
+
 
 # ---- the tree (no QEMU)
 
@@ -138,6 +147,35 @@ def test_a_crash_names_its_signal() -> None:
     )
 
 
+def test_the_plugin_reads_fields_not_text() -> None:
+    """The message and divergence come from the verdict's headline, however its story's
+    text reads (a label with 'operations:' in it no longer cuts the report short)."""
+    ev = _evidence(label="operations:\noperations:")
+    d = Divergence(QMP_OK, QmpResult(False, None, "GenericError", "no"), evidence=ev)
+    message, divergence = _headline(_excinfo(d))
+    want = "model expected: return {} QEMU did: error GenericError: 'no'"
+    assert (message, divergence) == (f"Divergence: {want}", want)
+
+    crash = QemuCrashed(
+        "secondary", "SIGKILL", -9, expected=QMP_OK, actual=Crashed("SIGKILL"), evidence=ev
+    )
+    message, divergence = _headline(_excinfo(crash))
+    assert message.startswith("QemuCrashed: QEMU secondary died (killed by SIGKILL)")
+    assert divergence is not None and "SIGKILL" in divergence
+
+    died = MachineDied(
+        "secondary: QEMU died during x (killed by SIGKILL)", "REPORT", -9, "", "secondary"
+    )
+    assert _headline(_excinfo(died)) == (
+        "MachineDied: secondary: QEMU died during x (killed by SIGKILL)",
+        None,
+    )
+    disagrees = ModelDisagrees(status(None), status("x"), ev)
+    message, divergence = _headline(_excinfo(disagrees))
+    assert message.startswith("ModelDisagrees: the case states return") and divergence
+    assert _headline(_excinfo(AssertionError(BUG))) == (f"AssertionError: {BUG}", None)
+
+
 # ---- with QEMU: a story
 
 
@@ -149,6 +187,7 @@ def test_a_harness_bug_in_a_story_is_not_a_verdict(secondary, monkeypatch):  # n
     with pytest.raises(AssertionError) as caught:
         s.do(Status())
     assert not isinstance(caught.value, QemuMisbehaved) and str(caught.value) == BUG
+    assert _headline(caught) == (f"AssertionError: {BUG}", None)
 
 
 @pytest.mark.needs_qemu
@@ -169,3 +208,6 @@ def test_qemu_killed_in_a_story_is_a_crash(secondary, monkeypatch):  # noqa: F81
     report = str(crash).splitlines()
     assert report[1] == "QEMU secondary died (killed by SIGKILL) where the model does not allow it"
     assert report[2] == "model expected: return {}"
+    message, divergence = _headline(caught)
+    assert message.startswith("QemuCrashed: QEMU secondary died (killed by SIGKILL)")
+    assert divergence is not None

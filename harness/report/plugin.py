@@ -107,23 +107,21 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 
 def _headline(excinfo: pytest.ExceptionInfo[BaseException] | None) -> tuple[str, str | None]:
-    """(message, divergence) for a failure: the exception's first line, and for a
-    story's Divergence/ModelDisagrees the report's headline (what differed)."""
+    """(message, divergence) for a failure, from the exception's fields.
+
+    QEMU misbehaving (harness.verdicts: a divergence, a crash, a hang) and a story's
+    ModelDisagrees: the verdict's headline; when a story found it (it has the story's
+    evidence), that is also the divergence (what differed). Anything else, a harness or
+    case failure: the exception's first line, and no divergence."""
     if excinfo is None:
         return "", None
     exc = excinfo.value
     name = type(exc).__name__
-    text = str(exc).strip()
-    lines = text.splitlines()
-    story = sys.modules.get("harness.story")
-    divergence = None
-    if story is not None and isinstance(exc, (story.Divergence, story.ModelDisagrees)):
-        # Story.report(): label line, the headline (maybe several lines), "operations:"...
-        body = lines[1:]
-        if "operations:" in body:
-            body = body[: body.index("operations:")]
-        divergence = " ".join(" ".join(body).split())[:500]
-        return f"{name}: {divergence}", divergence
+    verdicts = sys.modules.get("harness.verdicts")
+    if verdicts is not None and isinstance(exc, (verdicts.QemuMisbehaved, verdicts.ModelDisagrees)):
+        what = exc.one_line()[:500]
+        return f"{name}: {what}", what if exc.evidence is not None else None
+    lines = str(exc).strip().splitlines()
     return f"{name}: {' '.join(lines[0].split()) if lines else ''}"[:500], None
 
 

@@ -13,7 +13,8 @@ matrix.  Fields:
     markers       sorted marker names (quick, slow, primary, ...)
     reason        why skipped, or the xfail reason
     message       the failure's first line ("Divergence: ...", "MachineDied: ...")
-    divergence    for a Divergence/ModelDisagrees: what differed (the report's headline)
+    divergence    what a story found differed: the headline of its verdict (a Divergence, a
+                  crash, a stalled commit: harness.verdicts) or of a ModelDisagrees
     artifacts     the artifacts directory of a failed case, if written
     when          the phase that decided the outcome (setup, call, teardown, collect)
 """

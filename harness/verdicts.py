@@ -17,7 +17,8 @@ Everything else that ends a case is not QEMU's and stays out of the tree: a case
 `assert` (its statement about QEMU, a plain failure), ModelDisagrees below (the case's
 statement against the model; QEMU was not asked), a QemuIoError or QmpCommandFailed (the
 harness cannot read qemu-io's output, a command the harness needs was refused), and any
-other exception, a harness bug.
+other exception, a harness bug. The differential runner and `qrc replay` catch only
+QemuMisbehaved: the rest propagates as the error it is, never as a divergence.
 
 A story's verdicts (Divergence, QemuCrashed, CommitStalled, ModelDisagrees) carry its
 Evidence: the steps, the layer maps of both sides, the reports of machines that are gone.

@@ -3,16 +3,32 @@ harness bug is never one.
 
 Without QEMU: which exceptions are in the tree, a verdict's text built from its fields,
 and the report plugin's message and divergence read from those fields. With QEMU: an
-AssertionError raised inside a real-side operation of a story
-(tests/data/verdicts/injected.py) is not a verdict; QEMU SIGKILLed mid-story is a crash
-naming SIGKILL.
+AssertionError raised inside a real-side operation (tests/data/verdicts/injected.py) is
+not a verdict, in a story and in a differential run (where it propagates: no trace, no
+`qrc replay` hint); QEMU SIGKILLed mid-case is a crash naming SIGKILL, in a story and in
+a differential run; and the same through pytest with the report plugin's JSON records
+(tests/data/verdicts/case_verdicts.py).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+from hypothesis import settings
 
 from cases.conftest import _maker, machines, profile, secondary, topologies  # noqa: F401  (fixtures)
+from harness.differential.machine import (
+    DifferentialFailure,
+    found,
+    profile_settings,
+    run_differential,
+    secondary_specs,
+)
 from harness.layers import LayerCheckHung
 from harness.machine import MachineAborted, MachineDied, MachineError, MachineHung, QmpCommandFailed
 from harness.nbd_client import QemuIoDied, QemuIoSpawnFailed, QemuIoTimeout
@@ -35,6 +51,9 @@ from harness.verdicts import (
     Step,
 )
 from tests.data.verdicts.injected import BUG, harness_bug, sigkill_before
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = "tests/data/verdicts/case_verdicts.py"
 
 
 def _excinfo(exc: BaseException) -> pytest.ExceptionInfo[BaseException]:
@@ -211,3 +230,113 @@ def test_qemu_killed_in_a_story_is_a_crash(secondary, monkeypatch):  # noqa: F81
     message, divergence = _headline(caught)
     assert message.startswith("QemuCrashed: QEMU secondary died (killed by SIGKILL)")
     assert divergence is not None
+
+
+# ---- with QEMU: a differential run
+
+
+def test_a_differential_failure_carries_its_verdict() -> None:
+    """What the runner raises to hypothesis for QEMU's misbehaviour: the verdict, where,
+    the trace; its text is today's report with the replay hint."""
+    cause = QemuCrashed("secondary", "SIGKILL", -9, expected=QMP_OK, actual=Crashed("SIGKILL"))
+    f = DifferentialFailure(cause, "operation 3", "secondary/x", 0, Path("/t/trace.json"))
+    assert isinstance(f, QemuMisbehaved) and f.cause is cause and f.expected == QMP_OK
+    assert f.headline == cause.headline and found(cause) == "CRASH (SIGKILL)"
+    assert str(f).splitlines()[-3:] == [
+        "failed at: operation 3 (topology secondary/x, seed 0)",
+        "trace: /t/trace.json",
+        "replay: qrc replay /t/trace.json [--qemu-dir DIR]",
+    ]
+
+
+def _run(qemu_build, profile, tmp_path):  # noqa: F811
+    build, found = qemu_build
+    return run_differential(
+        build,
+        found.version,
+        profile,
+        secondary_specs()[:1],
+        tmp_path,
+        hyp_settings=settings(profile_settings("ci"), max_examples=2, stateful_step_count=6),
+        seed=0,
+        trace_dir=tmp_path / "traces",
+        shrink_seconds=1,
+        weights=(("status", 40),),
+    )
+
+
+@pytest.mark.needs_qemu
+def test_a_harness_bug_in_a_differential_run_propagates(
+    qemu_build,
+    profile,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    harness_bug(monkeypatch, Status)
+    with pytest.raises(AssertionError) as caught:
+        _run(qemu_build, profile, tmp_path)
+    assert not isinstance(caught.value, QemuMisbehaved) and str(caught.value) == BUG
+    assert not (tmp_path / "traces").exists()  # no trace, so no replay hint
+
+
+@pytest.mark.needs_qemu
+def test_qemu_killed_in_a_differential_run_is_a_crash(
+    qemu_build,
+    profile,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    sigkill_before(monkeypatch, Status)
+    res = _run(qemu_build, profile, tmp_path)
+    assert res.failure is not None and res.found == "CRASH (SIGKILL)", res.summary()
+    assert res.summary().endswith(")") and ": CRASH (SIGKILL) (first found after" in res.summary()
+    assert (
+        "QEMU secondary died (killed by SIGKILL) where the model does not allow it" in res.failure
+    )
+    assert f"replay: qrc replay {res.trace}" in res.failure
+    trace = json.loads(Path(str(res.trace)).read_text())
+    assert trace["divergence"]["report"].startswith("QemuCrashed: ")
+    assert trace["observed"][-1]["crashed"]["signal"] == "SIGKILL"
+
+
+# ---- through pytest: the report plugin's records
+
+
+@pytest.mark.needs_qemu
+@pytest.mark.timeout(180)
+def test_the_report_says_crash_or_plain_failure_never_divergence(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:xdist",
+            "-p",
+            "no:randomly",
+            CASES,
+            f"--qrc-json={tmp_path}/report.json",
+            f"--qrc-artifacts={tmp_path}/artifacts",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    cases = json.loads((tmp_path / "report.json").read_text())["cases"]
+    by = {rec["case"].rsplit("::", 1)[1]: rec for rec in cases}
+    assert {rec["outcome"] for rec in cases} == {"failed"} and len(by) == 3, by
+    for name in ("test_harness_bug_in_a_story", "test_harness_bug_in_a_differential_run"):
+        rec = by[name]
+        assert rec["message"] == f"AssertionError: {BUG}", rec
+        assert rec["divergence"] is None, rec
+    killed = by["test_qemu_killed_in_a_story"]
+    assert killed["message"].startswith(
+        "QemuCrashed: QEMU secondary died (killed by SIGKILL) where the model does not allow it"
+    ), killed
+    assert "QEMU died (SIGKILL)" in killed["divergence"]
+    assert "qrc replay" not in r.stdout and "DIVERGENCE" not in r.stdout

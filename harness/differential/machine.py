@@ -21,9 +21,11 @@ secondary, most often after its NBD export went (LinkDown). On the two-node
 machine (kind many-nodes) guest I/O goes mostly to the newer node, sometimes to
 the older one that never starts.
 
-A divergence fails the example; hypothesis shrinks it, and every failing run
-(so last of all the shrunk example's final run) writes its trace file, whose
-path the failure message gives.
+QEMU misbehaving (a divergence, a crash, a hang: harness.verdicts) fails the
+example; hypothesis shrinks it, and every failing run (so last of all the shrunk
+example's final run) writes its trace file, whose path the failure message gives.
+Anything else raised (a harness bug) is not QEMU's: it ends the run as the error it
+is, with no trace and no replay hint.
 
 Profiles (hypothesis settings): `ci` (fixed seed, bounded: the suite's time
 budget) and `nightly` (long). `run_differential` runs one state machine over a
@@ -85,6 +87,7 @@ from harness.model.disks import allocated_above
 from harness.model.replication import Mode, ReplicationNode, Stage
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.pair import PQ, pair_recipe
+from harness.verdicts import QemuCrashed, QemuMisbehaved
 from harness.words import plural
 
 # ---- profiles
@@ -382,8 +385,41 @@ def ci_groups() -> tuple[Group, ...]:
 # ---- running
 
 
-class DifferentialFailure(AssertionError):
-    """QEMU and the model disagreed (or QEMU misbehaved) during a random run."""
+class DifferentialFailure(QemuMisbehaved):
+    """QEMU misbehaved during a random run: `cause` (the verdict: a divergence, a crash,
+    a hang), where it happened, and the trace that replays it."""
+
+    def __init__(
+        self, cause: QemuMisbehaved, where: str, topology: str, seed: int, trace: Path
+    ) -> None:
+        self.cause = cause
+        self.where = where
+        self.topology = topology
+        self.seed = seed
+        self.trace = trace
+        self.expected, self.actual, self.details = cause.expected, cause.actual, cause.details
+        self.evidence = cause.evidence
+        super().__init__(cause.headline)
+
+    @property
+    def headline(self) -> str:
+        return self.cause.headline
+
+    def __str__(self) -> str:
+        return (
+            f"{self.cause}\n"
+            f"failed at: {self.where} (topology {self.topology}, seed {self.seed})\n"
+            f"trace: {self.trace}\n"
+            f"replay: qrc replay {self.trace} [--qemu-dir DIR]"
+        )
+
+
+def found(cause: QemuMisbehaved) -> str:
+    """What a run found, for its summary: 'DIVERGENCE', 'CRASH (SIGKILL)', 'HANG'."""
+    what = cause.verdict.upper()
+    if isinstance(cause, QemuCrashed) and cause.signal is not None:
+        what += f" ({cause.signal})"
+    return what
 
 
 @dataclass
@@ -397,6 +433,8 @@ class RunStats:
     failing_runs: int = 0
     first_failure_s: float | None = None
     trace: Path | None = None
+    # what the last failing run found (found())
+    found: str = "DIVERGENCE"
     # operations by kind, plus "failover_failed" (failover commits that failed)
     kinds: Counter[str] = field(default_factory=Counter)
 
@@ -417,6 +455,8 @@ class RunResult:
     first_failure_s: float | None = None
     kinds: dict[str, int] = field(default_factory=dict)
     view_reads: int = 0
+    # what the failure was (found()): 'DIVERGENCE', 'CRASH (SIGKILL)', 'HANG'...
+    found: str = "DIVERGENCE"
 
     def summary(self) -> str:
         head = (
@@ -427,7 +467,7 @@ class RunResult:
         )
         if self.failure is None:
             return head + ": no divergence"
-        return head + f": DIVERGENCE (first found after {self.first_failure_s:.2f} s)"
+        return head + f": {self.found} (first found after {self.first_failure_s:.2f} s)"
 
 
 @dataclass
@@ -519,6 +559,8 @@ def machine_class(cfg: RunConfig, stats: RunStats) -> type[RuleBasedStateMachine
             self.spec: TopologySpec | None = None
             self.start_first = False
             self.failed = False
+            # the harness failed (not QEMU): no final checks, the example's files kept
+            self.broken = False
             # ends of recent requests: later ones start there often
             self.recent: list[int] = []
             # starts of recent writes that copied before writing (RUNNING), and whether
@@ -544,33 +586,35 @@ def machine_class(cfg: RunConfig, stats: RunStats) -> type[RuleBasedStateMachine
             return self.geo
 
         def _guard(self, fn: Callable[[], object]) -> None:
-            failure: AssertionError | None = None
+            """Run `fn`; QEMU misbehaving (a verdict) fails the example as a
+            DifferentialFailure with its trace. Anything else (a harness bug, an
+            interrupt) is not QEMU's: it propagates as it is, with no trace and no
+            final checks of the example."""
+            failure: QemuMisbehaved | None = None
             try:
                 fn()
-            except AssertionError as e:  # Divergence, MachineError, QemuIoError, deadlines
+            except QemuMisbehaved as e:  # Divergence, crashes, hangs
                 failure = e
+            except BaseException:
+                self.broken = True
+                raise
             if failure is not None:
                 # raised outside the except block, always from this line: hypothesis
-                # sees one kind of failure however the divergence showed
-                raise DifferentialFailure(self._fail(failure))
+                # sees one kind of failure however the misbehaviour showed
+                raise self._fail(failure)
 
-        def _fail(self, failure: AssertionError) -> str:
+        def _fail(self, failure: QemuMisbehaved) -> DifferentialFailure:
             self.failed = True
             stats.failing_runs += 1
             if stats.first_failure_s is None:
                 stats.first_failure_s = time.perf_counter() - stats.t0
             s = self.s
-            where = s.where or "?"
-            report = str(failure)
             name = f"trace-{cfg.qemu}-{cfg.group}-seed{cfg.seed}.json"
-            trace = session_trace(s, cfg.qemu, cfg.seed, f"{type(failure).__name__}: {report}")
+            report = f"{type(failure).__name__}: {failure}"
+            trace = session_trace(s, cfg.qemu, cfg.seed, report)
             stats.trace = trace.write(cfg.trace_dir / name)
-            return (
-                f"{report}\n"
-                f"failed at: {where} (topology {s.spec.label}, seed {cfg.seed})\n"
-                f"trace: {stats.trace}\n"
-                f"replay: qrc replay {stats.trace} [--qemu-dir DIR]"
-            )
+            stats.found = found(failure)
+            return DifferentialFailure(failure, s.where or "?", s.spec.label, cfg.seed, stats.trace)
 
         def _do(self, *seq: ops.Op) -> None:
             for op in seq:
@@ -617,14 +661,14 @@ def machine_class(cfg: RunConfig, stats: RunStats) -> type[RuleBasedStateMachine
 
         def teardown(self) -> None:
             try:
-                if self.session is not None and not self.failed:
+                if self.session is not None and not (self.failed or self.broken):
                     self._guard(self.session.end)
             finally:
                 if self.session is not None:
                     self.session.topo.close()
                 if self.machines is not None:
                     self.machines.shutdown_all()
-                if self.exdir is not None and not self.failed:
+                if self.exdir is not None and not (self.failed or self.broken):
                     shutil.rmtree(self.exdir, ignore_errors=True)
 
         # ---- the step
@@ -874,7 +918,10 @@ def run_differential(
         if notes:
             failure += "\n" + "\n".join(notes)
     except Flaky as e:
-        # a divergence that did not happen again when hypothesis re-ran the example
+        # a failure that did not happen again when hypothesis re-ran the example: QEMU's
+        # (a divergence, a crash...) is reported; the harness's own is raised as it is
+        if not all(isinstance(x, DifferentialFailure) for x in getattr(e, "exceptions", ())):
+            raise
         failure = (
             f"a divergence that did not reproduce when re-run (timing in QEMU or in the "
             f"harness?): {e}\ntrace of the last failing run: {stats.trace}"
@@ -892,6 +939,7 @@ def run_differential(
         first_failure_s=stats.first_failure_s,
         kinds=dict(stats.kinds),
         view_reads=stats.view_reads,
+        found=stats.found,
     )
 
 
@@ -974,4 +1022,5 @@ def _merge(a: RunResult, b: RunResult) -> RunResult:
         first_failure_s=first,
         kinds=dict(kinds),
         view_reads=a.view_reads + b.view_reads,
+        found=b.found,
     )

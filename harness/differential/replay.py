@@ -1,9 +1,12 @@
 """Replay a trace file against a QEMU build: the exit code drives `git bisect run`.
 
     0    QEMU now agrees with the model (the whole trace, final layer checks included)
-    1    QEMU still diverges from the model (or misbehaves: dies, hangs)
+    1    QEMU still diverges from the model (or misbehaves: dies, hangs; harness.verdicts)
     125  this build cannot run the trace (no binaries, no replication, setup failed)
     8    the trace file is malformed or truncated (harness.errors.TraceError)
+
+A failure of the harness itself while replaying (any exception outside
+harness.verdicts' tree) is not a verdict about QEMU: it propagates as it is.
 
 The model runs under the profile of the build being replayed (not the one the
 trace was recorded with), so one trace can bisect across releases; or under the
@@ -22,9 +25,11 @@ from harness.differential.session import Session
 from harness.differential.trace import Trace, load_trace
 from harness.errors import BISECT_SKIP, HarnessError, TraceError, UsageError
 from harness.judge import judging_profile, named_profile
-from harness.machine import MachineSet
+from harness.machine import MachineError, MachineSet
 from harness.probe import probe, replication_verdict
+from harness.qemu_io import QemuIoError
 from harness.tmp import disown, private_dir
+from harness.verdicts import QemuMisbehaved
 from harness.words import plural
 
 AGREES = 0
@@ -88,7 +93,9 @@ def replay(
             except HarnessError as e:
                 _line(sys.stderr, f"{e.one_line()} (cannot build the topology: exit 125)")
                 return BISECT_SKIP
-            except AssertionError as e:
+            except (QemuMisbehaved, MachineError, QemuIoError) as e:
+                # what QEMU's processes did while the topology was built (a command
+                # the harness needs refused, a crash): this build cannot run the trace
                 _line(
                     sys.stderr,
                     f"qrc: cannot build the topology on QEMU {version}: "
@@ -101,7 +108,7 @@ def replay(
                 if trace.pending is not None:
                     session.step(trace.pending)
                 session.end()
-            except AssertionError as e:
+            except QemuMisbehaved as e:
                 keep = True
                 disown(workdir)  # the logs are the user's now
                 where = session.where or "?"

@@ -9,5 +9,7 @@ Layout, one job per module:
   ops, observe         the operations vocabulary and observation values
   model                the pure-Python reference model of the filter
   real                 applies operations to real QEMU
+  story                a case as a story: both sides, step by step
+  verdicts             what QEMU did that the model does not allow: one tree
   cli                  the `qrc` command
 """

@@ -16,6 +16,7 @@ import pytest
 
 from harness.builds import QemuBuild, known_builds
 from harness.machine import Kind, Machine, MachineSet
+from harness.model import profile_for
 from harness.nbd_client import (
     InteractiveQemuIo,
     NbdClient,
@@ -24,6 +25,7 @@ from harness.nbd_client import (
     QemuIoTimeout,
 )
 from harness.observe import IO_EIO, IO_OK, IoResult
+from harness.probe import probe
 from harness.qemu_io import GuestIO
 from tests.qemu_helpers import alive, qcow2
 
@@ -36,7 +38,9 @@ pytestmark = [pytest.mark.needs_qemu, pytest.mark.timeout(60)]
 
 def _version(build: QemuBuild) -> str:
     env = {**os.environ, **build.env()}
-    out = subprocess.run([*build.command(build.system), "--version"], capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [*build.command(build.system), "--version"], capture_output=True, text=True, env=env
+    )
     m = re.search(r"version (\d+\.\d+\.\d+)", out.stdout)
     return m[1] if m else build.label
 
@@ -136,13 +140,23 @@ def test_write_and_read_over_nbd(server: Machine, client: Clients) -> None:
 
 
 @with_builds
-def test_reconnect_after_export_deleted(server: Machine, client: Clients) -> None:
+def test_reconnect_after_export_deleted(build: QemuBuild, server: Machine, client: Clients) -> None:
+    bug = profile_for(probe(build).version_tuple).nbd_client_write_after_drop_aborts
     c = client()
     assert c.write(0, 4 * K, 1) == IO_OK
     server.qmp_ok("block-export-del", id="exp", mode="hard")
     wait_no_exports(server)
     # the request on the dropped connection reports what happened; the process lives on
-    assert c.write(0, 4 * K, 2) == IO_EIO
+    if bug is not None:
+        # ... unless the client has not seen the drop yet, where this QEMU's client aborts
+        # (now and then: it depends on which comes first; the bug's reason says why)
+        try:
+            assert c.write(0, 4 * K, 2) == IO_EIO
+        except QemuIoDied as died:
+            assert "NBD_FLAG_SEND_FUA" in str(died), (bug.reason, str(died))
+            return
+    else:
+        assert c.write(0, 4 * K, 2) == IO_EIO
     assert c.alive() and c.reconnects == 0
     add_export(server, "exp2")
     assert c.write(4 * K, 4 * K, 3) == IO_OK  # on a new connection
@@ -221,7 +235,9 @@ def test_offline_image(
             True, None, ((0, 1 * K, 0), (1 * K, 3 * K, 0x42), (4 * K, 4 * K, 0))
         )
     env = {**os.environ, **build.env()}
-    check = subprocess.run([*build.command(build.img), "check", path], capture_output=True, text=True, env=env)
+    check = subprocess.run(
+        [*build.command(build.img), "check", path], capture_output=True, text=True, env=env
+    )
     assert check.returncode == 0, check.stdout + check.stderr  # closed cleanly by `quit`
 
 

@@ -68,6 +68,12 @@ HMP_IO_DURING_COMMIT_HANGS = Bug(
     "QEMU stops answering QMP and must be killed (the command's temporary BlockBackend "
     "drains the node at its end while the commit's mirror job runs; not root-caused)",
 )
+NBD_CLIENT_WRITE_AFTER_DROP_ABORTS = Bug(
+    "5.2, seen with its qemu-io (not on 7.2 and later; 6.x not run)",
+    "an NBD client whose export was deleted under it aborts on its next write instead of "
+    "failing it: nbd_client_co_pwritev asserts `s->info.flags & NBD_FLAG_SEND_FUA' on a "
+    "connection that no longer has the server's flags",
+)
 BLOCK_RESIZE_NULL_DEVICE = Bug(
     "7.2, fixed in 9.0 by 'blockdev: Fix block_resize error reporting for op blockers'",
     "block_resize with node-name reports \"Device '(null)' is in use\"",
@@ -143,6 +149,8 @@ class Profile:
     # Guest I/O through HMP qemu-io while a failover commit runs may hang QEMU: cases
     # that read right after a failover wait for the commit first where this is set.
     hmp_io_during_commit_hangs: Bug | None
+    # Not the filter's: the NBD client (the harness's primary path is a qemu-io over NBD).
+    nbd_client_write_after_drop_aborts: Bug | None
 
     # ---- why a case that states one side of a behaviour switch cannot run here
     # (None: it can)
@@ -216,6 +224,7 @@ SEED_4_1 = Profile(
     block_resize_null_device=BLOCK_RESIZE_NULL_DEVICE,
     block_stream_aborts=None,
     hmp_io_during_commit_hangs=None,
+    nbd_client_write_after_drop_aborts=None,
 )
 V5_0 = replace(
     SEED_4_1, name="5.0", version=(5, 0, 0), ignore_after_failover=True, get_error_only_none=True
@@ -234,6 +243,7 @@ V5_2 = replace(
     stream_looks_through_filters=True,
     block_stream_aborts=BLOCK_STREAM_ABORTS,
     hmp_io_during_commit_hangs=HMP_IO_DURING_COMMIT_HANGS,
+    nbd_client_write_after_drop_aborts=NBD_CLIENT_WRITE_AFTER_DROP_ABORTS,
 )
 V6_0 = replace(
     V5_2,
@@ -264,7 +274,13 @@ V6_2 = replace(
         V6_1.texts, enum_error_names_parameter=True, backup_filter_prefix="Could not replace node: "
     ),
 )
-V7_2 = replace(V6_2, name="7.2", version=(7, 2, 0), hmp_io_during_commit_hangs=None)
+V7_2 = replace(
+    V6_2,
+    name="7.2",
+    version=(7, 2, 0),
+    hmp_io_during_commit_hangs=None,
+    nbd_client_write_after_drop_aborts=None,
+)
 V8_0 = replace(V7_2, name="8.0", version=(8, 0, 0), start_drains_every_node=True)
 V9_0 = replace(
     V8_0,

@@ -81,6 +81,7 @@ BUGS = {
     "block_resize_null_device": (SEED_4_1, V5_0, V5_1, V5_2, V6_0, V6_1, V6_2, V7_2, V8_0),
     "block_stream_aborts": (V5_2,),
     "hmp_io_during_commit_hangs": (V5_2, V6_0, V6_1, V6_2),
+    "nbd_client_write_after_drop_aborts": (V5_2, V6_0, V6_1, V6_2),
 }
 
 
@@ -147,6 +148,7 @@ def test_neighbours_differ_only_where_a_release_changed() -> None:
         "stream_looks_through_filters",
         "block_stream_aborts",
         "hmp_io_during_commit_hangs",
+        "nbd_client_write_after_drop_aborts",
     }
     assert diff(V5_2, V6_0) == {"qsd_closes_images_on_exit", "texts", "block_stream_aborts"}
     assert diff(V6_0, V6_1) == {
@@ -155,7 +157,10 @@ def test_neighbours_differ_only_where_a_release_changed() -> None:
         "texts",
     }
     assert diff(V6_1, V6_2) == {"backup_filter_driver", "texts"}
-    assert diff(V6_2, V7_2) == {"hmp_io_during_commit_hangs"}
+    assert diff(V6_2, V7_2) == {
+        "hmp_io_during_commit_hangs",
+        "nbd_client_write_after_drop_aborts",
+    }
     assert diff(V7_2, V8_0) == {"start_drains_every_node"}
     assert diff(V8_0, V9_0) == {"texts", "block_resize_null_device"}
     assert diff(V9_0, V10_0) == {"hmp_qemu_io_drains"}

@@ -331,7 +331,7 @@ def _run_run(args: argparse.Namespace) -> int:
 
 
 def _matrix_configure(p: argparse.ArgumentParser) -> None:
-    _run_options(p, "default: every installed build (PATH's QEMU and .qemu/10.0)")
+    _run_options(p, "default: every installed build (PATH's QEMU and each .qemu/<release>)")
     p.add_argument(
         "--out", default=".", metavar="DIR", help="where matrix.md and matrix.html go (default: .)"
     )

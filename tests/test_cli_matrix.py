@@ -1,4 +1,4 @@
-"""`qrc matrix` over QEMU 7.2 and 10.0 for real (a row made to differ between them),
+"""`qrc matrix` over QEMU 7.2 and 10.0.13 (.qemu/10.0) for real (a row made to differ between them),
 drawing it again from the JSON report, `qrc merge`, and the matrix's bad input."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def test_matrix_over_two_versions(tmp_path: Path, builds: list[str]) -> None:
     # the flipped expectation only on 10.0: the row differs between the builds
     args = ["matrix", "--qemu-dir", builds[0], "--qemu-dir", builds[1], "--out", "out"]
     r = qrc(
-        *args, "-p", "no:xdist", FLIPPED_FILE, cwd=tmp_path, env={"QRC_SELFTEST_FLIP": "10.0.2"}
+        *args, "-p", "no:xdist", FLIPPED_FILE, cwd=tmp_path, env={"QRC_SELFTEST_FLIP": "10.0.13"}
     )
     assert r.returncode == 1, r.stdout + r.stderr
     assert re.search(
@@ -40,7 +40,7 @@ def test_matrix_over_two_versions(tmp_path: Path, builds: list[str]) -> None:
         md,
         re.M,
     ), md
-    assert "| QEMU 7.2." in md and "| QEMU 10.0.2 |" in md
+    assert "| QEMU 7.2." in md and "| QEMU 10.0.13 |" in md
     assert "(flipped by the test)" in md
     page = (tmp_path / "out" / "matrix.html").read_text()
     assert page.count('<tr class="differs">') == 1

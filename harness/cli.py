@@ -720,15 +720,16 @@ def _bisect_epilog() -> str:
     rows = "\n".join(_code_rows(BISECT_CODES))
     return (
         "git bisect run's protocol; the only exit codes:\n" + rows + "\n\n"
-        "example, in a QEMU checkout configured once in ./build (each step rebuilds the\n"
-        "five binaries first: build is a build tree):\n"
-        "  git bisect start v10.0.0 v7.2.0\n"
-        "  git bisect run /path/to/.venv/bin/qrc bisect --qemu-dir build --profile 7.2 \\\n"
-        "      -k test_plain_stop\n"
-        "for the commit that fixed something (exit 0 while the cases still fail):\n"
+        "in a QEMU checkout configured once in ./build (each step rebuilds the five\n"
+        "binaries first: build is a build tree), the commit that fixed block_resize's\n"
+        "error (--find-fix: exit 0 while the cases still fail):\n"
         "  git bisect start --term-old=broken --term-new=fixed v9.0.0 v7.2.0\n"
         "  git bisect run /path/to/.venv/bin/qrc bisect --qemu-dir build --profile 9.0 \\\n"
-        "      --find-fix -k test_block_resize_names_the_blocker"
+        "      --find-fix -k test_block_resize_names_the_blocker\n"
+        "the same commit as the first one that departs from 7.2's behaviour:\n"
+        "  git bisect start v9.0.0 v7.2.0\n"
+        "  git bisect run /path/to/.venv/bin/qrc bisect --qemu-dir build --profile 7.2 \\\n"
+        "      -k test_block_resize_names_the_blocker"
     )
 
 

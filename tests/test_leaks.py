@@ -109,32 +109,36 @@ def test_a_killed_workers_files_are_reclaimed() -> None:
         subprocess.run(["rm", "-rf", str(tmp), str(basetemp), str(report)], check=False)
 
 
-def test_reclaim_spares_live_and_foreign_owners(tmp_path: Path) -> None:
+def test_reclaim_spares_live_and_foreign_owners() -> None:
     """harness.tmp.reclaim(parent) removes only what dead children of `parent` left."""
     script = (
         "import os, sys; from harness.tmp import private_dir; "
         "print(private_dir('qrc-test-')); sys.stdout.flush(); "
         "sys.stdin.read() if sys.argv[1] == 'live' else os._exit(0)"
     )
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
-    dead = subprocess.run(
-        [sys.executable, "-c", script, "dead"], cwd=ROOT, env=env, capture_output=True,
-        text=True, check=True,
-    )  # fmt: skip
-    live = subprocess.Popen(
-        [sys.executable, "-c", script, "live"], cwd=ROOT, env=env, stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    # a short TMPDIR: a long one would send private_dir to /tmp
+    base = Path(tempfile.mkdtemp(prefix="qrcrc-", dir="/tmp"))
+    env = {**os.environ, "TMPDIR": str(base)}
+    live = None
     try:
+        dead = subprocess.run(
+            [sys.executable, "-c", script, "dead"], cwd=ROOT, env=env, capture_output=True,
+            text=True, check=True,
+        )  # fmt: skip
+        live = subprocess.Popen(
+            [sys.executable, "-c", script, "live"], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
         assert live.stdout is not None
         dead_dir, live_dir = Path(dead.stdout.strip()), Path(live.stdout.readline().strip())
-        foreign = tmp_path / "qrc-foreign"
+        assert dead_dir.parent == base and live_dir.parent == base
+        foreign = base / "qrc-foreign"
         foreign.mkdir()
         (foreign / OWNER).write_text(f"{os.getpid() + 1} 1 0\n")  # another tree's
-        unowned = tmp_path / "qrc-unowned"
+        unowned = base / "qrc-unowned"
         unowned.mkdir()
         old = os.environ.get("TMPDIR")
-        os.environ["TMPDIR"] = str(tmp_path)
+        os.environ["TMPDIR"] = str(base)
         tempfile.tempdir = None
         try:
             assert dead_dir in reclaim(os.getpid())
@@ -147,4 +151,6 @@ def test_reclaim_spares_live_and_foreign_owners(tmp_path: Path) -> None:
         assert not dead_dir.exists()
         assert live_dir.is_dir() and foreign.is_dir() and unowned.is_dir()
     finally:
-        live.communicate("")
+        if live is not None:
+            live.communicate("")
+        subprocess.run(["rm", "-rf", str(base)], check=False)

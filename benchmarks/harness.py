@@ -40,7 +40,8 @@ def per_op(fn: Callable[[int], object], n: int = N) -> float:
 def measure(build: QemuBuild) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="qrcbench-") as d, MachineSet(Path(d)) as ms:
         img = Path(d) / "d.qcow2"
-        subprocess.run([*build.command(build.img), "create", "-q", "-f", "qcow2", str(img), "64M"], check=True,
+        create = [*build.command(build.img), "create", "-q", "-f", "qcow2", str(img), "64M"]
+        subprocess.run(create, check=True,
                        env={**__import__("os").environ, **build.env()})
         m = ms.launch(build, "m")
         m.qmp_ok("blockdev-add", **{"driver": "qcow2", "node-name": "d",
@@ -69,7 +70,8 @@ def measure(build: QemuBuild) -> dict[str, float]:
 def main() -> None:
     results = {}
     for b in known_builds(ROOT):
-        version = subprocess.run([*b.command(b.system), "--version"], capture_output=True, text=True,
+        version = subprocess.run([*b.command(b.system), "--version"], capture_output=True,
+                                 text=True,
                                  env={**__import__("os").environ, **b.env()}).stdout.split()[3]
         r = measure(b)
         r["hmp_write_over_qmp"] = r["hmp_write_64k_ms"] / r["qmp_round_trip_ms"]

@@ -36,5 +36,6 @@ def machines(tmp_path: Path) -> Iterator[MachineSet]:
 def qcow2(build: QemuBuild, path: Path, size: str = "64M") -> str:
     """An empty qcow2 image made with the build's own qemu-img."""
     env = {**os.environ, **build.env()}
-    subprocess.run([*build.command(build.img), "create", "-q", "-f", "qcow2", str(path), size], check=True, env=env)
+    create = [*build.command(build.img), "create", "-q", "-f", "qcow2", str(path), size]
+    subprocess.run(create, check=True, env=env)
     return str(path)

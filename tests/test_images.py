@@ -561,7 +561,9 @@ def test_inspection_of_image_in_use(build: QemuBuild, tmp_path: Path) -> None:
     chain = build_chain(build, load_recipe("primary-child"), tmp_path)
     path = chain.path("primary-disk")
     holder = subprocess.Popen(
-        [*build.command(build.io), "-f", "qcow2", str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        [*build.command(build.io), "-f", "qcow2", str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, env={**os.environ, **build.env()}, text=True)
     try:
         assert holder.stdin is not None and holder.stdout is not None

@@ -27,8 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.builds import loader_launcher, version_line
-from harness.errors import SetupError
+from harness.builds import find_build, version_line
+from harness.errors import HarnessError, SetupError
 from harness.releases import FETCHED, PACKAGES, Release
 
 DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -205,15 +205,20 @@ def installed_version(prefix: Path) -> str | None:
 
 
 def _reported_version(prefix: Path) -> str:
-    """The ``(Debian ...)`` version qemu-system-x86_64 reports, run through the prefix's loader."""
-    binary = prefix / "usr" / "bin" / "qemu-system-x86_64"
-    launcher = loader_launcher(prefix)
-    if launcher is None:
+    """The ``(Debian ...)`` version qemu-system-x86_64 reports, run the way every run will
+    run it: as the build harness/builds.py makes of the prefix (its loader, its modules)."""
+    try:
+        build = find_build(str(prefix), {})
+    except HarnessError as exc:
+        raise SetupError(f"{prefix}: not a usable QEMU prefix: {exc}") from exc
+    if not build.launcher:
         raise SetupError(f"{prefix}: the unpacked packages carry no dynamic loader")
-    line = version_line([*launcher, str(binary)], {})
+    line = version_line(build.command(build.system), build.env())
     m = re.search(r"\(Debian ([^)]+)\)", line or "")
     if m is None:
-        raise SetupError(f"{binary} does not run through its own loader: {line or 'no output'}")
+        raise SetupError(
+            f"{build.system} does not run through its own loader: {line or 'no output'}"
+        )
     return m.group(1)
 
 

@@ -201,24 +201,20 @@ def test_downloads_live_outside_the_checkout(tmp_path: Path) -> None:
     assert apt.has_lists()
 
 
-def test_a_bad_qemu_dir_is_one_pytest_usage_line(tmp_path: Path) -> None:
-    """Checked once at configure time, not once per case module."""
-    proc = subprocess.run(
-        [
-            str(ROOT / ".venv" / "bin" / "python"),
-            "-m",
-            "pytest",
-            "-p",
-            "no:xdist",
-            f"--qemu-dir={tmp_path / 'nope'}",
-            "cases",
-            "-q",
-        ],
+def _pytest(*args: str) -> subprocess.CompletedProcess[str]:
+    """A pytest run of the project's own, serial, in its root."""
+    return subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "-m", "pytest", "-p", "no:xdist", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_a_bad_qemu_dir_is_one_pytest_usage_line(tmp_path: Path) -> None:
+    """Checked once at configure time, not once per case module."""
+    proc = _pytest(f"--qemu-dir={tmp_path / 'nope'}", "cases", "-q")
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert lines == [f"ERROR: --qemu-dir {tmp_path / 'nope'}: no such directory"]
@@ -227,24 +223,13 @@ def test_a_bad_qemu_dir_is_one_pytest_usage_line(tmp_path: Path) -> None:
 @pytest.mark.needs_qemu
 def test_full_on_ends_keeps_only_the_quick_set_between_oldest_and_newest() -> None:
     def collect(*extra: str) -> list[str]:
-        proc = subprocess.run(
-            [
-                str(ROOT / ".venv" / "bin" / "python"),
-                "-m",
-                "pytest",
-                "-p",
-                "no:xdist",
-                "--all-builds",
-                "--collect-only",
-                "-q",
-                "cases/test_smoke.py",
-                "cases/test_geometry.py",
-                *extra,
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
+        proc = _pytest(
+            "--all-builds",
+            "--collect-only",
+            "-q",
+            "cases/test_smoke.py",
+            "cases/test_geometry.py",
+            *extra,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return [ln for ln in proc.stdout.splitlines() if "::" in ln]

@@ -43,12 +43,12 @@ from harness import ops
 from harness.builds import QemuBuild, find_build, known_builds
 from harness.differential.machine import (
     WEIGHTS,
-    Options,
     ci_groups,
     run_groups,
     secondary_specs,
 )
 from harness.differential.session import Session, TopologySpec
+from harness.differential.settings import Options
 from harness.differential.strategies import DELTAS, LENGTHS, PATTERNS, geometry
 from harness.machine import MachineSet
 from harness.model import profile_for

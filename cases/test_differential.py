@@ -24,7 +24,8 @@ import zlib
 
 import pytest
 
-from harness.differential.machine import CI, Group, Options, ci_groups, run_groups
+from harness.differential.machine import Group, ci_groups, run_groups
+from harness.differential.settings import CI, Options
 from harness.observe import QMP_OK
 from harness.ops import PRIMARY, PrimaryRead, Start, Write, WriteZeroes
 

@@ -29,8 +29,9 @@ from pathlib import Path
 import pytest
 
 from harness.builds import QemuBuild, find_build, known_builds
-from harness.differential.machine import Options, RunResult, ci_groups, run_groups
+from harness.differential.machine import RunResult, ci_groups, run_groups
 from harness.differential.replay import replay_main
+from harness.differential.settings import Options
 from harness.errors import TraceError
 from harness.model import Profile, profile_for
 from harness.model import messages as msg
@@ -133,8 +134,8 @@ def test_variant_cbw_hidden_cluster(qemu72, tmp_path, record_property, monkeypat
     """Copy-before-write at the hidden disk's own cluster size (no 64 KiB minimum)."""
     start_secondary = ReplicationNode._start_secondary
 
-    def patched(self: ReplicationNode) -> str | None:
-        err = start_secondary(self)
+    def patched(self: ReplicationNode, top_valid: bool) -> str | None:
+        err = start_secondary(self, top_valid)
         if err is None and self.hidden is not None:
             self.backup = Backup(cluster=self.hidden.cluster)
         return err
@@ -255,13 +256,9 @@ def test_variant_plain_stop_empties(qemu72, tmp_path, record_property):
 
 def test_variant_commit_never_fails(qemu72, tmp_path, record_property, monkeypatch):
     """The failover commit always succeeds (an I/O error in the commit is ignored)."""
-    commit = ReplicationNode._commit
-
-    def patched(self: ReplicationNode) -> None:
-        self.commit_fails = False
-        commit(self)
-
-    monkeypatch.setattr(ReplicationNode, "_commit", patched)
+    # the blkdebug fault over the secondary disk (a FailingWrites of the topology) is
+    # ignored by the commit
+    monkeypatch.setattr(rep, "_commit_refused", lambda secondary, dirty: False)
     _catch(qemu72, tmp_path, record_property, "commit_never_fails")
 
 
@@ -362,8 +359,11 @@ def test_recorded_trace_replays_the_same_on_every_build(
     place = f"{where} (as recorded)" if now is None else f"{now} (recorded: {where})"
     assert first == f"replay: QEMU {version} diverges from the model at {place}", out
     # a diverging replay keeps its logs for the bisector; this one was provoked: remove them
-    kept = [ln.removeprefix("replay: logs kept in ") for ln in out.splitlines()
-            if ln.startswith("replay: logs kept in ")]
+    kept = [
+        ln.removeprefix("replay: logs kept in ")
+        for ln in out.splitlines()
+        if ln.startswith("replay: logs kept in ")
+    ]
     assert len(kept) == 1 and Path(kept[0]).is_dir(), out
     shutil.rmtree(kept[0])
 

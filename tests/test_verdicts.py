@@ -25,10 +25,10 @@ from cases.conftest import _maker, machines, profile, secondary, topologies  # n
 from harness.differential.machine import (
     DifferentialFailure,
     found,
-    profile_settings,
     run_differential,
     secondary_specs,
 )
+from harness.differential.settings import settings_for
 from harness.layers import LayerCheckHung
 from harness.machine import MachineAborted, MachineDied, MachineError, MachineHung, QmpCommandFailed
 from harness.nbd_client import QemuIoDied, QemuIoSpawnFailed, QemuIoTimeout
@@ -257,7 +257,7 @@ def _run(qemu_build, profile, tmp_path):  # noqa: F811
         profile,
         secondary_specs()[:1],
         tmp_path,
-        hyp_settings=settings(profile_settings("ci"), max_examples=2, stateful_step_count=6),
+        hyp_settings=settings(settings_for("ci"), max_examples=2, stateful_step_count=6),
         seed=0,
         trace_dir=tmp_path / "traces",
         shrink_seconds=1,

@@ -27,26 +27,23 @@ example's final run) writes its trace file, whose path the failure message gives
 Anything else raised (a harness bug) is not QEMU's: it ends the run as the error it
 is, with no trace and no replay hint.
 
-Profiles (hypothesis settings): `ci` (fixed seed, bounded: the suite's time
-budget) and `nightly` (long). `run_differential` runs one state machine over a
-set of topology specs; `ci_groups` are the runs the CI test makes per QEMU
-version.
+Profiles (hypothesis settings: harness.differential.settings): `ci` (fixed seed,
+bounded: the suite's time budget) and `nightly` (long). `run_differential` runs one
+state machine over a set of topology specs; `ci_groups` are the runs the CI test makes
+per QEMU version.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from hypothesis import HealthCheck, note, settings
+from hypothesis import note, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 from hypothesis.stateful import (
@@ -71,6 +68,7 @@ from harness.differential.session import (
     commit_copies,
     nodes_recipe,
 )
+from harness.differential.settings import CI, SHRINK_SECONDS, Options, shrink_budget
 from harness.differential.strategies import (
     DELTAS,
     Geometry,
@@ -89,129 +87,6 @@ from harness.ops import PRIMARY, REP, SECONDARY
 from harness.pair import PQ, pair_recipe
 from harness.verdicts import QemuCrashed, QemuMisbehaved
 from harness.words import plural
-
-# ---- profiles
-
-CI = "ci"
-NIGHTLY = "nightly"
-_PREFIX = "qrc-differential-"
-
-_COMMON: dict[str, Any] = {
-    "deadline": None,
-    "database": None,
-    "derandomize": False,  # the runner always passes an explicit seed
-    "suppress_health_check": list(HealthCheck),
-    "print_blob": False,
-    "report_multiple_bugs": False,
-}
-settings.register_profile(_PREFIX + CI, max_examples=10, stateful_step_count=20, **_COMMON)
-settings.register_profile(_PREFIX + NIGHTLY, max_examples=500, stateful_step_count=50, **_COMMON)
-PROFILES = (CI, NIGHTLY)
-CI_SEED = 0
-# Seconds hypothesis may spend shrinking one divergence (each try is a fresh QEMU run).
-SHRINK_SECONDS = {CI: 12, NIGHTLY: 300}
-
-
-@contextlib.contextmanager
-def shrink_budget(seconds: int) -> Iterator[None]:
-    """Bound hypothesis' shrinking time (its engine allows 300 s and has no setting for
-    it), and say so in our words when the budget runs out (its own warning speaks of
-    five minutes and asks for a bug report)."""
-    try:
-        from hypothesis.internal.conjecture import engine
-    except ImportError:  # pragma: no cover - a hypothesis without that module
-        yield
-        return
-    old = getattr(engine, "MAX_SHRINKING_SECONDS", None)
-    old_report = getattr(engine, "report", None)  # hypothesis.reporting.report there
-    if old is None or old_report is None:  # pragma: no cover
-        yield
-        return
-
-    def report(text: object) -> None:
-        if isinstance(text, str) and "working to shrink" in text:
-            text = f"(shrinking stopped at its budget of {seconds} s)"
-        old_report(text)
-
-    engine.MAX_SHRINKING_SECONDS = int(seconds)
-    setattr(engine, "report", report)  # noqa: B010 (not in the module's exports)
-    try:
-        yield
-    finally:
-        engine.MAX_SHRINKING_SECONDS = old
-        setattr(engine, "report", old_report)  # noqa: B010
-
-
-def profile_settings(name: str, examples: int | None = None, steps: int | None = None) -> settings:
-    """The hypothesis settings of profile `name` (ci, nightly), optionally resized."""
-    if name not in PROFILES:
-        raise ValueError(f"no differential profile {name!r}; known: {', '.join(PROFILES)}")
-    s: settings = settings.get_profile(_PREFIX + name)
-    changes: dict[str, Any] = {}
-    if examples is not None:
-        changes["max_examples"] = examples
-    if steps is not None:
-        changes["stateful_step_count"] = steps
-    return settings(s, **changes) if changes else s
-
-
-@dataclass(frozen=True)
-class Options:
-    """What the environment asks for: profile, seed, sizes, where traces go."""
-
-    profile: str = CI
-    seed: int | None = None
-    examples: int | None = None
-    steps: int | None = None
-    artifacts: Path | None = None
-    # seconds hypothesis may shrink one divergence; None: the profile's (SHRINK_SECONDS)
-    shrink_seconds: int | None = None
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Options:
-        """QRC_DIFFERENTIAL_PROFILE (or HYPOTHESIS_PROFILE naming one of ours),
-        QRC_DIFFERENTIAL_SEED, QRC_DIFFERENTIAL_EXAMPLES, QRC_DIFFERENTIAL_STEPS,
-        QRC_DIFFERENTIAL_SHRINK_SECONDS, QRC_ARTIFACTS (traces go to its differential/
-        subdirectory)."""
-        env = dict(os.environ if environ is None else environ)
-        prof = env.get("QRC_DIFFERENTIAL_PROFILE") or ""
-        hyp = env.get("HYPOTHESIS_PROFILE", "")
-        if not prof and hyp.removeprefix(_PREFIX) in PROFILES:
-            prof = hyp.removeprefix(_PREFIX)
-        prof = prof or CI
-        if prof not in PROFILES:
-            raise ValueError(f"QRC_DIFFERENTIAL_PROFILE={prof!r}: known {', '.join(PROFILES)}")
-
-        def num(name: str) -> int | None:
-            v = env.get(name)
-            if not v:
-                return None
-            try:
-                return int(v, 0)
-            except ValueError:
-                raise ValueError(f"{name}={v!r} is not an integer") from None
-
-        art = env.get("QRC_ARTIFACTS")
-        return cls(
-            profile=prof,
-            seed=num("QRC_DIFFERENTIAL_SEED"),
-            examples=num("QRC_DIFFERENTIAL_EXAMPLES"),
-            steps=num("QRC_DIFFERENTIAL_STEPS"),
-            shrink_seconds=num("QRC_DIFFERENTIAL_SHRINK_SECONDS"),
-            artifacts=Path(art) / "differential" if art else None,
-        )
-
-    def resolved_seed(self) -> int:
-        """The CI profile's fixed seed unless one is given; nightly draws one."""
-        if self.seed is not None:
-            return self.seed
-        if self.profile == CI:
-            return CI_SEED
-        return int.from_bytes(os.urandom(4), "little")
-
-    def settings(self) -> settings:
-        return profile_settings(self.profile, self.examples, self.steps)
-
 
 # ---- topology specs
 
@@ -981,11 +856,7 @@ def run_groups(
                 seed=seed0 + attempt,
                 trace_dir=trace_dir,
                 group=grp.name,
-                shrink_seconds=(
-                    SHRINK_SECONDS[options.profile]
-                    if options.shrink_seconds is None
-                    else options.shrink_seconds
-                ),
+                shrink_seconds=options.shrink_limit(),
                 weights=grp.weights,
                 start_first=grp.start_first,
                 failover_dirty=grp.failover_dirty,

@@ -11,7 +11,8 @@ test_*.py; run by path).
 from hypothesis import settings
 
 from cases.conftest import _maker, machines, profile, secondary, topologies  # noqa: F401  (fixtures)
-from harness.differential.machine import profile_settings, run_differential, secondary_specs
+from harness.differential.machine import run_differential, secondary_specs
+from harness.differential.settings import settings_for
 from harness.ops import Checkpoint, Start, Status, Write
 from tests.data.verdicts.injected import harness_bug, sigkill_before
 
@@ -39,7 +40,7 @@ def test_harness_bug_in_a_differential_run(qemu_build, profile, tmp_path, monkey
         profile,
         secondary_specs()[:1],
         tmp_path,
-        hyp_settings=settings(profile_settings("ci"), max_examples=2, stateful_step_count=6),
+        hyp_settings=settings(settings_for("ci"), max_examples=2, stateful_step_count=6),
         seed=0,
         trace_dir=tmp_path / "traces",
         shrink_seconds=1,

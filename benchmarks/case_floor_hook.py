@@ -77,14 +77,15 @@ if OUT:
     # before any conftest), so names they import from these modules are the wrappers.
     from harness import layers, machine, nbd_client, real, story, topology
     from harness.images import builder
+    from harness.topology import qemu as topology_qemu
     from harness.model import system
 
-    _wrap(topology, "build_chain", "images: copies of the templates")
+    _wrap(topology_qemu, "build_chain", "images: copies of the templates")
     _wrap(builder.TemplateCache, "template", "images: qemu-img create (template, once)")
     _wrap(machine.MachineSet, "launch", "launch: QEMU spawn, QMP handshake")
     _wrap(machine, "lean_accel", "launch: -accel probe (a QEMU, first launch only)")
     _wrap(machine, "pdeathsig_wrapper", "launch: setpriv probe (first spawn only)")
-    _wrap(topology, "secondary", "graph: blockdev-add, NBD export, the model's graph")
+    _wrap(topology, "open_topology", "graph: blockdev-add, NBD export, the model's graph")
     _wrap(story.Story, "do", "operations: story (compare, steps)")
     _wrap(system.Model, "apply", "operations: model")
     _wrap(real.RealSide, "apply", "operations: QEMU (QMP, HMP qemu-io, NBD qemu-io)")

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import ops
 from harness.model import Model, profile_for
-from harness.model.factory import secondary_model
+from harness.model.build import secondary_model
 
 KiB = 1 << 10
 MiB = 1 << 20

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from harness import topology
+from harness import pool
 from harness.builds import QemuBuild
 from harness.images import Recipe
 from harness.judge import judging_profile
@@ -17,9 +17,11 @@ from harness.machine import MachineSet
 from harness.model import Profile
 from harness.model.messages import Texts
 from harness.model.profiles import Bug
-from harness.pair import PairStory, build_pair
+from harness.pair import PairStory
 from harness.probe import Probe
 from harness.story import Story
+from harness.topology import Graph, Topology, open_topology, standard
+from harness.topology.pair import pair as pair_graph
 
 
 def _label(qemu_build: tuple[QemuBuild, Probe], profile: Profile) -> str:
@@ -33,14 +35,21 @@ def profile(request: pytest.FixtureRequest, qemu_build: tuple[QemuBuild, Probe])
 
 
 @pytest.fixture
-def machines(tmp_path: Path) -> Iterator[MachineSet]:
-    with MachineSet(tmp_path) as ms:
+def machines(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MachineSet]:
+    """The case's QEMUs: from this worker's pool (harness.pool), or every one fresh under
+    --fresh-qemu, QRC_FRESH_QEMU=1 or the case's marker fresh_qemu."""
+    fresh = (
+        request.config.getoption("fresh_qemu")
+        or pool.fresh_by_environment()
+        or request.node.get_closest_marker(pool.MARKER) is not None
+    )
+    with MachineSet(tmp_path, pool=None if fresh else pool.worker_pool()) as ms:
         yield ms
 
 
 @pytest.fixture
-def topologies() -> Iterator[list[topology.Topology]]:
-    made: list[topology.Topology] = []
+def topologies() -> Iterator[list[Topology]]:
+    made: list[Topology] = []
     yield made
     for t in made:
         t.close()
@@ -53,15 +62,12 @@ class _Maker:
     qemu_build: tuple[QemuBuild, Probe]
     profile: Profile
     machines: MachineSet
-    topologies: list[topology.Topology]
+    topologies: list[Topology]
     tmp_path: Path
 
-    def story(
-        self, build_topology: Callable[..., Any], story: type[Story], *args: Any, **kw: Any
-    ) -> Any:
-        t = build_topology(
-            self.qemu_build[0], self.profile, self.machines, self.tmp_path, *args, **kw
-        )
+    def story(self, graph: Graph, story: type[Story] = Story) -> Any:
+        """A story on `graph` made real (QEMU first, then the model of the same value)."""
+        t = open_topology(graph, self.qemu_build[0], self.profile, self.machines, self.tmp_path)
         self.topologies.append(t)
         return story(t, _label(self.qemu_build, self.profile))
 
@@ -71,7 +77,7 @@ def _maker(
     qemu_build: tuple[QemuBuild, Probe],
     profile: Profile,
     machines: MachineSet,
-    topologies: list[topology.Topology],
+    topologies: list[Topology],
     tmp_path: Path,
 ) -> _Maker:
     return _Maker(qemu_build, profile, machines, topologies, tmp_path)
@@ -82,7 +88,7 @@ def secondary(_maker: _Maker) -> Callable[..., Story]:
     """make(recipe="secondary", **options) -> a Story on the secondary-only topology."""
 
     def make(recipe: Recipe | str = "secondary", **kw: Any) -> Story:
-        return _maker.story(topology.secondary, Story, recipe, **kw)
+        return _maker.story(standard.secondary(recipe, **kw))
 
     return make
 
@@ -92,7 +98,7 @@ def primary(_maker: _Maker) -> Callable[..., Story]:
     """make(recipe="primary-child") -> a Story on the primary-only topology."""
 
     def make(recipe: Recipe | str = "primary-child", **kw: Any) -> Story:
-        return _maker.story(topology.primary, Story, recipe, **kw)
+        return _maker.story(standard.primary(recipe, **kw))
 
     return make
 
@@ -102,17 +108,18 @@ def primary_local(_maker: _Maker) -> Callable[..., Story]:
     """make(**options) -> a Story on a primary over a local qcow2 child (no NBD, no daemon)."""
 
     def make(**kw: Any) -> Story:
-        return _maker.story(topology.primary_local, Story, **kw)
+        return _maker.story(standard.primary_local(**kw))
 
     return make
 
 
 @pytest.fixture
 def pair(_maker: _Maker) -> Callable[..., PairStory]:
-    """make(recipe=None, **options) -> a PairStory on a fresh COLO pair (harness.pair)."""
+    """make(recipe=None, **options) -> a PairStory on a fresh COLO pair
+    (harness.topology.pair)."""
 
     def make(recipe: Recipe | None = None, **kw: Any) -> PairStory:
-        return _maker.story(build_pair, PairStory, recipe, **kw)
+        return _maker.story(pair_graph(recipe, **kw), PairStory)
 
     return make
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.faults import over_secondary
 from harness.observe import IO_OK, QMP_OK, data, qmp_error, status
 from harness.ops import (
     PRIMARY,
@@ -35,7 +36,6 @@ from harness.ops import (
     Write,
 )
 from harness.real import live_allocation
-from harness.topology import blkdebug_over_secondary
 
 # Each test's quick case is its 64 KiB-cluster ("secondary") or running-stage one.
 QUICK, SLOW = pytest.mark.quick, pytest.mark.slow
@@ -250,11 +250,9 @@ SECONDARY_ANSWERS = {
 def test_checkpoint_answer_secondary(secondary, profile, msg, stage):
     if profile.without_plain_stop_report:
         pytest.skip(profile.without_plain_stop_report)
-    if stage == "failover-failed":
-        # sector 1 lies in the guest's cluster [0, 64K), which the commit must copy
-        s = secondary(secondary_filter=blkdebug_over_secondary(1))
-    else:
-        s = secondary()
+    # sector 1 lies in the guest's cluster [0, 64K), which the commit must copy
+    failing = over_secondary(1) if stage == "failover-failed" else None
+    s = secondary(over_secondary=failing)
     if stage != "none":
         s.expect(Start(primary=False), QMP_OK)
         s.expect(Write(0, 4096, 0x11), IO_OK)
@@ -262,8 +260,6 @@ def test_checkpoint_answer_secondary(secondary, profile, msg, stage):
     if stage == "done-stop":
         s.expect(Stop(primary=False), qmp_error(msg.BACKUP_CANCELLED))
     elif stage in ("done-failover", "failover-failed"):
-        if stage == "failover-failed":
-            s.model.nodes["rep"].commit_fails = True
         s.expect(Stop(primary=False, failover=True), QMP_OK)
         s.do(Settle())
     before = s.do(Status())

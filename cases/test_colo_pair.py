@@ -41,7 +41,8 @@ from harness.ops import (
     Stop,
     WriteZeroes,
 )
-from harness.pair import LOCAL, PQ, PREP, PRIMARY_CHILD, SQ, KiB, MiB, pair_recipe
+from harness.topology.pair import LOCAL, PQ, PREP, PRIMARY_CHILD, SQ, pair_recipe
+from harness.units import KiB, MiB
 
 pytestmark = [pytest.mark.colo, pytest.mark.primary, pytest.mark.secondary]
 # Quick (the default set has room for only a few pair cases): the pair's life over the
@@ -256,7 +257,7 @@ def test_quorum_child_changes(pair, msg):
     # Detached but still RUNNING: the primary's writes stay local.
     s.do(s.pwrite(64 * KiB, 64 * KiB, 0x23))
     s.attach_primary()
-    assert [c.name for c in s.topo.quorum(PQ).children] == ["children.0", PRIMARY_CHILD]
+    assert [c.name for c in s.model.quorums[PQ].children] == ["children.0", PRIMARY_CHILD]
     s.do(s.pwrite(128 * KiB, 64 * KiB, 0x24))
     s.checkpoint()
     s.expect(
@@ -377,7 +378,7 @@ def test_local_disk_is_children_0(pair):
     names = {n["id"]: n["name"] for n in graph["nodes"]}
     edges = {e["name"]: names[e["child"]] for e in graph["edges"] if names[e["parent"]] == PQ}
     assert edges == {"children.0": LOCAL, PRIMARY_CHILD: PREP}
-    assert [(c.name, getattr(c.node, "name", None)) for c in s.topo.quorum(PQ).children] == [
+    assert [(c.name, getattr(c.node, "name", None)) for c in s.model.quorums[PQ].children] == [
         ("children.0", LOCAL),
         (PRIMARY_CHILD, PREP),
     ]

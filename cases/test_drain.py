@@ -18,18 +18,15 @@ from __future__ import annotations
 import pytest
 
 from harness import graph
-from harness.images import Recipe, build_chain
+from harness.faults import Throttle
+from harness.images import Recipe
+from harness.model.replication import Mode
 from harness.nbd_client import InteractiveQemuIo
-from harness.ops import SECONDARY
-from harness.topology import export_node, nbd_server
+from harness.ops import REP, SECONDARY
+from harness.topology import open_topology
+from harness.topology.values import Export, Filter, Graph, Image, Machine, Replication
+from harness.units import KiB
 
-KiB = 1024
-MiB = 1024 * KiB
-# 4 KiB/s: the first 64 KiB write passes on an empty bucket, the next waits about 16 s.
-GROUPS = [
-    {"qom-type": "throttle-group", "id": "slow", "limits": {"bps-write": 4 * KiB}},
-    {"qom-type": "throttle-group", "id": "free", "limits": {}},
-]
 RECIPE = {
     "layers": {
         "other": {"size": "1M"},
@@ -38,15 +35,27 @@ RECIPE = {
         "active": {"size": "1M", "backing": "hidden"},
     }
 }
-
-
-def _thr(group: str) -> dict[str, str]:
-    return {
-        "driver": "throttle",
-        "node-name": "other-thr",
-        "throttle-group": group,
-        "file": "other",
-    }
+# 4 KiB/s: the first 64 KiB write passes on an empty bucket, the next waits about 16 s.
+THROTTLE = Throttle("other-thr", "other", "slow", (("slow", {"bps-write": 4 * KiB}), ("free", {})))
+# A secondary whose process also exports an unrelated disk under the throttle.
+GRAPH = Graph(
+    Recipe.from_dict(RECIPE, source="<drain>"),
+    (
+        Machine(
+            SECONDARY,
+            (
+                Image("other"),
+                Image("secondary"),
+                Filter(THROTTLE),
+                Export("secondary", "secondary", "secondary"),
+                Export("other-thr", "other", "other"),
+                Image("hidden", "secondary", inline=True),
+                Image("active", "hidden", inline=True),
+                Replication(REP, Mode.SECONDARY, "active", top_id=REP),
+            ),
+        ),
+    ),
+)
 
 
 def _highest_write(m, node: str) -> int:
@@ -58,23 +67,8 @@ def _highest_write(m, node: str) -> int:
 @pytest.mark.secondary
 def test_start_drains_every_node(qemu_build, profile, machines, tmp_path):
     build = qemu_build[0]
-    chain = build_chain(build, Recipe.from_dict(RECIPE, source="<drain>"), tmp_path / "images")
-    m = machines.launch(build, SECONDARY)
-    for obj in GROUPS:
-        m.qmp_ok("object-add", **obj)
-    for layer in ("other", "secondary"):
-        m.qmp_ok("blockdev-add", **chain.blockdev(layer, backing=None))
-    m.qmp_ok("blockdev-add", **_thr("slow"))
-    sock = nbd_server(m)
-    export_node(m, "secondary", "secondary", export_id="secondary")
-    export_node(m, "other-thr", "other", export_id="other")
-    m.qmp_ok(
-        "blockdev-add",
-        driver="replication",
-        mode="secondary",
-        **{"node-name": "rep", "top-id": "rep"},
-        file=chain.blockdev("active", backing=chain.blockdev("hidden", backing="secondary")),
-    )
+    topo = open_topology(GRAPH, build, profile, machines, tmp_path)
+    m, sock = topo.machine(SECONDARY), topo.sockets[SECONDARY]
     client = InteractiveQemuIo(
         build, ["-f", "raw", f"nbd+unix:///other?socket={sock}"], name="other's NBD client"
     )
@@ -93,7 +87,7 @@ def test_start_drains_every_node(qemu_build, profile, machines, tmp_path):
             f"{'drains' if profile.start_drains_every_node else 'does not drain'} every node"
         )
         # Either way a drain of the throttle node itself releases it.
-        assert graph.reopen(m, [_thr("free")]).ok
+        assert graph.reopen(m, [THROTTLE.options(group="free")]).ok
         assert _highest_write(m, "other") == 128 * KiB
         client.run("aio_flush")
     finally:

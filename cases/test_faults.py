@@ -48,8 +48,9 @@ from harness.ops import (
     Status,
     Stop,
 )
-from harness.pair import PQ, KiB, MiB, pair_recipe
 from harness.real import commit_in_flight
+from harness.topology.pair import PQ, pair_recipe
+from harness.units import KiB, MiB
 
 pytestmark = [pytest.mark.faults, pytest.mark.colo, pytest.mark.primary, pytest.mark.secondary]
 # Quick (the default set has room for only a few fault cases): a secondary killed before
@@ -176,11 +177,11 @@ def test_export_removed_while_the_primary_writes(pair, msg):
     s = pair()
     s.start()
     s.do(s.pwrite(0, 64 * KiB, 0x22))
-    refused = faults.remove_export(s, "safe")  # the primary is connected
+    refused = s.remove_export("safe")  # the primary is connected
     assert refused == qmp_error(msg.export_in_use("export"))
     s.expect(s.pwrite(64 * KiB, 64 * KiB, 0x23), IO_OK)
     s.expect(Status(machine=PRIMARY), status(None))
-    faults.remove_export(s, "hard")
+    s.remove_export("hard")
     s.expect(s.pwrite(128 * KiB, 64 * KiB, 0x24), IO_OK)
     s.expect(Status(machine=PRIMARY), status(msg.IO_ERROR))
     s.checkpoint()
@@ -274,7 +275,7 @@ BAD = 1 * MiB + 64 * KiB  # the secondary disk refuses writes covering this offs
 
 @pytest.mark.parametrize("quorum", [pytest.param(False, id="rep"), pytest.param(True, id="quorum")])
 def test_commit_failure_leaves_failover_failed(pair, profile, msg, quorum):
-    s = pair(secondary_quorum=quorum, secondary_filter=faults.secondary_blkdebug(BAD))
+    s = pair(secondary_quorum=quorum, over_secondary=faults.at_offset(BAD))
     s.start()
     s.do(s.pwrite(0, 64 * KiB, 0x22))
     s.checkpoint()
@@ -282,7 +283,6 @@ def test_commit_failure_leaves_failover_failed(pair, profile, msg, quorum):
     s.do(s.swrite(BAD, 4 * KiB, 0x44))  # the commit must write this chunk: EIO
     s.do(s.swrite(0, 4 * KiB, 0x45))
     s.kill(PRIMARY)
-    s.model.nodes[REP].commit_fails = True
     s.failover()
     assert s.model.stage(REP) is Stage.FAILOVER_FAILED
     s.expect(Status(), status(msg.IO_ERROR))
@@ -319,11 +319,7 @@ def test_commit_failure_leaves_failover_failed(pair, profile, msg, quorum):
 
 
 def _held_failover(pair, guest_over_nbd=False):
-    s = pair(
-        objects=faults.THROTTLE_OBJECTS,
-        secondary_filter=faults.throttle_filter(),
-        guest_over_nbd=guest_over_nbd,
-    )
+    s = pair(over_secondary=faults.Throttle(), guest_over_nbd=guest_over_nbd)
     s.start()
     s.do(s.pwrite(0, 64 * KiB, 0x22))
     s.checkpoint()
@@ -333,9 +329,9 @@ def _held_failover(pair, guest_over_nbd=False):
         s.do(s.swrite(i * 128 * KiB, 4 * KiB, 0x30 + i))
     s.do(s.pwrite(2 * MiB, 64 * KiB, 0x33))
     s.kill(PRIMARY)
-    faults.hold_commit(s)
+    s.do(faults.HoldCommit())
     if guest_over_nbd:
-        faults.remove_export(s, "hard")  # the NBD server stays up for the guest's export
+        s.remove_export("hard")  # the NBD server stays up for the guest's export
     else:
         s.stop_nbd_server()
     s.expect(Stop(primary=False, failover=True), QMP_OK)
@@ -345,7 +341,7 @@ def _held_failover(pair, guest_over_nbd=False):
 
 
 def _released(s, sm):
-    faults.release_commit(s)
+    s.do(faults.ReleaseCommit())
     s.do(Settle())
     s.after_failover()
     s.expect(Status(), status(None))
@@ -405,17 +401,17 @@ def test_failover_in_flight_guest_io(pair, profile, over_nbd):
 
 
 def _hidden_eio(pair):
-    s = pair(hidden_file=lambda f: faults.blkdebug(f, "hidden-dbg", event="write_aio"))
+    s = pair(hidden_fault=faults.under_layer("hidden"))
     s.start()
-    s.model.nodes[REP].cbw_error = EIO
     return s
 
 
 def _finish_hidden_eio(s):
     # Every write to the hidden image fails once the rule is armed, metadata included:
     # the zero cluster QEMU holds in its L2 cache never reaches the file (stderr: "Failed
-    # to flush the L2 table cache: Input/output error"), so offline only the bytes count.
-    s.model.disks["hidden"].alloc_exact = False
+    # to flush the L2 table cache: Input/output error"), so offline only the bytes count
+    # (the model knows: Disk.offline_alloc_exact).
+    assert not s.model.disks["hidden"].offline_alloc_exact
     s.finish()
 
 
@@ -439,10 +435,9 @@ def test_hidden_eio_after_a_zero_cluster_copy(pair, msg):
     cluster needs no copy and goes through."""
     s = pair(
         pair_recipe(contents=((1 * MiB, 1 * MiB, 0x11),)),
-        hidden_file=lambda f: faults.blkdebug(f, "hidden-dbg", event="write_aio"),
+        hidden_fault=faults.under_layer("hidden"),
     )
     s.start()
-    s.model.nodes[REP].cbw_error = EIO
     s.expect(s.pwrite(960 * KiB, 128 * KiB, 0x22), IO_OK)
     s.expect(Status(machine=PRIMARY), status(msg.IO_ERROR))
     hidden = s.model.disks["hidden"]
@@ -459,7 +454,6 @@ def test_make_empty_eio_during_checkpoint(pair, msg):
     s.do(s.pwrite(2 * MiB, 64 * KiB, 0x24))
     s.do(s.swrite(128 * KiB, 4 * KiB, 0x33))
     hidden = s.model.disks["hidden"]
-    hidden.make_empty_error = EIO
     s.expect(
         Checkpoint(),
         qmp_error(msg.failed_to_empty(hidden.filename or "hidden", EIO, disk="hidden")),
@@ -486,14 +480,12 @@ def test_active_eio_on_secondary_writes(pair, msg):
     fails on the active disk, before the hidden disk is emptied, but after the backup's
     bitmap was reset: the next primary write copies its new old data over the hidden
     disk's saved copy, and that is what the secondary VM sees."""
-    s = pair(active_file=lambda f: faults.blkdebug(f, "active-dbg", event="write_aio"))
+    s = pair(active_fault=faults.under_layer("active"))
     s.start()
     active = s.model.disks["active"]
-    active.write_error = EIO
     s.do(s.pwrite(0, 64 * KiB, 0x22))
     s.expect(s.swrite(128 * KiB, 4 * KiB, 0x33), IoResult(False, EIO))
     s.expect(Status(), status(None))
-    active.make_empty_error = EIO
     s.expect(
         Checkpoint(),
         qmp_error(msg.failed_to_empty(active.filename or "active", EIO, disk="active")),

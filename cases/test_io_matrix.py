@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.faults import over_secondary
 from harness.graph import node_names
 from harness.observe import (
     IO_EIO,
@@ -70,7 +71,6 @@ from harness.ops import (
     Write,
     WriteZeroes,
 )
-from harness.topology import blkdebug_over_secondary
 
 KiB = 1 << 10
 CL = 64 * KiB
@@ -181,7 +181,6 @@ def _secondary_stage(s, msg, stage: str) -> None:
         # images stay as they were: finish() checks them offline).
         assert node_names(s.topo.machine("secondary")) == {"rep", "secondary", "secondary-file"}
     elif stage == "failover-failed":
-        s.model.nodes["rep"].commit_fails = True
         s.expect(Stop(primary=False, failover=True), QMP_OK)
         s.do(Settle())
         s.expect(Status(), status(msg.IO_ERROR))
@@ -197,8 +196,8 @@ def _staged(primary, secondary, msg, mode: str, stage: str):
         s = primary()
         _primary_stage(s, stage)
         return s
-    failing = blkdebug_over_secondary(ERROR_SECTOR) if stage == "failover-failed" else None
-    s = secondary("secondary-prefilled", secondary_filter=failing)
+    failing = over_secondary(ERROR_SECTOR) if stage == "failover-failed" else None
+    s = secondary("secondary-prefilled", over_secondary=failing)
     _secondary_stage(s, msg, stage)
     return s
 
@@ -279,7 +278,7 @@ def test_failover_failed_write_split_stated(secondary, profile, msg):
     run allocated in active or hidden goes to the active disk and the rest straight to the
     secondary disk, which the primary's NBD reads then show. Before 6.1 the second half
     aborts QEMU (the secondary disk is reached through a child without WRITE)."""
-    s = secondary("secondary-prefilled", secondary_filter=blkdebug_over_secondary(ERROR_SECTOR))
+    s = secondary("secondary-prefilled", over_secondary=over_secondary(ERROR_SECTOR))
     _secondary_stage(s, msg, "failover-failed")
     # wholly below B (in active's clusters): -> active only, on every release
     s.expect(Write(0x1064, 1000, 0x77), IO_OK)

@@ -6,7 +6,7 @@ newest node first, and stops at the first node that fails. A failover stop passe
 its errors are dropped (the reply is {}), but the walk still ends at the failing node. With
 no replication node at all every command succeeds and the status is {"error": false}.
 
-The topology is harness.topology.many_nodes: one qemu-system holding several nodes, each
+The topology is harness.topology.standard.many_nodes: one qemu-system holding several nodes, each
 with its own chain (NAME-act -> NAME-hid -> NAME-sec, the secondary disk exported over NBD
 as NAME) or, for a primary-mode node, its own local child image.
 """
@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from harness import topology
 from harness.model.replication import Mode, Stage
 from harness.observe import IO_EIO, IO_OK, QMP_OK, IoResult, qmp_error, status
 from harness.ops import (
@@ -32,12 +31,11 @@ from harness.ops import (
     Write,
 )
 from harness.story import Story
-from harness.topology import NodeSpec
+from harness.topology import add_late
+from harness.topology.standard import NodeSpec, many_nodes
+from harness.units import KiB
 
 pytestmark = [pytest.mark.secondary]
-
-KiB = 1 << 10
-MiB = 1 << 20
 
 QUICK = pytest.mark.quick
 
@@ -47,7 +45,7 @@ def many(_maker) -> Callable[..., Story]:
     """make(specs, size="1M") -> a Story on one QEMU with the given replication nodes."""
 
     def make(specs: Sequence[NodeSpec], size: str = "1M") -> Story:
-        return _maker.story(topology.many_nodes, Story, specs, size=size)
+        return _maker.story(many_nodes(specs, size=size))
 
     return make
 
@@ -103,7 +101,7 @@ def _two_running_and_a_late_one(many) -> Story:
     s.run(
         Start(primary=False), Write(0, 4 * KiB, 0x11, node="r1"), Write(0, 4 * KiB, 0x12, node="r2")
     )
-    topology.add_node(s.topo, NodeSpec("r3"))
+    add_late(s.topo, "r3")
     assert [n.name for n in s.model.machine("secondary").nodes] == ["r1", "r2", "r3"]
     return s
 
@@ -167,7 +165,7 @@ def test_status_reports_the_newest_nodes_error(many, msg):
     s.expect(Stop(primary=False), qmp_error(msg.BACKUP_CANCELLED))
     assert stages(s) == {"r1": Stage.RUNNING, "r2": Stage.DONE}
     s.expect(Status(), status(msg.IO_ERROR))
-    topology.add_node(s.topo, NodeSpec("r3"))
+    add_late(s.topo, "r3")
     s.expect(Status(), status(msg.NOT_RUNNING))
     s.expect(BlockdevDel("r3"), QMP_OK)
     s.expect(Status(), status(msg.IO_ERROR))

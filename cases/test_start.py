@@ -24,8 +24,7 @@ import re
 
 import pytest
 
-from harness import graph
-from harness.drive import drive_add
+from harness.faults import ReleaseCommit, Throttle, over_secondary
 from harness.graph import block_job_nodes, node_info, rep_edges
 from harness.images import Recipe, load_recipe
 from harness.machine import MachineDied
@@ -43,9 +42,8 @@ from harness.ops import (
     Stop,
     Write,
 )
-from harness.qemu_io import GuestIO
-from harness.story import Story
-from harness.topology import blkdebug_over_secondary
+from harness.topology import add_late
+from harness.topology.values import Export, Null, Quorum
 
 MiB = 1 << 20
 
@@ -197,32 +195,13 @@ def test_start_refused(secondary, msg, recipe, options, text):
 # ---- top-id
 
 
-def _extra_null(s: Story) -> None:
-    s.topo.machine(SECONDARY).qmp_ok("blockdev-add", driver="null-co", **{"node-name": "extra"})
-
-
-def _other_blockbackend(s: Story) -> None:
-    assert drive_add(s.topo.machine(SECONDARY), {"id": "other", "driver": "null-co"}) == "OK"
-
-
-def _quorum_above(s: Story) -> None:
-    m = s.topo.machine(SECONDARY)
-    m.qmp_ok(
-        "blockdev-add", driver="quorum", **{"node-name": "q", "vote-threshold": 1}, children=[REP]
-    )
-    # rep's parent (quorum) does not share WRITE: guest I/O goes through the root
-    s.topo.guests[REP] = GuestIO(m, "q")
-
-
-def _export_rep(s: Story) -> None:
-    s.topo.machine(SECONDARY).qmp_ok(
-        "block-export-add",
-        type="nbd",
-        id="rep-export",
-        **{"node-name": REP},
-        writable=True,
-        name=REP,
-    )
+# Nodes the topology creates after rep (harness.topology.standard.secondary's `extra`);
+# the model decides from them whether the top-id names a root above rep.
+_extra_null = {"extra": (Null("extra"),)}
+_other_blockbackend = {"extra": (Null("other", drive_id="other"),)}
+# rep's parent (quorum) does not share WRITE: guest I/O goes through the root
+_quorum_above = {"extra": (Quorum("q", (REP,)),), "guest_through": "q"}
+_export_rep = {"extra": (Export(REP, REP, "rep-export"),)}
 
 
 BAD_TOPS = [
@@ -247,9 +226,7 @@ def test_start_bad_top_id(secondary, profile, msg, top_id, options, setup):
     read-only gets no errp and fails, the `hidden disk` child holding WRITE). Where start
     attaches no children (profile.start_attaches_children), nothing holds WRITE on the
     hidden disk and that reopen makes it read-only again."""
-    s = secondary(top_id=top_id, top_valid=False, **options)
-    if setup is not None:
-        setup(s)
+    s = secondary(top_id=top_id, **options, **(setup or {}))
     m = s.topo.machine(SECONDARY)
     assert node_info(m, "hidden")["ro"] is True
     s.expect(Start(primary=False), qmp_error(msg.BAD_TOP))
@@ -275,9 +252,7 @@ GOOD_TOPS = [
 def test_start_good_top_id(secondary, profile, msg, top_id, options, setup, blocked):
     """A root containing the node: start works, the children appear, the backup job runs,
     the top node's operations are blocked (blockdev-del answers with the blocker)."""
-    s = secondary(top_id=top_id, top_valid=True, **options)
-    if setup is not None:
-        setup(s)
+    s = secondary(top_id=top_id, **options, **(setup or {}))
     m = s.topo.machine(SECONDARY)
     s.expect(Start(primary=False), QMP_OK)
     s.expect(Status(), status(None))
@@ -310,9 +285,7 @@ def test_start_retry_after_bad_top_aborts(secondary, profile, msg, needs_bug, to
     """Known QEMU bug, predicted by the model's profile: the second start aborts in
     error_setv (s->blocker was set before the top_bs check and never cleared)."""
     needs_bug(profile.start_retry_after_bad_top_aborts)
-    s = secondary(top_id=top_id, top_valid=False)
-    if setup is not None:
-        setup(s)
+    s = secondary(top_id=top_id, **(setup or {}))
     s.expect(Start(primary=False), qmp_error(msg.BAD_TOP))
     got = s.expect(Start(primary=False), Crashed("SIGABRT", msg.ERRP_ASSERTION))
     assert isinstance(got, Crashed)
@@ -326,10 +299,9 @@ def test_start_retry_after_fixing_top_still_aborts(secondary, profile, msg, need
     """Creating the missing top node between the attempts does not help: the leaked
     s->blocker trips the assertion before the top-id is looked up again."""
     needs_bug(profile.start_retry_after_bad_top_aborts)
-    s = secondary(top_id="q", top_valid=False)
+    s = secondary(top_id="q", extra=(Quorum("q", (REP,), late=True),), guest_through="q")
     s.expect(Start(primary=False), qmp_error(msg.BAD_TOP))
-    _quorum_above(s)
-    s.model.nodes[REP].top_valid = True
+    add_late(s.topo, "q")
     s.expect(Start(primary=False), Crashed("SIGABRT", msg.ERRP_ASSERTION))
     s.finish()
 
@@ -339,7 +311,7 @@ def test_start_retry_after_fixing_top_still_aborts(secondary, profile, msg, need
 def test_start_retry_mode_mismatch_does_not_abort(secondary, msg):
     """Checks before the blocker still answer after the failed start: a start with the
     wrong mode gets the mode error, not the abort."""
-    s = secondary(top_id="no-such-node", top_valid=False)
+    s = secondary(top_id="no-such-node")
     s.expect(Start(primary=False), qmp_error(msg.BAD_TOP))
     s.expect(Start(primary=True), qmp_error(msg.mode_mismatch(1, 0)))
     s.expect(Status(), status(msg.NOT_RUNNING))
@@ -351,7 +323,7 @@ def test_start_retry_mode_mismatch_does_not_abort(secondary, msg):
 def test_start_retry_after_bad_top_fails_cleanly(secondary, profile, msg, xfail_bug):
     """What QEMU should do: answer the retry exactly as the first attempt."""
     xfail_bug(profile.start_retry_after_bad_top_aborts, raises=MachineDied)
-    s = secondary(top_id="no-such-node", top_valid=False)
+    s = secondary(top_id="no-such-node")
     m = s.topo.machine(SECONDARY)
     first = m.qmp("xen-set-replication", enable=True, primary=False)
     assert first == qmp_error(msg.BAD_TOP)
@@ -419,10 +391,9 @@ def test_secondary_start_after_plain_stop_ignored_keeps_error(secondary, msg):
 @pytest.mark.parametrize("again_primary", SECONDARY_AGAIN)
 def test_secondary_start_after_failed_failover(secondary, msg, again_primary):
     """FAILOVER_FAILED is neither NONE nor DONE/FAILOVER: "running or done"."""
-    s = secondary(secondary_filter=blkdebug_over_secondary())
+    s = secondary(over_secondary=over_secondary())
     s.expect(Start(primary=False), QMP_OK)
     s.expect(Write(0, 65536, 0x33), IO_OK)
-    s.model.nodes[REP].commit_fails = True
     s.expect(Stop(primary=False, failover=True), QMP_OK)
     s.do(Settle())
     s.expect(Status(), status(msg.IO_ERROR))
@@ -436,16 +407,8 @@ def test_secondary_start_after_failed_failover(secondary, msg, again_primary):
 def test_secondary_start_during_failover_ignored(secondary):
     """FAILOVER (the commit still in flight, held by a throttle over the secondary disk):
     start returns silently too, and the commit goes on to finish once released."""
-    throttle = {
-        "driver": "throttle",
-        "node-name": "secondary-thr",
-        "throttle-group": "tg",
-        "file": "secondary",
-    }
-    s = secondary(
-        objects=[{"qom-type": "throttle-group", "id": "tg", "limits": {"bps-write": 4096}}],
-        secondary_filter=throttle,
-    )
+    throttle = Throttle("secondary-thr", "secondary", "tg", (("tg", {"bps-write": 4096}),))
+    s = secondary(over_secondary=throttle)
     m = s.topo.machine(SECONDARY)
     s.expect(Start(primary=False), QMP_OK)
     # 2 MiB: the commit copies it in two 1 MiB requests (mirror MAX_IO_BYTES); the throttle
@@ -461,7 +424,7 @@ def test_secondary_start_during_failover_ignored(secondary):
     # Lift the limit; the requests already queued keep their timers (about 16 s more) until
     # a drain restarts them: a blockdev-reopen of the throttle node drains it.
     m.qmp_ok("qom-set", path="/objects/tg", property="limits", value={"bps-write": 0})
-    assert graph.reopen(m, [throttle]).ok
+    s.do(ReleaseCommit(node="secondary-thr", group="tg"))
     s.do(Settle())
     s.expect(Status(), status(None))
     s.expect(Read(0, 2 * MiB), IoResult(True, None, ((0, 2 * MiB, 0x33),)))

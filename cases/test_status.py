@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import graph
+from harness.faults import CHILD, FailingWrites, Kill, LinkDown, ReleaseCommit, Throttle
 from harness.model.replication import Stage
 from harness.observe import IO_EIO, IO_OK, QMP_OK, QmpResult, qmp_error, status
 from harness.ops import (
@@ -134,14 +134,10 @@ def test_secondary_status_after_a_failed_start(secondary, msg, options, error):
     s.finish()
 
 
-THROTTLE_GROUPS = [
-    {"qom-type": "throttle-group", "id": "tg", "limits": {"bps-write": 4096}},
-    {"qom-type": "throttle-group", "id": "unlimited", "limits": {}},
-]
-THROTTLE = {"driver": "throttle", "node-name": "thr", "throttle-group": "tg", "file": "secondary"}
+THROTTLE = Throttle("thr", "secondary", "tg", (("tg", {"bps-write": 4096}), ("unlimited", {})))
 # Moving the filter to the unlimited group drains it, which releases the queued requests at
 # once (changing the group's limits with qom-set would not: queued requests keep their timers).
-UNTHROTTLE = [{**THROTTLE, "throttle-group": "unlimited"}]
+UNTHROTTLE = ReleaseCommit(node="thr", group="unlimited")
 
 
 @pytest.mark.quick
@@ -150,8 +146,7 @@ def test_secondary_status_during_the_failover_commit(secondary, msg):
     """FAILOVER (the commit held by a 4 KiB/s throttle under the secondary disk): the
     backup job's cancellation set the error, so the status reads `I/O error occurred`
     until the commit completes; start/stop/checkpoint are silent meanwhile."""
-    s = secondary(objects=THROTTLE_GROUPS, secondary_filter=THROTTLE)
-    m = s.topo.machine("secondary")
+    s = secondary(over_secondary=THROTTLE)
     # Several separate commit requests (the mirror merges adjacent dirty chunks into one):
     # the throttle lets the first through at once (its bucket is empty), the next ones
     # wait for it to drain at 4 KiB/s.
@@ -172,21 +167,14 @@ def test_secondary_status_during_the_failover_commit(secondary, msg):
             assert got == io_error(msg)
         else:
             assert got == QMP_OK
-    assert graph.reopen(m, UNTHROTTLE).ok
+    s.do(UNTHROTTLE)
     s.do(Settle())
     s.expect(Status(), clean(msg))
     s.do(Read(0, 4 * MiB))
     s.finish()
 
 
-BLKDEBUG = {
-    "driver": "blkdebug",
-    "node-name": "dbg",
-    "image": "secondary",
-    "inject-error": [
-        {"event": "pwritev", "iotype": "write", "sector": 0, "errno": 5, "once": False},
-    ],
-}
+BLKDEBUG = FailingWrites("dbg", "secondary", sector=0)
 
 
 @pytest.mark.quick
@@ -194,9 +182,8 @@ BLKDEBUG = {
 def test_secondary_status_after_a_failed_commit(secondary, msg):
     """FAILOVER_FAILED (blkdebug fails the commit's write of sector 0): the error stays, and
     start/stop/checkpoint answer as in a stage that is neither NONE nor RUNNING."""
-    s = secondary(secondary_filter=BLKDEBUG)
+    s = secondary(over_secondary=BLKDEBUG)
     s.run(Start(primary=False), Write(0, 64 * KiB, 0x11))
-    s.model.nodes["rep"].commit_fails = True
     s.expect(Stop(primary=False, failover=True), QMP_OK)
     s.do(Settle())
     assert s.model.stage("rep") is Stage.FAILOVER_FAILED
@@ -213,14 +200,8 @@ def test_secondary_status_after_a_failed_commit(secondary, msg):
 
 
 def link_down(s: Story, how: str) -> None:
-    """Cut the primary's NBD link to its child, and tell the model."""
-    daemon = s.topo.machine("child")
-    if how == "export-del":
-        daemon.qmp_ok("block-export-del", id="export", mode="hard")
-    else:
-        daemon.kill()
-        daemon.wait_exit(10)
-    s.model.nodes["rep"].link_up = False
+    """Cut the primary's NBD link to its child: its export goes, or the daemon is killed."""
+    s.do(LinkDown(CHILD) if how == "export-del" else Kill(CHILD))
 
 
 LINK_CUTS = [pytest.param("export-del", marks=QUICK), pytest.param("kill-daemon")]

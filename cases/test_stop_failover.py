@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.faults import CHILD, LinkDown
 from harness.graph import children, node_names
 from harness.images import Recipe
 from harness.model.replication import Stage
@@ -204,8 +205,7 @@ def test_primary_stop_done_then_writes_fail(primary, failover):
 def test_primary_stop_clears_a_swallowed_error(primary, msg):
     s = primary()
     s.run(Start(primary=True, machine=PRIMARY), Write(0, 64 * KiB, 0x11))
-    s.topo.machine("child").qmp_ok("block-export-del", id="export", mode="hard")
-    s.model.nodes["rep"].link_up = False
+    s.do(LinkDown(CHILD))
     s.expect(Write(64 * KiB, 64 * KiB, 0x22), IO_OK)
     s.expect(Status(machine=PRIMARY), status(msg.IO_ERROR))
     s.expect(Stop(primary=True, machine=PRIMARY), QMP_OK)

@@ -1,127 +1,216 @@
-"""Fault injection for the COLO pair: blkdebug rules, throttle groups, held commits.
+"""Faults as values: each says what to do to QEMU and what it means to the model.
 
-Kills and clean exits are PairStory steps (harness.pair: `kill`, `quit`); this module
-builds the nodes that inject errors or hold requests, and the steps that switch them.
+A fault is stated once. The topology value carries the faults built into its graph
+(`FailingWrites`, `Throttle`); the steps a story takes carry the faults that happen
+at a moment (`LinkDown`, `Kill`, `HoldCommit`, `ReleaseCommit`, which are operations:
+`Story.do` applies them to both sides and compares). The QEMU side reads a fault's
+options or command (harness.topology.qemu, harness.real); the model learns it through
+`Model.inject` (harness.model.system) and nothing else.
 
-- `blkdebug(image, ...)`: a blkdebug node over `image` whose rule, once its event has
-  fired, fails every later write (`once: false`) with EIO (optionally only writes that
-  cover one sector). Under a qcow2 layer (as its file) the event `write_aio` is the
-  first guest-data write into that layer: metadata writes before it succeed (so the
-  checkpoint that start performs still empties the layer), everything after it fails.
-  Over the secondary disk the event `pwritev` arms it at the first write, and a
-  `sector` limits it to the requests covering that sector (the failover commit's).
-- Throttle: the secondary disk under a throttle node in group `tg-free` (no limits);
-  `hold_commit` moves it to `tg-hold` (bps-write 512: after one request the next waits
-  minutes) with blockdev-reopen, `release_commit` moves it back. The reopen drains the
-  node, so queued requests restart at once; setting the group's limits with qom-set
-  would not restart them (a queued request keeps its timer).
+- `FailingWrites`: a blkdebug node whose rule, once its event has fired, fails every
+  later write of its iotypes (`once: false`) with EIO, optionally only the writes that
+  cover one sector. As the file of a qcow2 layer (`under=True`) the event is
+  `write_aio`, the first guest-data write into that layer: metadata writes before it
+  succeed (so the checkpoint that start performs still empties the layer); the write
+  that fires it and everything after it fails. Over a node as a filter (the secondary
+  disk: the export and the hidden disk's backing then use it) the event is `pwritev`,
+  the first data write reaching it, and `sector` limits it to the requests covering
+  that sector: the failover commit's, when the commit copies its chunk.
+- `Throttle`: a throttle node over the secondary disk in a throttle group; its groups
+  are object-add'ed first. `HoldCommit` moves it with blockdev-reopen into the group
+  that lets one write through and queues the rest for minutes (a failover commit
+  started then stays in flight), `ReleaseCommit` moves it back: the reopen drains the
+  node, so queued requests restart at once (setting the group's limits with qom-set
+  would not: a queued request keeps its timer).
+- `LinkDown`: an export goes (`block-export-del`, or `nbd-server-stop` for every export
+  of the machine): its disk loses that BlockBackend and every primary replication
+  node connected to it loses its link (its writes' errors are stored, success reported).
+- `Kill`: a signal to a machine; the model's answer is a crash with that signal.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from harness import graph
-from harness.model.replication import Mode, ReplicationNode
-from harness.observe import QMP_OK, Observation, qmp_error
-from harness.ops import REP, SECONDARY
-from harness.pair import Action, PairStory
+from harness.ops import SECONDARY, Op
+from harness.units import SECTOR
 
 EIO_ERRNO = 5
-SECTOR = 512
+# The qemu-storage-daemon (or emulator) serving the primary's child in the primary topology.
+CHILD = "child"
+EXPORT_ID = "export"  # the block export id every standard topology gives its export
 
-EXPORT_ID = "export"  # the secondary's block export (harness.pair)
+
+@dataclass(frozen=True)
+class FailingWrites:
+    """A blkdebug node failing writes into `target` (see the module docstring)."""
+
+    node: str
+    target: str
+    under: bool = False
+    sector: int | None = None
+    iotypes: tuple[str, ...] = ("write",)
+    errno: int = EIO_ERRNO
+
+    @property
+    def event(self) -> str:
+        return "write_aio" if self.under else "pwritev"
+
+    def options(self, image: Any) -> dict[str, Any]:
+        """blockdev-add options of the blkdebug node over `image` (a node name or options)."""
+        rules: list[dict[str, Any]] = []
+        for iotype in self.iotypes:
+            rule: dict[str, Any] = {
+                "event": self.event,
+                "iotype": iotype,
+                "errno": self.errno,
+                "once": False,
+            }
+            if self.sector is not None:
+                rule["sector"] = self.sector
+            rules.append(rule)
+        return {"driver": "blkdebug", "node-name": self.node, "image": image, "inject-error": rules}
+
+
+def over_secondary(
+    sector: int | None = None,
+    *,
+    iotypes: tuple[str, ...] = ("write",),
+    node: str = "secondary-dbg",
+    target: str = "secondary",
+) -> FailingWrites:
+    """A blkdebug filter over the secondary disk failing the writes covering `sector`
+    (any sector if None): guest writes of a running secondary never reach it, so its
+    first writer is the failover commit, which then fails (FAILOVER_FAILED) exactly when
+    it copies that sector's chunk. Primary writes over NBD and writes after the failover
+    do reach it: a case keeps them off `sector` or expects their EIO."""
+    return FailingWrites(node, target, sector=sector, iotypes=iotypes)
+
+
+def at_offset(offset: int, node: str = "sec-dbg") -> FailingWrites:
+    """over_secondary() of the sector holding byte `offset` (a whole sector)."""
+    if offset % SECTOR:
+        raise ValueError("blkdebug rules name whole sectors")
+    return over_secondary(offset // SECTOR, node=node)
+
+
+def under_layer(layer: str) -> FailingWrites:
+    """A blkdebug as the file of `layer`'s qcow2 node: its guest-data writes fail."""
+    return FailingWrites(f"{layer}-dbg", layer, under=True)
+
 
 THROTTLE_FREE = "tg-free"
 THROTTLE_HOLD = "tg-hold"
 THROTTLE_NODE = "sec-throttle"
-# object-add arguments for the secondary: the two groups the throttle node moves between
-THROTTLE_OBJECTS = (
-    {"qom-type": "throttle-group", "id": THROTTLE_FREE},
-    {"qom-type": "throttle-group", "id": THROTTLE_HOLD, "limits": {"bps-write": 512}},
+# The groups the standard throttle moves between: no limits, and one write then minutes.
+HOLD_GROUPS: tuple[tuple[str, Mapping[str, int] | None], ...] = (
+    (THROTTLE_FREE, None),
+    (THROTTLE_HOLD, {"bps-write": 512}),
 )
 
 
-def blkdebug(
-    image: Any,
-    node_name: str,
-    *,
-    event: str = "write_aio",
-    sector: int | None = None,
-    errno: int = EIO_ERRNO,
-) -> dict[str, Any]:
-    """blockdev-add options of a blkdebug node over `image` (a node name or options)."""
-    rule: dict[str, Any] = {"event": event, "iotype": "write", "errno": errno, "once": False}
-    if sector is not None:
-        rule["sector"] = sector
-    return {"driver": "blkdebug", "node-name": node_name, "image": image, "inject-error": [rule]}
+@dataclass(frozen=True)
+class Throttle:
+    """A throttle node over `target` in `group`; `groups` are created first (object-add)."""
+
+    node: str = THROTTLE_NODE
+    target: str = "secondary"
+    group: str = THROTTLE_FREE
+    groups: tuple[tuple[str, Mapping[str, int] | None], ...] = field(default=HOLD_GROUPS)
+
+    def objects(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for gid, limits in self.groups:
+            obj: dict[str, Any] = {"qom-type": "throttle-group", "id": gid}
+            if limits is not None:
+                obj["limits"] = dict(limits)
+            out.append(obj)
+        return out
+
+    def options(self, image: Any = None, group: str | None = None) -> dict[str, Any]:
+        return {
+            "driver": "throttle",
+            "node-name": self.node,
+            "throttle-group": group or self.group,
+            "file": self.target if image is None else image,
+        }
 
 
-def secondary_blkdebug(offset: int, node_name: str = "sec-dbg") -> dict[str, Any]:
-    """A blkdebug over the secondary disk failing every write that covers `offset`."""
-    if offset % SECTOR:
-        raise ValueError("blkdebug rules name whole sectors")
-    return blkdebug("secondary", node_name, event="pwritev", sector=offset // SECTOR)
+Fault = FailingWrites | Throttle
 
 
-def throttle_filter(group: str = THROTTLE_FREE) -> dict[str, Any]:
-    """A throttle node over the secondary disk (its groups: THROTTLE_OBJECTS)."""
-    return {
-        "driver": "throttle",
-        "node-name": THROTTLE_NODE,
-        "throttle-group": group,
-        "file": "secondary",
-    }
+# ---- faults that happen at a moment: operations
 
 
-def _rep(s: PairStory) -> ReplicationNode:
-    return s.model.nodes[REP]
+@dataclass(frozen=True, slots=True)
+class LinkDown(Op):
+    """An export goes: `block-export-del id=EXPORT mode=MODE` on `machine` (mode "hard"
+    drops the connected clients, "safe" is refused while one is connected), or with mode
+    "server" `nbd-server-stop` (every export of the machine, clients dropped)."""
+
+    machine: str = CHILD
+    export: str = EXPORT_ID
+    mode: str = "hard"
+    kind: ClassVar[str] = "link_down"
+
+    def describe(self) -> str:
+        if self.mode == "server":
+            return f"{self.machine}: nbd-server-stop (the primary's NBD link goes down)"
+        return (
+            f"{self.machine}: block-export-del id={self.export} mode={self.mode}"
+            " (the primary's NBD link goes down)"
+        )
 
 
-def hold_commit(s: PairStory) -> Observation:
-    """From now on the secondary disk takes one write and queues the rest: a failover
-    commit started now stays in flight (FAILOVER) until release_commit()."""
-    return _move_throttle(s, THROTTLE_HOLD, held=True)
+@dataclass(frozen=True, slots=True)
+class Kill(Op):
+    """Signal `signal` (a name: SIGKILL, SIGABRT, ...) to `machine`, waited for."""
+
+    machine: str = SECONDARY
+    signal: str = "SIGKILL"
+    kind: ClassVar[str] = "kill"
+
+    def describe(self) -> str:
+        return f"{self.machine}: kill -{self.signal.removeprefix('SIG')}"
 
 
-def release_commit(s: PairStory) -> Observation:
-    """Back to the unlimited group; the reopen's drain restarts the queued writes."""
-    return _move_throttle(s, THROTTLE_FREE, held=False)
+@dataclass(frozen=True, slots=True)
+class HoldCommit(Op):
+    """blockdev-reopen the throttle node `node` (over `target`) into `group`: from now on
+    the secondary disk takes one write and queues the rest, so a failover commit started
+    now stays in flight (FAILOVER) until ReleaseCommit."""
+
+    machine: str = SECONDARY
+    node: str = THROTTLE_NODE
+    target: str = "secondary"
+    group: str = THROTTLE_HOLD
+    kind: ClassVar[str] = "hold_commit"
+
+    def describe(self) -> str:
+        return f"{self.machine}: blockdev-reopen {self.node} throttle-group={self.group}"
+
+    def options(self) -> dict[str, Any]:
+        return Throttle(self.node, self.target, self.group, ()).options()
 
 
-def _move_throttle(s: PairStory, group: str, held: bool) -> Observation:
-    """blockdev-reopen the throttle filter into `group`; the model's commit is `held`."""
-    sm = s.topo.machine(SECONDARY)
+@dataclass(frozen=True, slots=True)
+class ReleaseCommit(Op):
+    """The throttle node back in the unlimited group; the reopen's drain restarts the
+    queued writes."""
 
-    def model() -> Observation:
-        _rep(s).commit_held = held
-        return QMP_OK
+    machine: str = SECONDARY
+    node: str = THROTTLE_NODE
+    target: str = "secondary"
+    group: str = THROTTLE_FREE
+    kind: ClassVar[str] = "release_commit"
 
-    return s.act(
-        Action(SECONDARY, f"blockdev-reopen {THROTTLE_NODE} throttle-group={group}"),
-        lambda: graph.reopen(sm, [throttle_filter(group)]),
-        model,
-    )
+    def describe(self) -> str:
+        return f"{self.machine}: blockdev-reopen {self.node} throttle-group={self.group}"
+
+    def options(self) -> dict[str, Any]:
+        return Throttle(self.node, self.target, self.group, ()).options()
 
 
-def remove_export(s: PairStory, mode: str) -> Observation:
-    """block-export-del of the secondary's export; `hard` disconnects the primary, `safe`
-    is refused while it is connected (QEMU's text: export '<id>' still in use)."""
-    sm = s.topo.machine(SECONDARY)
-
-    def model() -> Observation:
-        clients = [
-            n for n in s.model.nodes.values() if n.mode is Mode.PRIMARY and n.forward is not None
-        ]
-        connected = any(n.link_up for n in clients) or s.topo.export_io is not None
-        if mode == "safe" and connected:
-            return qmp_error(f"export '{EXPORT_ID}' still in use")
-        s.export_gone()
-        return QMP_OK
-
-    return s.act(
-        Action(SECONDARY, f"block-export-del id={EXPORT_ID} mode={mode}"),
-        lambda: sm.qmp("block-export-del", id=EXPORT_ID, mode=mode),
-        model,
-    )
-
+StepFault = LinkDown | Kill | HoldCommit | ReleaseCommit

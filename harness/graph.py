@@ -67,3 +67,12 @@ def reopen(m: Machine, options: list[dict[str, Any]]) -> QmpResult:
         if not res.ok:
             break
     return res
+
+
+def node_filename(m: Machine, node: str) -> str:
+    """QEMU's bs->filename of `node` (query-named-block-nodes' "file"): the name QEMU's
+    texts quote ("Failed to empty <filename>"), a json: filename over a blkdebug file."""
+    for n in m.qmp_ok("query-named-block-nodes"):
+        if n["node-name"] == node:
+            return str(n["file"])
+    raise KeyError(f"no node {node!r} in query-named-block-nodes")

@@ -7,18 +7,24 @@ so what comes back is what QEMU holds, never the hint echoed.
 
 from __future__ import annotations
 
+import resource
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness import ops
+from harness import faults, graph, ops
 from harness.layers import parse_map
 from harness.machine import Machine, MachineDied
 from harness.model.system import SETTLED
 from harness.observe import Crashed, IoResult, Observation, OneOf, QmpResult
 from harness.qemu_io import QemuIoSession
 from harness.topology import Topology
+from harness.verdicts import signal_name
+
+KILL_DEADLINE = 10.0
+_CORE_SIGNALS = {signal.SIGABRT, signal.SIGQUIT, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE}
 
 # Settle waits for a failover commit as long as its data needs, and no longer than its
 # progress shows: SETTLE_BASE s plus what the commit has left to copy at SETTLE_MIN_RATE
@@ -118,6 +124,10 @@ class RealSide:
             ops.BlockdevDel: lambda op, e: self._m(op.machine).qmp(
                 "blockdev-del", **{"node-name": op.node}
             ),
+            faults.LinkDown: self._link_down,
+            faults.Kill: self._kill,
+            faults.HoldCommit: lambda op, e: graph.reopen(self._m(op.machine), [op.options()]),
+            faults.ReleaseCommit: lambda op, e: graph.reopen(self._m(op.machine), [op.options()]),
         }
 
     def _m(self, name: str) -> Machine:
@@ -140,6 +150,23 @@ class RealSide:
         except MachineDied as e:
             self.died = e
             return Crashed(e.signal, e.stderr_tail)
+
+    def _link_down(self, op: faults.LinkDown, expected: Observation) -> Observation:
+        m = self._m(op.machine)
+        if op.mode == "server":
+            return m.qmp("nbd-server-stop")
+        return m.qmp("block-export-del", id=op.export, mode=op.mode)
+
+    def _kill(self, op: faults.Kill, expected: Observation) -> Observation:
+        """The signal, then the exit (with a deadline); no core file from a fault we inject
+        (it would land in QEMU's working directory)."""
+        m = self._m(op.machine)
+        sig = signal.Signals[op.signal]
+        if sig in _CORE_SIGNALS:
+            resource.prlimit(m.pid, resource.RLIMIT_CORE, (0, 0))
+        m.kill(sig)
+        rc = m.wait_exit(KILL_DEADLINE)
+        return Crashed(signal_name(rc), m.stderr_tail())
 
     def _start(self, op: ops.Start, expected: Observation) -> Observation:
         args: dict[str, Any] = {"enable": True, "primary": op.primary}

@@ -12,6 +12,7 @@ is a ModelDisagrees (not QEMU's). Anything else raised while applying an operati
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import weakref
 from collections.abc import Iterable
@@ -23,6 +24,7 @@ from harness.machine import MachineDied, MachineError
 from harness.model.disks import Disk
 from harness.model.extents import UNDEF
 from harness.model.system import to_data
+from harness.nbd_client import NbdClient
 from harness.observe import (
     Crashed,
     Data,
@@ -35,6 +37,7 @@ from harness.observe import (
 )
 from harness.real import COMMIT_STALLED, RealSide, live_allocation
 from harness.topology import Topology
+from harness.topology.values import Image
 from harness.verdicts import (
     CommitStalled,
     Divergence,
@@ -95,8 +98,41 @@ class Story:
         one the model allows."""
         expected = self.model.apply(op)
         actual = self.real.apply(op, expected)
-        self.record(op, expected, actual, self.real.died)
+        try:
+            self.record(op, expected, actual, self.real.died)
+        finally:
+            self._after_machines()
         return actual
+
+    def _after_machines(self) -> None:
+        """The topology's sessions after a step: a machine the model says crashed or was
+        killed is gone (_machine_gone); the harness's NBD client of an export the model
+        says is gone is closed."""
+        for m in self.model.machines.values():
+            if m.crashed is not None and m.name not in self.topo.dead:
+                self._machine_gone(m.name, images_kept=False)
+        if self.topo.export_io is not None and not self.model.clients:
+            self.topo.export_io.close()
+            self.topo.export_io = None
+
+    def _machine_gone(self, name: str, images_kept: bool) -> None:
+        """The topology after `name` is gone: its layers are no longer asked live, its
+        sessions closed. A machine that died (not quit) leaves images the model cannot
+        predict (its qcow2 metadata caches died with it): they are no longer checked."""
+        topo = self.topo
+        topo.dead.add(name)
+        topo.layer_nodes = {k: v for k, v in topo.layer_nodes.items() if v[0] != name}
+        if not images_kept:
+            gone = {
+                n.layer for m, n in topo.graph.nodes() if isinstance(n, Image) and m.name == name
+            }
+            topo.chain = dataclasses.replace(
+                topo.chain, layers={k: v for k, v in topo.chain.layers.items() if k not in gone}
+            )
+        for k in [k for k in topo.guests if topo.guest_machine.get(k) == name]:
+            g = topo.guests.pop(k)
+            if isinstance(g, NbdClient):
+                g.close()
 
     def record(
         self,
@@ -145,7 +181,10 @@ class Story:
             self.steps.append(Step(op, expected, stated))
             raise ModelDisagrees(stated, expected, self.evidence())
         actual = self.real.apply(op, expected)
-        self.record(op, expected, actual, self.real.died)
+        try:
+            self.record(op, expected, actual, self.real.died)
+        finally:
+            self._after_machines()
         return actual
 
     # ---- layer checks
@@ -194,7 +233,7 @@ class Story:
                 continue
             if self.topo.layer_nodes.get(name, ("", ""))[0] in aborted:
                 continue
-            want_map = disk.allocates and disk.alloc_exact
+            want_map = disk.allocates and disk.offline_alloc_exact
             expect = to_data([(s, e, v) for s, e, v in disk.data.items() if v != UNDEF])
             if want_map or expect:
                 checks.append((disk, (str(layer.path), layer.format, want_map, expect)))

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from harness import topology
 from harness.builds import QemuBuild, find_build
 from harness.images import Recipe
 from harness.machine import MachineSet
@@ -27,6 +26,7 @@ from harness.model.replication import ReplicationNode
 from harness.ops import Read, Start, Write
 from harness.probe import probe, replication_verdict
 from harness.story import Divergence, Story
+from harness.topology import open_topology, standard
 
 MiB = 1 << 20
 REGION = 256 * MiB
@@ -57,9 +57,8 @@ def secondary_story(build: QemuBuild, machines: MachineSet, workdir: Path) -> St
     if verdict is not None:
         pytest.skip(verdict)
     profile = profile_for(found.version_tuple)
-    topo = topology.secondary(
-        build, profile, machines, workdir, Recipe.secondary_chain("512M", "64k")
-    )
+    graph = standard.secondary(Recipe.secondary_chain("512M", "64k"))
+    topo = open_topology(graph, build, profile, machines, workdir)
     s = Story(topo)
     s.run(Start(primary=False), Write(AT, REGION, GOOD))
     return s

@@ -32,19 +32,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import ops, topology
+from harness import faults, ops
 from harness.builds import QemuBuild
-from harness.differential.ops import CHILD, LinkDown
+from harness.faults import CHILD
 from harness.images import Recipe, format_size
 from harness.machine import MachineSet
 from harness.model import Model, Profile
 from harness.model.disks import allocated_above, view
-from harness.model.replication import Mode, ReplicationNode, Stage
-from harness.observe import QMP_OK, Crashed, Observation
+from harness.model.replication import Mode, ReplicationNode, Stage, commit_chunk
+from harness.observe import Crashed, Observation
 from harness.ops import PRIMARY, REP, SECONDARY
-from harness.pair import LOCAL, Pair, PairStory, build_pair, read_pieces
+from harness.pair import PairStory, read_pieces
 from harness.story import Story
-from harness.topology import NodeSpec, Topology, many_nodes_recipe
+from harness.topology import Graph, Topology, open_topology, standard
+from harness.topology.pair import LOCAL
+from harness.topology.pair import pair as pair_graph
+from harness.topology.standard import NodeSpec, many_nodes_recipe
+from harness.units import SECTOR
 from harness.verdicts import Step
 
 SECONDARY_KIND = "secondary"
@@ -72,12 +76,6 @@ def nodes_recipe(size: int | str = "64M", cluster: int | str = "64k") -> Recipe:
 
 def _size_text(v: int | str) -> str:
     return v if isinstance(v, str) else format_size(v)
-
-
-SECTOR = 512
-# The failover commit's copy granularity: clamp(secondary cluster, 4 KiB, 64 KiB).
-MIRROR_GRANULARITY_MIN = 4096
-MIRROR_GRANULARITY_MAX = 65536
 
 
 @dataclass(frozen=True)
@@ -162,9 +160,8 @@ def commit_copies(node: ReplicationNode, offset: int) -> bool:
     active, secondary = node.active, node.secondary
     if node.stage is not Stage.RUNNING or active is None or secondary is None:
         return False
-    g = min(max(MIRROR_GRANULARITY_MIN, secondary.cluster), MIRROR_GRANULARITY_MAX)
-    start = offset - offset % g
-    return any(a for _, _, a in allocated_above(active, secondary, start, start + g))
+    start, end = commit_chunk(secondary, offset)
+    return any(a for _, _, a in allocated_above(active, secondary, start, end))
 
 
 class Session:
@@ -181,14 +178,13 @@ class Session:
     ) -> None:
         self.spec = spec
         self.build = build
-        topo = _build(spec, build, profile, machines, workdir)
+        topo = open_topology(graph_of(spec), build, profile, machines, workdir)
         label = label or f"QEMU {build.label}, profile {profile.name}"
-        if isinstance(topo, Pair):
+        if spec.kind == PAIR_KIND:
             self.story: Story = PairStory(topo, label, auto_check=False)
         else:
             self.story = Story(topo, label)
         self.story.label += f", topology {spec.label}"
-        _install(self.story, spec)
         # where a failure happened (None: nowhere yet)
         self.where: str | None = None
         # QEMU died as the model predicted (a profile's known abort): nothing more to do
@@ -311,30 +307,22 @@ class Session:
 # ---- building
 
 
-def _build(
-    spec: TopologySpec, build: QemuBuild, profile: Profile, machines: MachineSet, workdir: Path
-) -> Topology:
+def graph_of(spec: TopologySpec) -> Graph:
+    """The topology value of `spec` (the poisoned sector is a FailingWrites over the
+    secondary disk: the model learns it from the value, QEMU gets the blkdebug node)."""
     if spec.kind == PRIMARY_KIND:
-        return topology.primary(build, profile, machines, workdir, spec.recipe)
+        return standard.primary(spec.recipe)
     if spec.kind == PAIR_KIND:
-        return build_pair(build, profile, machines, workdir, spec.recipe)
+        return pair_graph(spec.recipe)
     if spec.kind == NODES_KIND:
         sec = spec.recipe.layer(spec.secondary_layer)
-        return topology.many_nodes(
-            build,
-            profile,
-            machines,
-            workdir,
-            NODES,
-            size=_size_text(sec.size),
-            cluster=_size_text(sec.cluster_size or "64k"),
+        return standard.many_nodes(
+            NODES, size=_size_text(sec.size), cluster=_size_text(sec.cluster_size or "64k")
         )
-    flt = None
+    failing = None
     if spec.poison is not None:
-        flt = topology.blkdebug_over_secondary(
-            spec.poison // SECTOR, iotypes=("write", "write-zeroes")
-        )
-    return topology.secondary(build, profile, machines, workdir, spec.recipe, secondary_filter=flt)
+        failing = faults.over_secondary(spec.poison // SECTOR, iotypes=("write", "write-zeroes"))
+    return standard.secondary(spec.recipe, over_secondary=failing)
 
 
 def _arm_blkdebug(model: Model) -> ops.Op:
@@ -353,43 +341,6 @@ def _arm_blkdebug(model: Model) -> ops.Op:
     if len(pieces) != 1 or not 0 <= pieces[0][2] <= 255:
         raise ValueError("the faults topology needs a uniform last sector on the secondary disk")
     return ops.PrimaryWrite(end - SECTOR, SECTOR, pieces[0][2])
-
-
-def _install(story: Story, spec: TopologySpec) -> None:
-    """Teach this story's model and real side the differential-only operations and facts."""
-    model, real, topo = story.model, story.real, story.topo
-    dispatch: dict[type[ops.Op], Callable[[Any], Observation]] = model._dispatch
-    real_dispatch: dict[type[ops.Op], Callable[[Any, Observation], Observation]] = real._dispatch
-
-    def model_link_down(op: LinkDown) -> Observation:
-        if isinstance(story, PairStory):
-            # the secondary's export goes: no block backend on the secondary disk any
-            # more, the primary's NBD client is cut off
-            story.export_gone()
-            return QMP_OK
-        for node in model.machine(PRIMARY).nodes:
-            node.link_up = False
-        return QMP_OK
-
-    def real_link_down(op: LinkDown, expected: Observation) -> Observation:
-        return topo.machine(op.machine).qmp("block-export-del", id=op.export, mode=op.mode)
-
-    dispatch[LinkDown] = model_link_down
-    real_dispatch[LinkDown] = real_link_down
-
-    poison = spec.poison
-    if poison is not None:
-        plain_stop = dispatch[ops.Stop]
-
-        def stop(op: ops.Stop) -> Observation:
-            # The blkdebug rule is a fact of the topology: the commit fails iff it
-            # copies the poisoned sector.
-            if op.failover and op.machine == SECONDARY:
-                for node in model.machine(SECONDARY).nodes:
-                    node.commit_fails = commit_copies(node, poison)
-            return plain_stop(op)
-
-        dispatch[ops.Stop] = stop
 
 
 __all__ = [

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness.faults import FailingWrites
 from harness.model.extents import UNDEF, ExtentMap
+from harness.observe import EIO
 
 # Formats whose driver implements bdrv_make_empty (QEMU 7.2 and 10.0: qcow2
 # and qcow; replication's start refuses the others).
@@ -46,6 +48,12 @@ class Disk:
     make_empty_error: str | None = None
     # Fault injection: a guest write into this layer fails with this strerror.
     write_error: str | None = None
+    # A FailingWrites fault on this layer (harness.faults; learnt by Model.inject). Under
+    # it (the qcow2 node's file): its first guest-data write fires the rule
+    # (`fault_armed`) and fails, as does every write after it, metadata included. Over it
+    # (a filter): the failover commit fails when it copies the fault's sector.
+    fault: FailingWrites | None = None
+    fault_armed: bool = False
 
     @property
     def allocates(self) -> bool:
@@ -54,6 +62,27 @@ class Disk:
     @property
     def supports_make_empty(self) -> bool:
         return self.fmt in MAKE_EMPTY_FORMATS
+
+    @property
+    def offline_alloc_exact(self) -> bool:
+        """Is the image's allocation after QEMU quits predicted? Not once its writes
+        fail: the qcow2 metadata QEMU still caches never reaches the file (stderr:
+        "Failed to flush the L2 table cache"); its bytes still are."""
+        return self.alloc_exact and not self.fault_armed
+
+    def data_write_refused(self) -> str | None:
+        """A guest-data write into this layer: the strerror it fails with, or None.
+        Under a FailingWrites fault it fires the rule (and fails)."""
+        if self.fault is not None and self.fault.under:
+            self.fault_armed = True
+            return EIO
+        return self.write_error
+
+    def empty_refused(self) -> str | None:
+        """bdrv_make_empty of this layer: the strerror it fails with, or None."""
+        if self.make_empty_error is not None:
+            return self.make_empty_error
+        return EIO if self.fault_armed else None
 
     def chain(self) -> list[Disk]:
         out: list[Disk] = []

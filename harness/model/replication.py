@@ -69,8 +69,11 @@ class ReplicationNode:
     # bs->file: the active disk (secondary) or the child towards the secondary (primary)
     file: Disk
     top_id: str | None = None
-    # Whether top-id names a root node above (or equal to) this node: decided by the graph.
-    top_valid: bool = True
+    # Whether top-id names a root above (or equal to) this node. None: the model decides
+    # from its graph at each start (Model.top_is_valid); a bool fixes it (unit tests).
+    top_valid: bool | None = None
+    # The BlockBackend this node is the root of (HMP drive_add's id), if any.
+    drive_id: str | None = None
     stage: Stage = Stage.NONE
     error: bool = False
     backup: Backup | None = None
@@ -92,8 +95,9 @@ class ReplicationNode:
     # (harness.pair) sets the NBD path into the secondary's export, which runs the
     # secondary's copy-before-write; it answers the NBD write's error text or None.
     forward: Callable[[int, int, int], str | None] | None = None
-    # fault injection: copying a cluster that holds data into the hidden disk fails
-    # with this strerror, and so does the write that needed the copy
+    # fault injection (unit tests; topologies state a FailingWrites under the hidden
+    # disk instead): copying a cluster that holds data into the hidden disk fails with
+    # this strerror, and so does the write that needed the copy
     cbw_error: str | None = None
     # the failover commit is known to be still running (a fault holds it): a write
     # goes through the commit's filter into the active disk, and is committed later
@@ -101,7 +105,8 @@ class ReplicationNode:
 
     # ---- control (ReplicationOps)
 
-    def start(self, mode: Mode) -> str | None:
+    def start(self, mode: Mode, top_valid: bool = True) -> str | None:
+        """replication_start; `top_valid`: whether top-id names a root above this node."""
         p = self.profile
         if p.ignore_after_failover and self.stage in (Stage.DONE, Stage.FAILOVER):
             return None
@@ -110,7 +115,7 @@ class ReplicationNode:
         if self.mode is not mode:
             return p.texts.mode_mismatch(int(self.mode), int(mode))
         if self.mode is Mode.SECONDARY:
-            err = self._start_secondary()
+            err = self._start_secondary(top_valid)
             if err is not None:
                 return err
         self.stage = Stage.RUNNING
@@ -122,7 +127,7 @@ class ReplicationNode:
         """Start's own checkpoint: a secondary empties its active and hidden disks."""
         return self._do_checkpoint() if self.mode is Mode.SECONDARY else None
 
-    def _start_secondary(self) -> str | None:
+    def _start_secondary(self, top_valid: bool) -> str | None:
         msg = self.profile.texts
         active = self.file
         if active.backing is None:
@@ -139,7 +144,7 @@ class ReplicationNode:
             return msg.NO_MAKE_EMPTY
         if self.blocker_leaked and self.profile.start_retry_after_bad_top_aborts is not None:
             raise Abort(msg.ERRP_ASSERTION)
-        if not self.top_valid:
+        if not top_valid:
             self.blocker_leaked = True
             return msg.BAD_TOP
         self.active, self.hidden, self.secondary = active, hidden, secondary
@@ -161,7 +166,7 @@ class ReplicationNode:
         self.backup.copied.clear()
         assert self.active is not None and self.hidden is not None
         for disk, which in ((self.active, "active"), (self.hidden, "hidden")):
-            error = self.make_empty_error or disk.make_empty_error
+            error = self.make_empty_error or disk.empty_refused()
             if error is not None:
                 return msg.failed_to_empty(disk.filename or disk.name, error, disk=which)
             make_empty(disk)
@@ -207,7 +212,7 @@ class ReplicationNode:
         size = secondary.size
         dirty = [(s, e) for s, e, a in allocated_above(active, secondary, 0, size) if a]
         self.commit_dirty = dirty
-        if self.commit_fails:
+        if self.commit_fails or _commit_refused(secondary, dirty):
             for s, e in dirty:
                 undefine(secondary, s, e)
             secondary.alloc_exact = False
@@ -278,8 +283,9 @@ class ReplicationNode:
                 self.error = True
             return None
         if st == 0:
-            if self.file.write_error is not None:
-                return self.file.write_error
+            refused = self.file.data_write_refused()
+            if refused is not None:
+                return refused
             if self.commit_held and self.active is not None and self.file is not self.active:
                 # FAILOVER, the commit held: into the active disk through the commit's
                 # filter; the commit copies it on (the model's file is already its target)
@@ -332,17 +338,45 @@ class ReplicationNode:
         ce = min(-(-end // c) * c, disk.size)
         chain = [disk]
         hidden_chain = self.hidden.chain()
+        hidden = self.hidden
+        refusing = self.cbw_error is not None or (hidden.fault is not None and hidden.fault.under)
         for s, e, v in b.copied.pieces(cs, ce):
             if v is not None:
                 continue
-            if self.cbw_error is None:
+            if not refusing:
                 copy_range(chain, hidden_chain, s, e)
                 continue
             for k in range(s, e, c):
                 ke = min(k + c, e)
                 if any(d.data.any_mapped(k, ke) for d in disk.chain()):
-                    return self.cbw_error
+                    return self.cbw_error or hidden.data_write_refused()
                 copy_range(chain, hidden_chain, k, ke)
                 b.copied.set(k, ke, 1)
         b.copied.set(cs, ce, 1)
         return None
+
+
+# The failover commit's copy granularity: clamp(secondary cluster, 4 KiB, 64 KiB).
+MIRROR_GRANULARITY_MIN = 4096
+MIRROR_GRANULARITY_MAX = 65536
+
+
+def commit_chunk(secondary: Disk, offset: int) -> tuple[int, int]:
+    """The chunk of the failover commit (a mirror of active into the secondary disk)
+    holding byte `offset`: it copies whole chunks of clamp(secondary cluster, 4 KiB,
+    64 KiB) that hold anything allocated in the active or the hidden disk."""
+    g = min(max(MIRROR_GRANULARITY_MIN, secondary.cluster), MIRROR_GRANULARITY_MAX)
+    start = offset - offset % g
+    return start, start + g
+
+
+def _commit_refused(secondary: Disk, dirty: list[tuple[int, int]]) -> bool:
+    """Does a FailingWrites filter over the secondary disk fail this commit? It does
+    when the commit copies anything (no sector) or the chunk holding its sector."""
+    fault = secondary.fault
+    if fault is None or fault.under or not dirty:
+        return False
+    if fault.sector is None:
+        return True
+    lo, hi = commit_chunk(secondary, fault.sector * SECTOR)
+    return any(s < hi and lo < e for s, e in dirty)

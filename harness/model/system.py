@@ -10,9 +10,10 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from harness import ops
+from harness import faults, ops
 from harness.model.disks import Disk, view, write_layer
 from harness.model.extents import UNDEF
 from harness.model.profiles import Profile
@@ -80,6 +81,8 @@ class MachineModel:
     name: str
     nodes: list[ReplicationNode] = field(default_factory=list)
     crashed: Crashed | None = None
+    # it quit cleanly (QMP quit) or died: its exports are gone
+    gone: bool = False
 
 
 @dataclass(eq=False)
@@ -94,6 +97,12 @@ class Model:
     export: Disk | None = None
     # Quorum nodes (the COLO pair's guest disks): guest I/O on them fans out to children.
     quorums: dict[str, Quorum] = field(default_factory=dict)
+    # Block exports: (machine, export id) -> the disk it serves (its BlockBackend).
+    exports: dict[tuple[str, str], Disk] = field(default_factory=dict)
+    # Primary replication nodes over an NBD client: node name -> (machine, export id).
+    links: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # The harness's own NBD client connections (PrimaryWrite/PrimaryRead): (machine, id).
+    clients: set[tuple[str, str]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._dispatch: dict[type[ops.Op], Callable[[Any], Observation]] = {
@@ -112,6 +121,10 @@ class Model:
             ops.Status: self._status,
             ops.Settle: self._settle,
             ops.BlockdevDel: self._blockdev_del,
+            faults.LinkDown: self._link_down,
+            faults.Kill: self._kill,
+            faults.HoldCommit: lambda op: self._hold_commit(op.machine, True),
+            faults.ReleaseCommit: lambda op: self._hold_commit(op.machine, False),
         }
 
     # ---- building
@@ -128,6 +141,90 @@ class Model:
     def machine(self, name: str) -> MachineModel:
         return self.machines.setdefault(name, MachineModel(name))
 
+    def link_backing(self, disk: Disk, below: Disk) -> None:
+        """`disk` is opened with `below` as its backing node."""
+        disk.backing = below
+
+    def add_export(
+        self, machine: str, export_id: str, disk: Disk, *, path: bool, client: bool
+    ) -> None:
+        """An export of `disk` (its BlockBackend). `path`: the export the primary's writes
+        reach (PrimaryWrite, the COLO primary); `client`: the harness connects to it."""
+        self.exports[(machine, export_id)] = disk
+        disk.has_blk = True
+        if client:
+            self.clients.add((machine, export_id))
+        if path and self.export is None:
+            self.export = disk
+
+    def connect(self, node: ReplicationNode, machine: str, export_id: str) -> None:
+        """A primary node over an NBD client of an export: its writes go there (through
+        the export, so the secondary's copy-before-write runs); the link is up if the
+        export is there now."""
+        self.links[node.name] = (machine, export_id)
+        disk = self.exports.get((machine, export_id))
+        node.forward = None if disk is None else partial(self.nbd_write_to, disk)
+        node.link_up = disk is not None and not self.machine(machine).gone
+
+    def attach_child(self, quorum: str, node: str) -> None:
+        """x-blockdev-change parent=QUORUM node=NODE: the quorum's next child."""
+        self.quorums[quorum].add_child(self.nodes[node])
+
+    def detach_child(self, quorum: str, child: str) -> Observation:
+        """x-blockdev-change parent=QUORUM child=CHILD: QEMU's answer."""
+        err = self.quorums[quorum].remove_child(child, self.profile.texts)
+        return QMP_OK if err is None else QmpResult(False, None, "GenericError", err)
+
+    def inject(self, fault: faults.Fault) -> None:
+        """A fault built into the graph (harness.faults): what it means to the model."""
+        if isinstance(fault, faults.FailingWrites):
+            self.disks[fault.target].fault = fault
+        # A throttle changes no answer by itself (HoldCommit and ReleaseCommit do).
+
+    def top_is_valid(self, node: ReplicationNode) -> bool:
+        """Does `node`'s top-id name a root above (or equal to) it: its own BlockBackend,
+        or a node without a parent node whose subtree holds it (replication_start's
+        check_top_bs)? Exports' BlockBackends are anonymous; drives are named."""
+        if node.top_valid is not None:
+            return node.top_valid
+        top = node.top_id
+        if top is not None and top == node.drive_id:
+            return True
+        if top == node.name:
+            return not self._has_parent(node)
+        q = self.quorums.get(top or "")
+        return q is not None and self._holds(q, node) and not self._has_parent(q)
+
+    def _has_parent(self, child: ReplicationNode | Quorum) -> bool:
+        return any(c.node is child for q in self.quorums.values() for c in q.children)
+
+    def _holds(self, q: Quorum, node: ReplicationNode) -> bool:
+        return any(
+            c.node is node or (isinstance(c.node, Quorum) and self._holds(c.node, node))
+            for c in q.children
+        )
+
+    def quits(self, machine: str) -> None:
+        """QMP quit: every replication node is closed (a running one is stopped without
+        failover), and the machine's exports go with it."""
+        for n in self.machine(machine).nodes:
+            n.close()
+        self._gone(machine)
+
+    def _gone(self, machine: str) -> None:
+        self.machine(machine).gone = True
+        self._drop_exports([k for k in self.exports if k[0] == machine])
+
+    def _drop_exports(self, keys: list[tuple[str, str]]) -> None:
+        for key in keys:
+            disk = self.exports.pop(key)
+            if disk not in self.exports.values():
+                disk.has_blk = False
+            self.clients.discard(key)
+        for name, key in self.links.items():
+            if key in keys and name in self.nodes:
+                self.nodes[name].link_up = False
+
     # ---- applying operations
 
     def apply(self, op: ops.Op) -> Observation:
@@ -137,10 +234,33 @@ class Model:
     def _node(self, name: str) -> ReplicationNode:
         return self.nodes[name]
 
-    def _crash(self, machine: str, reason: str) -> Crashed:
-        c = Crashed(signal.Signals.SIGABRT.name, reason)
+    def _crash(self, machine: str, reason: str, sig: str = signal.Signals.SIGABRT.name) -> Crashed:
+        c = Crashed(sig, reason)
         self.machine(machine).crashed = c
+        self._gone(machine)
         return c
+
+    # ---- faults that happen at a moment
+
+    def _kill(self, op: faults.Kill) -> Observation:
+        return self._crash(op.machine, "", op.signal)
+
+    def _link_down(self, op: faults.LinkDown) -> Observation:
+        if op.mode == "server":
+            keys = [k for k in self.exports if k[0] == op.machine]
+        else:
+            keys = [k for k in self.exports if k == (op.machine, op.export)]
+        if op.mode == "safe" and keys:
+            linked = [n for n, k in self.links.items() if k in keys and self.nodes[n].link_up]
+            if linked or any(k in self.clients for k in keys):
+                return qmp_error(self.profile.texts.export_in_use(op.export))
+        self._drop_exports(keys)
+        return QMP_OK
+
+    def _hold_commit(self, machine: str, held: bool) -> Observation:
+        for node in self.machine(machine).nodes:
+            node.commit_held = held
+        return QMP_OK
 
     def _io_node(self, name: str) -> ReplicationNode | Quorum:
         """The node guest I/O names: a quorum, else a replication node."""
@@ -224,13 +344,19 @@ class Model:
         return IO_OK
 
     def nbd_write(self, start: int, end: int, value: int) -> str | None:
-        """A write arriving at the export (the COLO primary's forwarded writes): the
-        errno text it fails with, or None."""
-        res = self._primary_write_value(start, end - start, value)
+        """A write arriving at the harness's export (the COLO primary's forwarded
+        writes): the errno text it fails with, or None."""
+        return self.nbd_write_to(self._export_disk(), start, end, value)
+
+    def nbd_write_to(self, disk: Disk, start: int, end: int, value: int) -> str | None:
+        """A write arriving at `disk`'s export: the errno text it fails with, or None."""
+        res = self._primary_write_value(start, end - start, value, disk)
         return res.errno if isinstance(res, IoResult) and not res.ok else None
 
-    def _primary_write_value(self, offset: int, length: int, pattern: int) -> Observation:
-        disk = self._export_disk()
+    def _primary_write_value(
+        self, offset: int, length: int, pattern: int, disk: Disk | None = None
+    ) -> Observation:
+        disk = disk or self._export_disk()
         start, end = offset, offset + length
         for node in self.nodes.values():
             err = node.before_secondary_write(disk, start, end)
@@ -264,7 +390,7 @@ class Model:
             return qmp_error(self.profile.texts.FAILOVER_ON_ENABLE)
         mode = Mode.PRIMARY if op.primary else Mode.SECONDARY
         try:
-            err = self._walk(op.machine, lambda n: n.start(mode))
+            err = self._walk(op.machine, lambda n: n.start(mode, self.top_is_valid(n)))
         except Abort as a:
             return self._crash(op.machine, a.reason)
         return QMP_OK if err is None else qmp_error(err)

@@ -9,7 +9,7 @@ import pytest
 from harness import ops
 from harness.model import PROFILES, Model, Profile
 from harness.model.disks import Disk, view
-from harness.model.factory import primary_model, secondary_model
+from harness.model.build import primary_model, secondary_model
 from harness.model.replication import ReplicationNode, Stage
 from harness.observe import QMP_OK, Data, IoResult, Observation
 

@@ -8,7 +8,7 @@ from model_helpers import by_profile, node, started, started_primary
 from harness import ops
 from harness.model import Profile
 from harness.model import messages as msg
-from harness.model.factory import secondary_model
+from harness.model.build import secondary_model
 from harness.model.replication import Stage
 from harness.observe import QMP_OK, qmp_error, status
 

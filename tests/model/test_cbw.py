@@ -9,7 +9,7 @@ from model_helpers import CL, KiB, MiB, by_profile, guest, items, node, runs, se
 
 from harness import ops
 from harness.model import Model, Profile
-from harness.model.factory import secondary_model
+from harness.model.build import secondary_model
 from harness.model.profiles import SEED_4_1, V5_0
 from harness.observe import IO_OK, QMP_OK
 

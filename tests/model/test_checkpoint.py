@@ -8,7 +8,7 @@ from model_helpers import CL, by_profile, guest, items, node, sec, stage, starte
 from harness import ops
 from harness.model import Model, Profile
 from harness.model import messages as msg
-from harness.model.factory import primary_model, secondary_model
+from harness.model.build import primary_model, secondary_model
 from harness.model.replication import Stage
 from harness.observe import QMP_OK, qmp_error
 

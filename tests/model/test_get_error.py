@@ -8,7 +8,7 @@ from model_helpers import by_profile, node, started, started_primary
 from harness import ops
 from harness.model import Profile
 from harness.model import messages as msg
-from harness.model.factory import primary_model, secondary_model
+from harness.model.build import primary_model, secondary_model
 from harness.model.replication import Stage
 from harness.observe import QmpResult, status
 

@@ -9,7 +9,7 @@ from model_helpers import CL, by_profile, guest, items, node, started, started_p
 
 from harness import ops
 from harness.model import Model, Profile
-from harness.model.factory import primary_model, secondary_model
+from harness.model.build import primary_model, secondary_model
 from harness.model.replication import Stage
 from harness.observe import EIO, IO_EIO, IO_OK, Crashed, IoResult
 

@@ -10,7 +10,7 @@ import pytest
 from harness import ops
 from harness.model import PROFILES
 from harness.model import messages as msg
-from harness.model.factory import secondary_model
+from harness.model.build import secondary_model
 from harness.model.profiles import SEED_4_1, V5_0, V5_1, V5_2, V6_0, V6_1, V6_2, V7_2, V9_0, V10_0
 from harness.observe import qmp_error, status
 

@@ -12,7 +12,7 @@ from harness.model import PROFILES, Model, Profile
 from harness.model import messages as msg
 from harness.model.disks import Disk
 from harness.model.extents import UNDEF
-from harness.model.factory import secondary_model
+from harness.model.build import secondary_model
 from harness.model.quorum import Quorum
 from harness.model.replication import Mode, ReplicationNode, Stage
 from harness.observe import EIO, IO_OK, QMP_OK, IoResult, qmp_error, status

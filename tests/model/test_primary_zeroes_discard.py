@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from harness import ops
 from harness.model import PROFILES
-from harness.model.factory import primary_model, secondary_model
+from harness.model.build import primary_model, secondary_model
 from harness.model.system import Model
 from harness.observe import IO_OK, QMP_OK, IoResult
 

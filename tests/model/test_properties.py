@@ -27,7 +27,7 @@ from harness.model import PROFILES, Model, Profile
 from harness.model import messages as msg
 from harness.model.disks import Disk
 from harness.model.extents import UNDEF, ZERO
-from harness.model.factory import secondary_model
+from harness.model.build import secondary_model
 from harness.observe import IO_OK, QMP_OK, Crashed, Data, IoResult, OneOf, qmp_error, status
 
 KiB = 1024

@@ -14,7 +14,7 @@ from model_helpers import MiB
 
 from harness import ops
 from harness.model import Model, profile_for
-from harness.model.factory import secondary_model
+from harness.model.build import secondary_model
 
 TiB = 1 << 40
 REQ = 64 * 1024

@@ -9,7 +9,7 @@ from harness import ops
 from harness.model import Model, Profile, profile_for
 from harness.model import messages as msg
 from harness.model.disks import Disk
-from harness.model.factory import primary_model, secondary_model
+from harness.model.build import primary_model, secondary_model
 from harness.model.replication import Mode, ReplicationNode, Stage
 from harness.observe import QMP_OK, Crashed, compare, qmp_error, status
 

@@ -21,7 +21,7 @@ from harness import ops
 from harness.model import Model, Profile
 from harness.model import messages as msg
 from harness.model.extents import UNDEF
-from harness.model.factory import primary_model, secondary_model
+from harness.model.build import primary_model, secondary_model
 from harness.model.profiles import SEED_4_1
 from harness.model.replication import Stage
 from harness.model.system import SETTLED

@@ -1,7 +1,7 @@
 """A COLO pair whose secondary's failover commit is held forever (tests/test_hangs.py).
 
 The secondary disk sits under a throttle node moved to a group that lets one request
-through and queues the rest for minutes (harness.faults.hold_commit); the primary dies
+through and queues the rest for minutes (harness.faults.HoldCommit); the primary dies
 and the secondary fails over, so its commit never ends: a QEMU whose failover commit
 never completes, made from a good one.
 """
@@ -13,7 +13,9 @@ from typing import Any
 from harness import faults
 from harness.observe import QMP_OK
 from harness.ops import PRIMARY, Stop
-from harness.pair import KiB, MiB, PairStory, pair_recipe
+from harness.pair import PairStory
+from harness.topology.pair import pair_recipe
+from harness.units import KiB, MiB
 
 
 def held_failover(pair: Any, left: int = 0) -> PairStory:
@@ -22,11 +24,7 @@ def held_failover(pair: Any, left: int = 0) -> PairStory:
     16 MiB at a time), so that much stays to copy; 0: a few small chunks, all of them
     dispatched at once (nothing left to copy, the writes held)."""
     recipe = pair_recipe("128M") if left else None
-    s: PairStory = pair(
-        recipe,
-        objects=faults.THROTTLE_OBJECTS,
-        secondary_filter=faults.throttle_filter(),
-    )
+    s: PairStory = pair(recipe, over_secondary=faults.Throttle())
     s.start()
     s.do(s.pwrite(0, 64 * KiB, 0x22))
     s.checkpoint()
@@ -35,7 +33,7 @@ def held_failover(pair: Any, left: int = 0) -> PairStory:
     if left:
         s.do(s.swrite(1 * MiB, 16 * MiB + left, 0x44))
     s.kill(PRIMARY)
-    faults.hold_commit(s)
+    s.do(faults.HoldCommit())
     s.stop_nbd_server()
     s.expect(Stop(primary=False, failover=True), QMP_OK)
     return s

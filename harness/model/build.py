@@ -1,0 +1,164 @@
+"""The model's interpreter of a topology value (harness.topology.values): the model of the
+graph the QEMU interpreter (harness.topology.qemu) builds from the same value.
+
+Every recipe layer is a model disk (its image exists whether or not it is opened), with
+the recipe's geometry and initial contents; the graph gives the backing links (through
+filters), the BlockBackends (exports), the faults (Model.inject), the replication nodes,
+the quorums and the NBD links. Late nodes are added by `add_late`. `secondary_model`
+and `primary_model` build the standard graphs' models from bare geometry, for the
+model's own unit tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from harness.images import Recipe
+from harness.model.disks import Disk, write_layer
+from harness.model.profiles import Profile
+from harness.model.quorum import Quorum as QuorumModel
+from harness.model.replication import Mode, ReplicationNode
+from harness.model.system import Model
+from harness.ops import PRIMARY, REP, SECONDARY
+from harness.topology.values import (
+    Export,
+    Filter,
+    Graph,
+    Image,
+    Machine,
+    NbdClient,
+    Quorum,
+    Replication,
+)
+from harness.units import MiB
+
+
+def disk_of(recipe: Recipe, name: str, filename: str | None = None) -> Disk:
+    """A model disk with the recipe layer's geometry and initial contents."""
+    layer = recipe.layer(name)
+    disk = Disk(name, layer.size, layer.cluster_size or 1, layer.format, filename=filename)
+    for e in layer.contents:
+        write_layer([disk], 0, e.offset, e.offset + e.length, e.pattern)
+    return disk
+
+
+def build_model(
+    graph: Graph, profile: Profile, filenames: Mapping[str, str] | None = None
+) -> Model:
+    """The model of `graph`'s non-late nodes. `filenames`: QEMU's bs->filename of layers
+    whose name QEMU's texts quote differently (a layer over a blkdebug file)."""
+    model = Model(profile)
+    names = filenames or {}
+    for layer in graph.recipe.names:
+        model.add_disk(disk_of(graph.recipe, layer, names.get(layer)))
+    for m in graph.machines:
+        model.machine(m.name)
+    for _, node in graph.nodes():
+        if isinstance(node, Image):
+            _image(model, graph, node)
+        elif isinstance(node, Filter):
+            model.inject(node.fault)
+    for m, node in graph.nodes():
+        if isinstance(node, Export):
+            disk = graph.image_below(node.node)
+            if disk is not None:
+                model.add_export(
+                    m.name, node.id, model.disks[disk.layer], path=node.path, client=node.client
+                )
+    for m, node in graph.nodes():
+        if not getattr(node, "late", False):
+            add_node(model, graph, m, node)
+    return model
+
+
+def _image(model: Model, graph: Graph, node: Image) -> None:
+    disk = model.disks[node.layer]
+    if node.fault is not None:
+        model.inject(node.fault)
+    if node.backing is not None:
+        below = graph.image_below(node.backing)
+        if below is not None:
+            model.link_backing(disk, model.disks[below.layer])
+
+
+def add_late(model: Model, graph: Graph, name: str) -> None:
+    """Add the late node `name` of `graph` to the model (it is now the newest)."""
+    m, node = graph.find(name)
+    add_node(model, graph, m, node)
+
+
+def add_node(model: Model, graph: Graph, m: Machine, node: object) -> None:
+    """The model of one replication or quorum node (other nodes need none)."""
+    if isinstance(node, Replication):
+        _replication(model, graph, m, node)
+    elif isinstance(node, Quorum):
+        q = model.quorums.setdefault(node.name, QuorumModel(node.name, m.name))
+        for child in node.children:
+            q.add_child(model.nodes.get(child) or model.disks[child])
+
+
+def _replication(model: Model, graph: Graph, m: Machine, node: Replication) -> None:
+    _, file = graph.find(node.file)
+    link: NbdClient | None = file if isinstance(file, NbdClient) else None
+    if link is not None:
+        target = graph.image_below(graph.find(_export_node(graph, link))[1].name)
+        assert target is not None, f"{link.name}: its export serves no image"
+        disk = model.disks[target.layer]
+    else:
+        image = graph.image_below(node.file)
+        assert image is not None, f"{node.name}: its file is no image"
+        disk = model.disks[image.layer]
+    rep = model.add_node(
+        m.name,
+        ReplicationNode(
+            node.name,
+            node.mode,
+            model.profile,
+            disk,
+            top_id=node.top_id if node.mode is Mode.SECONDARY else None,
+            drive_id=node.drive_id,
+        ),
+    )
+    if link is not None:
+        model.connect(rep, link.machine, link.export_id)
+
+
+def _export_node(graph: Graph, link: NbdClient) -> str:
+    for n in graph.machine(link.machine).nodes:
+        if isinstance(n, Export) and n.name == link.export:
+            return n.node
+    raise KeyError(f"{link.machine} exports no {link.export!r}")
+
+
+# ---- the standard graphs' models without a recipe (the model's own unit tests)
+
+
+def secondary_model(
+    profile: Profile,
+    size: int = 64 * MiB,
+    cluster: int = 65536,
+    *,
+    active_cluster: int | None = None,
+    hidden_cluster: int | None = None,
+    secondary_cluster: int | None = None,
+    top_valid: bool = True,
+) -> Model:
+    """Secondary-only topology: rep -> active -> hidden -> secondary (exported over NBD)."""
+    m = Model(profile)
+    sec = m.add_disk(Disk("secondary", size, secondary_cluster or cluster, has_blk=True))
+    hidden = m.add_disk(Disk("hidden", size, hidden_cluster or cluster, backing=sec))
+    active = m.add_disk(Disk("active", size, active_cluster or cluster, backing=hidden))
+    m.export = sec
+    m.add_node(
+        SECONDARY,
+        ReplicationNode(REP, Mode.SECONDARY, profile, active, top_id=REP, top_valid=top_valid),
+    )
+    return m
+
+
+def primary_model(profile: Profile, size: int = 64 * MiB, cluster: int = 65536) -> Model:
+    """Primary-only topology: rep (primary) -> NBD client -> a storage daemon's disk."""
+    m = Model(profile)
+    child = m.add_disk(Disk("child", size, cluster, has_blk=True))
+    m.add_node(PRIMARY, ReplicationNode(REP, Mode.PRIMARY, profile, child))
+    return m

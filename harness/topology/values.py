@@ -1,0 +1,185 @@
+"""A topology as a value: the machines, their nodes in creation order, exports, NBD links,
+quorums and faults of a graph, as plain typed data.
+
+Two interpreters read the same value: harness.topology.qemu issues the QMP commands and
+opens the guest and NBD sessions; harness.model.build builds the model. Neither adds
+anything the value does not say, so the two cannot be told different stories. The
+recipe stays the source of image geometry and initial contents.
+
+Nodes are named as QEMU names them (node-name); an `Image` is a recipe layer's format
+node (its file node is LAYER-file). `inline` nodes are opened inside their parent's
+options (the replication node's active -> hidden chain, an NBD client), the others by
+their own blockdev-add at their place in the machine's list. `late` nodes are created
+only when a case asks (`harness.topology.add_late`): a primary node connected after
+start, a quorum put above a node between two starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.faults import EXPORT_ID, FailingWrites, Throttle
+from harness.images import Recipe
+from harness.model.replication import Mode
+
+# Image.backing: the image header's own backing file (no backing option at all).
+HEADER = "<header>"
+
+
+@dataclass(frozen=True)
+class Image:
+    """A recipe layer's format node; `backing`: a node name, None (backing null), HEADER."""
+
+    layer: str
+    backing: str | None = None
+    fault: FailingWrites | None = None  # a blkdebug as its file (FailingWrites.under)
+    inline: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.layer
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A filter node over `fault.target`: a blkdebug (FailingWrites) or a throttle."""
+
+    fault: FailingWrites | Throttle
+
+    @property
+    def name(self) -> str:
+        return self.fault.node
+
+
+@dataclass(frozen=True)
+class NbdClient:
+    """An NBD client node (inline in its parent) of export `export` of `machine`."""
+
+    name: str
+    machine: str
+    export: str
+    export_id: str = EXPORT_ID
+
+
+@dataclass(frozen=True)
+class Replication:
+    """A `replication` node over `file`; `drive_id`: opened by HMP drive_add as that
+    BlockBackend; `options`: further blockdev-add options (key, value)."""
+
+    name: str
+    mode: Mode
+    file: str
+    top_id: str | None = None
+    drive_id: str | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+    late: bool = False
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """A quorum node (vote-threshold 1, read-pattern fifo) over `children`."""
+
+    name: str
+    children: tuple[str, ...]
+    late: bool = False
+
+
+@dataclass(frozen=True)
+class Null:
+    """A null-co node unrelated to replication, a BlockBackend when `drive_id` is set."""
+
+    name: str
+    drive_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Export:
+    """A writable NBD export of `node` named `name` (the machine's NBD server starts with
+    its first export). `client`: the harness opens its own NBD client of it, the path of
+    PrimaryWrite/PrimaryRead; `path`: it is the export the primary's writes reach."""
+
+    node: str
+    name: str
+    id: str = EXPORT_ID
+    client: bool = False
+    path: bool = False
+
+    @property
+    def late(self) -> bool:
+        return False
+
+
+Node = Image | Filter | NbdClient | Replication | Quorum | Null | Export
+
+
+@dataclass(frozen=True)
+class Guest:
+    """Guest I/O named `node`: HMP qemu-io on `through` (a root above it: default the
+    node itself), or a qemu-io NBD client of the export named `export`."""
+
+    node: str
+    through: str | None = None
+    export: str | None = None
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One QEMU process and its graph. `daemon`: it only serves images (a
+    qemu-storage-daemon where the release closes its images on exit)."""
+
+    name: str
+    nodes: tuple[Node, ...]
+    daemon: bool = False
+
+    def throttles(self) -> list[Throttle]:
+        return [
+            n.fault for n in self.nodes if isinstance(n, Filter) and isinstance(n.fault, Throttle)
+        ]
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The whole topology: images, machines (in launch order) and guests."""
+
+    recipe: Recipe
+    machines: tuple[Machine, ...]
+    guests: tuple[Guest, ...] = field(default=())
+
+    def machine(self, name: str) -> Machine:
+        for m in self.machines:
+            if m.name == name:
+                return m
+        raise KeyError(f"no machine {name!r} in this topology")
+
+    def nodes(self) -> Iterator[tuple[Machine, Node]]:
+        for m in self.machines:
+            for n in m.nodes:
+                yield m, n
+
+    def find(self, name: str) -> tuple[Machine, Node]:
+        """The machine and node named `name` (an export by its id)."""
+        for m, n in self.nodes():
+            if (n.id if isinstance(n, Export) else n.name) == name:
+                return m, n
+        raise KeyError(f"no node {name!r} in this topology")
+
+    def image_below(self, name: str) -> Image | None:
+        """The image a node name reaches through filters (None: not an image)."""
+        try:
+            _, n = self.find(name)
+        except KeyError:
+            return None
+        while isinstance(n, Filter):
+            _, n = self.find(n.fault.target)
+        return n if isinstance(n, Image) else None
+
+    def describe(self) -> str:
+        """A readable listing of the graph (what a test prints)."""
+        lines = [f"images: {self.recipe.source}"]
+        for m in self.machines:
+            lines.append(f"{m.name}{' (daemon)' if m.daemon else ''}:")
+            lines += [f"  {n!r}" for n in m.nodes]
+        lines += [f"guest {g!r}" for g in self.guests]
+        return "\n".join(lines)

@@ -84,7 +84,7 @@ from harness.model import Profile
 from harness.model.disks import allocated_above
 from harness.model.replication import Mode, ReplicationNode, Stage
 from harness.ops import PRIMARY, REP, SECONDARY
-from harness.pair import PQ, pair_recipe
+from harness.topology.pair import PQ, pair_recipe
 from harness.verdicts import QemuCrashed, QemuMisbehaved
 from harness.words import plural
 

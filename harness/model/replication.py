@@ -23,9 +23,9 @@ from harness.model.disks import (
 from harness.model.extents import UNDEF, ExtentMap
 from harness.model.profiles import Profile
 from harness.observe import EIO
+from harness.units import SECTOR
 
 BACKUP_CLUSTER_MIN = 65536
-SECTOR = 512
 
 
 class Stage(enum.Enum):

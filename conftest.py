@@ -23,6 +23,7 @@ from harness.builds import QemuBuild, find_build, known_builds
 from harness.errors import HarnessError
 from harness.judge import named_profile
 from harness.layers import inspector_pids
+from harness.pool import MARKER, close_worker_pool, idle_pids
 from harness.probe import Probe, probe, replication_verdict
 
 ROOT = Path(__file__).resolve().parent
@@ -86,11 +87,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="judge every build against this release's model profile (e.g. 9.0) instead of "
         "the one its probed version picks",
     )
+    group.addoption(
+        "--fresh-qemu",
+        action="store_true",
+        dest="fresh_qemu",
+        help="a fresh QEMU for every case (also QRC_FRESH_QEMU=1): no QEMU serves two "
+        "cases, even when it answers that it is pristine (harness.pool)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """A build named on the command line is checked once, here: a bad --qemu-dir is one
     usage line, not one collection error per case module; so is an unknown --profile."""
+    config.addinivalue_line(
+        "markers", f"{MARKER}: the case gets fresh QEMU processes, never pooled ones"
+    )
     name = config.getoption("qrc_profile")
     if name is not None:
         try:
@@ -225,11 +236,16 @@ def _qemu_children() -> list[str]:
     return out
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    close_worker_pool()  # the idle pooled QEMUs quit
+
+
 @pytest.fixture(autouse=True)
 def _no_qemu_left_behind() -> Iterator[None]:
-    """Every test must end every QEMU it started; a leak fails the test that leaked."""
+    """Every test must end every QEMU it started (an idle pooled one is the pool's, not
+    the test's); a leak fails the test that leaked."""
     yield
-    keep = {str(p) for p in inspector_pids()}
+    keep = {str(p) for p in inspector_pids() | idle_pids()}
     left = [p for p in _qemu_children() if p.split()[0] not in keep]
     if left:
         pytest.fail(f"QEMU processes left running after the test: {', '.join(left)}")

@@ -665,13 +665,31 @@ class Machine:
         return "\n".join(lines)
 
 
-class MachineSet:
-    """The machines of one test: leaving the block shuts every one down, SIGKILL last."""
+class Reuse(Protocol):
+    """Where a MachineSet gets QEMUs that serve several cases (harness.pool.Pool)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def take(
+        self,
+        build: Build,
+        workdir: Path,
+        name: str,
+        kind: Kind,
+        args: Sequence[str],
+        timeout: float,
+    ) -> Machine | None: ...
+
+    def give_back(self, m: Machine) -> bool: ...
+
+
+class MachineSet:
+    """The machines of one test: leaving the block shuts every one down, SIGKILL last.
+    With a `pool`, a machine may come from it and go back to it (harness.pool)."""
+
+    def __init__(self, workdir: Path, pool: Reuse | None = None) -> None:
         self.workdir = workdir
         self.machines: dict[str, Machine] = {}
         self.pids: list[int] = []
+        self.pool = pool
 
     def launch(
         self,
@@ -683,7 +701,13 @@ class MachineSet:
     ) -> Machine:
         if name in self.machines:
             raise ValueError(f"machine {name!r} already launched in this set")
-        m = Machine.launch(build, self.workdir, name, kind, args, timeout)
+        m = (
+            None
+            if self.pool is None
+            else self.pool.take(build, self.workdir, name, kind, args, timeout)
+        )
+        if m is None:
+            m = Machine.launch(build, self.workdir, name, kind, args, timeout)
         self.machines[name] = m
         self.pids.append(m.pid)
         return m
@@ -702,6 +726,8 @@ class MachineSet:
             try:
                 if not graceful:
                     m._force_kill()
+                elif self.pool is not None and self.pool.give_back(m):
+                    continue
                 m.shutdown()
             except BaseException as e:  # KeyboardInterrupt included: kill, go on
                 m._force_kill()

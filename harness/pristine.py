@@ -121,7 +121,8 @@ def _leftovers(m: Machine, fresh: Fresh) -> list[str]:
     names("objects", list(_objects(m) - fresh.objects))
     walk = _ask(m, "query-xen-replication-status")
     if not walk.ok or walk.value != NO_REPLICATION_ERROR:
-        found.append(f"query-xen-replication-status answered {walk.value or walk.desc!r}")
+        said = walk.value.get("desc", walk.value) if walk.ok else walk.desc
+        found.append(f"the replication walk answers {said!r}")
     return found
 
 

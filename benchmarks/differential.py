@@ -41,14 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import ops
 from harness.builds import QemuBuild, find_build, known_builds
-from harness.differential.machine import (
-    WEIGHTS,
-    ci_groups,
-    run_groups,
-    secondary_specs,
-)
+from harness.differential.machine import run_groups
 from harness.differential.session import Session, TopologySpec
 from harness.differential.settings import Options
+from harness.differential.specs import WEIGHTS, ci_groups, secondary_specs
 from harness.differential.strategies import DELTAS, LENGTHS, PATTERNS, geometry
 from harness.machine import MachineSet
 from harness.model import profile_for
@@ -116,7 +112,7 @@ def _next_op(rng: random.Random, s: Session, recent: list[int]) -> list[ops.Op]:
     }[kind]
 
 
-def lockstep(build: QemuBuild, n_ops: int, seed: int) -> dict[str, Any]:
+def lockstep(build: QemuBuild, n_ops: int, seed: int, whole_views: bool = False) -> dict[str, Any]:
     found = probe(build)
     profile = profile_for(found.version_tuple)
     spec = next(sp for sp in secondary_specs() if sp.name == "secondary")
@@ -133,7 +129,7 @@ def lockstep(build: QemuBuild, n_ops: int, seed: int) -> dict[str, Any]:
             ex = work / f"session-{len(setups)}"
             with MachineSet(ex) as machines:
                 t = time.perf_counter()
-                s = Session(spec, build, profile, machines, ex)
+                s = Session(spec, build, profile, machines, ex, whole_views=whole_views)
                 s.step(ops.Start(primary=False))
                 setups.append(time.perf_counter() - t)
                 setup_views = len(s.policy_steps)

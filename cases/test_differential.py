@@ -24,8 +24,9 @@ import zlib
 
 import pytest
 
-from harness.differential.machine import Group, ci_groups, run_groups
+from harness.differential.machine import run_groups
 from harness.differential.settings import CI, Options
+from harness.differential.specs import Group, ci_groups
 from harness.observe import QMP_OK
 from harness.ops import PRIMARY, PrimaryRead, Start, Write, WriteZeroes
 

@@ -29,9 +29,10 @@ from pathlib import Path
 import pytest
 
 from harness.builds import QemuBuild, find_build, known_builds
-from harness.differential.machine import RunResult, ci_groups, run_groups
+from harness.differential.machine import RunResult, run_groups
 from harness.differential.replay import replay_main
 from harness.differential.settings import Options
+from harness.differential.specs import ci_groups
 from harness.errors import TraceError
 from harness.model import Profile, profile_for
 from harness.model import messages as msg

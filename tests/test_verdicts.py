@@ -22,13 +22,9 @@ import pytest
 from hypothesis import settings
 
 from cases.conftest import _maker, machines, profile, secondary, topologies  # noqa: F401  (fixtures)
-from harness.differential.machine import (
-    DifferentialFailure,
-    found,
-    run_differential,
-    secondary_specs,
-)
+from harness.differential.machine import DifferentialFailure, found, run_differential
 from harness.differential.settings import settings_for
+from harness.differential.specs import secondary_specs
 from harness.layers import LayerCheckHung
 from harness.machine import MachineAborted, MachineDied, MachineError, MachineHung, QmpCommandFailed
 from harness.nbd_client import QemuIoDied, QemuIoSpawnFailed, QemuIoTimeout

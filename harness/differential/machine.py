@@ -10,7 +10,7 @@ it is up, keep writes that reach a poisoned secondary disk off the poisoned
 page), and applies it through `Session.step`, which compares QEMU's answer with
 the model's, checks the layers before checkpoints and, after an operation that can
 change what a guest sees, reads every guest view of the topology back whole (each
-topology's disks are 4 MiB: DISK_SIZE); the teardown runs the final live and offline
+topology's disks are 4 MiB: specs.DISK_SIZE); the teardown runs the final live and offline
 layer checks.
 
 On the COLO pair (kind pair) guest I/O goes through the primary VM's quorum (it
@@ -29,8 +29,8 @@ is, with no trace and no replay hint.
 
 Profiles (hypothesis settings: harness.differential.settings): `ci` (fixed seed,
 bounded: the suite's time budget) and `nightly` (long). `run_differential` runs one
-state machine over a set of topology specs; `ci_groups` are the runs the CI test makes
-per QEMU version.
+state machine over a set of topology specs; `run_groups` runs groups of them
+(harness.differential.specs: `ci_groups` are the CI test's, per QEMU version).
 """
 
 from __future__ import annotations
@@ -57,18 +57,16 @@ from harness import ops
 from harness.builds import QemuBuild
 from harness.differential.ops import LinkDown
 from harness.differential.session import (
-    FAULTS_KIND,
     NODES_KIND,
     OLD,
     PAIR_KIND,
     PRIMARY_KIND,
-    SECONDARY_KIND,
     Session,
     TopologySpec,
     commit_copies,
-    nodes_recipe,
 )
 from harness.differential.settings import CI, SHRINK_SECONDS, Options, shrink_budget
+from harness.differential.specs import KINDS, WEIGHTS, Group
 from harness.differential.strategies import (
     DELTAS,
     Geometry,
@@ -78,184 +76,14 @@ from harness.differential.strategies import (
     patterns,
 )
 from harness.differential.trace import session_trace
-from harness.images import Recipe, load_recipe
 from harness.machine import MachineSet
 from harness.model import Profile
 from harness.model.disks import allocated_above
 from harness.model.replication import Mode, ReplicationNode, Stage
 from harness.ops import PRIMARY, REP, SECONDARY
-from harness.topology.pair import PQ, pair_recipe
+from harness.topology.pair import PQ
 from harness.verdicts import QemuCrashed, QemuMisbehaved
 from harness.words import plural
-
-# ---- topology specs
-
-
-# The size of every disk in the CI topologies. After each operation that can change
-# one, each guest view is read back whole, at about 0.7 ms per MiB per read (qemu-io
-# reads and verifies every byte): the secondary-only and primary-only recipes run at
-# this size instead of their 64 MiB, as the pair and the two-node machine did already.
-# The random requests stay inside the first 4 MiB (strategies.WINDOW) and at the end of
-# the disk anyway.
-DISK_SIZE = "4M"
-
-
-def sized(recipe: Recipe, size: str = DISK_SIZE) -> Recipe:
-    """`recipe` with every layer `size` long (its contents must fit)."""
-    d = recipe.to_dict()
-    for layer in d["layers"].values():
-        layer["size"] = size
-    return Recipe.from_dict(d, source=f"{recipe.source} at {size}")
-
-
-def prefilled_recipe() -> Recipe:
-    """secondary-prefilled at DISK_SIZE: its 0x22 extent, at 4M there, at 3M."""
-    d = load_recipe("secondary-prefilled").to_dict()
-    contents = d["layers"]["secondary"]["contents"]
-    assert contents[1]["offset"] == "4M", contents
-    contents[1]["offset"] = "3M"
-    d["description"] += " (at 4 MiB: 0x22 over [3M, 3M+192k))"
-    return sized(Recipe.from_dict(d, source="secondary-prefilled"))
-
-
-def stale_recipe() -> Recipe:
-    """4 MiB, 64 KiB clusters; the active and hidden disks hold stale data before start
-    (start's checkpoint must empty them) and the secondary disk holds data of its own."""
-    return Recipe.from_dict(
-        {
-            "description": "secondary chain with stale active and hidden disks",
-            "layers": {
-                "secondary": {
-                    "size": DISK_SIZE,
-                    "contents": [{"offset": 0, "length": "256k", "pattern": 0x66}],
-                },
-                "hidden": {
-                    "size": DISK_SIZE,
-                    "backing": "secondary",
-                    "contents": [{"offset": "64k", "length": "128k", "pattern": 0xA5}],
-                },
-                "active": {
-                    "size": DISK_SIZE,
-                    "backing": "hidden",
-                    "contents": [
-                        {"offset": 0, "length": "96k", "pattern": 0x5A},
-                        {"offset": "1M", "length": "4k", "pattern": 0x5B},
-                    ],
-                },
-            },
-        },
-        source="<differential: stale active and hidden>",
-    )
-
-
-# the faults topology's poisoned sector: inside cluster 5 (where random requests land)
-POISON = 0x50000 + 0x1000
-
-
-def secondary_specs() -> tuple[TopologySpec, ...]:
-    """The smallest clusters first (hypothesis draws the first most often): with 512-byte
-    clusters everything below the 64 KiB backup cluster shows in the layer maps. Every
-    recipe at DISK_SIZE."""
-    recipes = ("secondary-512", "secondary", "secondary-mixed", "secondary-2m")
-    specs = [TopologySpec(SECONDARY_KIND, sized(load_recipe(r)), r) for r in recipes]
-    specs.insert(2, TopologySpec(SECONDARY_KIND, stale_recipe(), "stale"))
-    specs.append(TopologySpec(SECONDARY_KIND, prefilled_recipe(), "secondary-prefilled"))
-    return tuple(specs)
-
-
-def faults_specs() -> tuple[TopologySpec, ...]:
-    return (
-        TopologySpec(FAULTS_KIND, sized(load_recipe("secondary")), "secondary", POISON),
-        TopologySpec(FAULTS_KIND, stale_recipe(), "stale", POISON),
-    )
-
-
-def primary_specs() -> tuple[TopologySpec, ...]:
-    return (TopologySpec(PRIMARY_KIND, sized(load_recipe("primary-child")), "primary-child"),)
-
-
-def pair_specs() -> tuple[TopologySpec, ...]:
-    """The COLO pair over three geometries (4 MiB disks, the first MiB holding data on
-    both sides): 64 KiB clusters, 512-byte clusters (every write shows in the layer
-    maps), and mixed (hidden 2 MiB: a 2 MiB backup cluster; local disk 4 KiB)."""
-    return (
-        TopologySpec(PAIR_KIND, pair_recipe(cluster="64k"), "64k"),
-        TopologySpec(PAIR_KIND, pair_recipe(cluster="512"), "512"),
-        TopologySpec(
-            PAIR_KIND,
-            pair_recipe(
-                cluster="512", hidden_cluster="2M", active_cluster="64k", local_cluster="4k"
-            ),
-            "mixed",
-        ),
-    )
-
-
-def nodes_specs() -> tuple[TopologySpec, ...]:
-    return (TopologySpec(NODES_KIND, nodes_recipe(DISK_SIZE, "64k"), "old+rep"),)
-
-
-@dataclass(frozen=True)
-class Group:
-    """One run of the state machine: a name, its specs and its share of the examples."""
-
-    name: str
-    specs: Callable[[], tuple[TopologySpec, ...]]
-    examples: int
-    # the CI profile keeps running (next seed) until this many steps have run
-    min_steps: int = 0
-    # operation weights that differ from WEIGHTS in this group
-    weights: tuple[tuple[str, int], ...] = ()
-    # examples start replication at once (else three in four do)
-    start_first: bool = False
-    # fail over only when the commit has something to copy (active or hidden hold data)
-    failover_dirty: bool = False
-    # the CI profile's steps per example in this group (None: the profile's)
-    steps: int | None = None
-
-
-def ci_groups() -> tuple[Group, ...]:
-    """The CI test's runs per QEMU version: at most 34 examples (the pair's of 11 steps,
-    the others' of 19; hypothesis ends some early: 30 examples, 530 steps at seed 0), at
-    least 426 steps in all (a group short of its min_steps runs again with the next
-    seed)."""
-    return (
-        Group("secondary", secondary_specs, 12, 170, (("failover", 5),), failover_dirty=True),
-        # the failover commit is what this topology is about
-        Group(
-            "faults",
-            faults_specs,
-            8,
-            100,
-            (("failover", 2), ("write", 6), ("primary_write", 3), ("checkpoint", 2)),
-            start_first=True,
-            failover_dirty=True,
-        ),
-        # the primary's own I/O and its link matter, the third party's writes less
-        Group(
-            "primary",
-            primary_specs,
-            5,
-            70,
-            (("link_down", 4), ("write", 6), ("write_zeroes", 3), ("primary_write", 2)),
-        ),
-        # two nodes in one QEMU: what the *_all walk's order decides
-        Group("many-nodes", nodes_specs, 3, 36, (("failover", 2),)),
-        # the full COLO pair: the VMs' writes, checkpoints on both sides, failover, the
-        # primary's stop, the link between them (a failover ends an example's
-        # replication: shorter examples, more of them)
-        Group(
-            "pair",
-            pair_specs,
-            6,
-            50,
-            (("write", 8), ("checkpoint", 4), ("failover", 8), ("link_down", 2)),
-            start_first=True,
-            failover_dirty=True,
-            steps=12,
-        ),
-    )
-
 
 # ---- running
 
@@ -358,30 +186,6 @@ class RunConfig:
     weights: tuple[tuple[str, int], ...] = ()
     start_first: bool = False
     failover_dirty: bool = False
-
-
-# The operations a step chooses from, with their weights. Each name is one method
-# of the state machine (`op_<name>`); its `_allowed` says when it may be chosen.
-WEIGHTS: tuple[tuple[str, int], ...] = (
-    ("write", 4),
-    ("primary_write", 6),
-    ("checkpoint", 4),
-    ("read", 3),
-    ("failover", 3),
-    ("link_down", 3),
-    ("write_zeroes", 2),
-    ("discard", 2),
-    ("primary_read", 2),
-    ("primary_write_zeroes", 2),
-    ("status", 2),
-    ("primary_discard", 1),
-    ("flush", 1),
-    ("stop", 1),
-    ("start", 1),
-    ("start_other_mode", 1),
-    ("start_with_failover", 1),
-)
-KINDS = tuple(k for k, _ in WEIGHTS)
 
 
 @functools.lru_cache(maxsize=256)

@@ -11,8 +11,9 @@ test_*.py; run by path).
 from hypothesis import settings
 
 from cases.conftest import _maker, machines, profile, secondary, topologies  # noqa: F401  (fixtures)
-from harness.differential.machine import run_differential, secondary_specs
+from harness.differential.machine import run_differential
 from harness.differential.settings import settings_for
+from harness.differential.specs import secondary_specs
 from harness.ops import Checkpoint, Start, Status, Write
 from tests.data.verdicts.injected import harness_bug, sigkill_before
 

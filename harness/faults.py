@@ -196,21 +196,12 @@ class HoldCommit(Op):
 
 
 @dataclass(frozen=True, slots=True)
-class ReleaseCommit(Op):
+class ReleaseCommit(HoldCommit):
     """The throttle node back in the unlimited group; the reopen's drain restarts the
     queued writes."""
 
-    machine: str = SECONDARY
-    node: str = THROTTLE_NODE
-    target: str = "secondary"
     group: str = THROTTLE_FREE
     kind: ClassVar[str] = "release_commit"
-
-    def describe(self) -> str:
-        return f"{self.machine}: blockdev-reopen {self.node} throttle-group={self.group}"
-
-    def options(self) -> dict[str, Any]:
-        return Throttle(self.node, self.target, self.group, ()).options()
 
 
 StepFault = LinkDown | Kill | HoldCommit | ReleaseCommit

@@ -24,7 +24,7 @@ import zlib
 
 import pytest
 
-from harness.differential.machine import run_groups
+from harness.differential.runner import run_groups
 from harness.differential.settings import CI, Options
 from harness.differential.specs import Group, ci_groups
 from harness.observe import QMP_OK

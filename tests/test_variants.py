@@ -29,8 +29,9 @@ from pathlib import Path
 import pytest
 
 from harness.builds import QemuBuild, find_build, known_builds
-from harness.differential.machine import RunResult, run_groups
 from harness.differential.replay import replay_main
+from harness.differential.results import RunResult
+from harness.differential.runner import run_groups
 from harness.differential.settings import Options
 from harness.differential.specs import ci_groups
 from harness.errors import TraceError

@@ -22,7 +22,8 @@ import pytest
 from hypothesis import settings
 
 from cases.conftest import _maker, machines, profile, secondary, topologies  # noqa: F401  (fixtures)
-from harness.differential.machine import DifferentialFailure, found, run_differential
+from harness.differential.results import DifferentialFailure, found
+from harness.differential.runner import run_differential
 from harness.differential.settings import settings_for
 from harness.differential.specs import secondary_specs
 from harness.layers import LayerCheckHung

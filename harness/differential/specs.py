@@ -10,6 +10,7 @@ per QEMU version.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -153,6 +154,17 @@ WEIGHTS: tuple[tuple[str, int], ...] = (
     ("start_with_failover", 1),
 )
 KINDS = tuple(k for k, _ in WEIGHTS)
+
+
+@functools.lru_cache(maxsize=256)
+def weighted_kinds(
+    allowed: tuple[str, ...], changes: tuple[tuple[str, int], ...] = ()
+) -> tuple[str, ...]:
+    """The allowed operation kinds, each repeated by its weight (`changes` overrides
+    WEIGHTS)."""
+    weights = dict(WEIGHTS)
+    weights.update(changes)
+    return tuple(k for k, _ in WEIGHTS if k in allowed for _ in range(weights[k]))
 
 
 # ---- groups

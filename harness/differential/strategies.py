@@ -5,17 +5,22 @@ Requests are biased towards a small set of interesting places: multiples of
 few bytes either side of them, and the end of the disk, so that two random
 requests meet, overlap and straddle boundaries far more often than uniform
 offsets would. Some requests stay uniform over a window at the start of the
-disk.
+disk. `Requests` remembers where an example's recent requests went, so that later
+ones meet them. `guest_node` and `command_side` draw which node a guest request and
+which side a QMP command goes to.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from hypothesis import strategies as st
 
-from harness.differential.session import PRIMARY_KIND, TopologySpec
+from harness.differential.session import NODES_KIND, OLD, PAIR_KIND, PRIMARY_KIND, TopologySpec
+from harness.model.replication import Mode
+from harness.ops import PRIMARY, REP, SECONDARY
+from harness.topology.pair import PQ
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -95,3 +100,74 @@ def lengths(g: Geometry) -> st.SearchStrategy[int]:
 @lru_cache(maxsize=1)
 def patterns() -> st.SearchStrategy[int]:
     return st.sampled_from(PATTERNS)
+
+
+@dataclass
+class Requests:
+    """Where an example's recent requests went."""
+
+    # ends of recent requests: later ones start there often
+    recent: list[int] = field(default_factory=list)
+    # starts of recent writes that copied before writing (RUNNING), and whether a
+    # checkpoint came since the last one
+    copied: list[int] = field(default_factory=list)
+    rearmed: bool = False
+
+    def region(
+        self, data: st.DataObject, g: Geometry, avoid: bool, cbw: bool, running: bool
+    ) -> tuple[int, int]:
+        """Offset and length: near an interesting boundary, anywhere in the window, at
+        the end of the disk, or (a third of the time, once there are some) at or next to
+        a recent request, so that requests meet. `avoid`: off the poisoned page.
+
+        `cbw`: the request is a write reaching the secondary disk (copy-before-write
+        while `running`). The first such write after a checkpoint goes, half the time,
+        where one before the checkpoint went: the checkpoint must have re-armed the
+        copy of that cluster."""
+        pool: tuple[int, ...] = ()
+        if cbw and self.rearmed and self.copied:
+            self.rearmed = False
+            if data.draw(st.booleans(), label="where one copied before the checkpoint"):
+                pool = tuple(self.copied)
+        if (
+            not pool
+            and self.recent
+            and data.draw(st.sampled_from((False, False, True)), label="again")
+        ):
+            pool = tuple(self.recent)
+        if pool:
+            base = data.draw(st.sampled_from(pool), label="recent")
+            off = base + data.draw(st.sampled_from(DELTAS), label="delta")
+        else:
+            off = data.draw(offsets(g), label="offset")
+        length = data.draw(lengths(g), label="length")
+        off, length = g.clip(off, length, avoid)
+        for p in (off, off + length):
+            if p not in self.recent:
+                self.recent.append(p)
+        del self.recent[:-8]
+        if cbw and running:
+            self.copied.append(off)
+            del self.copied[:-8]
+        return off, length
+
+
+def guest_node(data: st.DataObject, kind: str, primary_vm: int = 1) -> str:
+    """The node guest I/O goes through on a topology of `kind`. Pair: the primary VM's
+    quorum (`primary_vm` chances in primary_vm + 1) or the secondary VM's node; two-node
+    machine: mostly the newer node (rep); nothing is drawn for the single-node kinds."""
+    if kind == PAIR_KIND:
+        choices = (PQ,) * primary_vm + (REP,)
+        return data.draw(st.sampled_from(choices), label="guest")
+    if kind == NODES_KIND:
+        return data.draw(st.sampled_from((REP, REP, REP, OLD)), label="node")
+    return REP
+
+
+def command_side(data: st.DataObject, spec: TopologySpec) -> tuple[bool, str]:
+    """(primary, machine) of a QMP command: the topology's own; on the pair, either
+    side's (drawn)."""
+    if spec.kind == PAIR_KIND:
+        primary = data.draw(st.booleans(), label="primary side")
+        return primary, PRIMARY if primary else SECONDARY
+    return spec.mode is Mode.PRIMARY, spec.machine

@@ -11,7 +11,7 @@ test_*.py; run by path).
 from hypothesis import settings
 
 from cases.conftest import _maker, machines, profile, secondary, topologies  # noqa: F401  (fixtures)
-from harness.differential.machine import run_differential
+from harness.differential.runner import run_differential
 from harness.differential.settings import settings_for
 from harness.differential.specs import secondary_specs
 from harness.ops import Checkpoint, Start, Status, Write

@@ -112,7 +112,7 @@ def _next_op(rng: random.Random, s: Session, recent: list[int]) -> list[ops.Op]:
     }[kind]
 
 
-def lockstep(build: QemuBuild, n_ops: int, seed: int, whole_views: bool = False) -> dict[str, Any]:
+def lockstep(build: QemuBuild, n_ops: int, seed: int) -> dict[str, Any]:
     found = probe(build)
     profile = profile_for(found.version_tuple)
     spec = next(sp for sp in secondary_specs() if sp.name == "secondary")
@@ -129,7 +129,7 @@ def lockstep(build: QemuBuild, n_ops: int, seed: int, whole_views: bool = False)
             ex = work / f"session-{len(setups)}"
             with MachineSet(ex) as machines:
                 t = time.perf_counter()
-                s = Session(spec, build, profile, machines, ex, whole_views=whole_views)
+                s = Session(spec, build, profile, machines, ex)
                 s.step(ops.Start(primary=False))
                 setups.append(time.perf_counter() - t)
                 setup_views = len(s.policy_steps)

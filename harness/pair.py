@@ -14,6 +14,7 @@ ReleaseCommit) are operations.
 
 from __future__ import annotations
 
+import itertools
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,10 +26,11 @@ from harness.machine import MachineDied
 from harness.model import build as model_build
 from harness.observe import QMP_OK, Crashed, IoResult, Observation
 from harness.ops import PRIMARY, REP, SECONDARY
+from harness.qemu_io import MAX_VERIFY_EXTENTS
 from harness.story import Story
 from harness.topology.pair import LOCAL, PQ, PREP, PRIMARY_CHILD, SQ
 from harness.topology.qemu import Topology, create_late
-from harness.units import MiB
+from harness.units import KiB
 from harness.verdicts import signal_name
 
 # ---- steps that are not replication operations
@@ -189,10 +191,18 @@ class PairStory(Story):
         extents (qemu-io verifies one pattern per command, so one whole-disk read would
         be re-read once per extent)."""
         n = self.size - offset if length is None else length
+        for node in self.view_nodes():
+            self._view(node, offset, n)
+
+    def view_nodes(self) -> list[str]:
+        """The nodes of the VMs' views that can still be read: the primary's quorum, the
+        secondary VM's node (a dead machine's not)."""
+        out = []
         if PRIMARY not in self.topo.dead:
-            self._view(PQ, offset, n)
+            out.append(PQ)
         if SECONDARY not in self.topo.dead:
-            self._view(self.sguest, offset, n)
+            out.append(self.sguest)
+        return out
 
     def _view(self, node: str, offset: int, length: int) -> None:
         expected = self.model.apply(ops.Read(offset, length, node=node))  # reads change nothing
@@ -283,26 +293,56 @@ class PairStory(Story):
         return seen
 
 
-# A piece of a view read costs (extents in it) x (its length): qemu-io reads the whole
-# request once per pattern it verifies.
-_PIECE_BUDGET = 1 * MiB
+# qemu-io verifies one pattern per command and reads the whole request for each: a view
+# is read in one piece per pattern, each over its own extent, so that every byte is read
+# once (harness.qemu_io.read). Past MAX_VERIFY_EXTENTS patterns in a request of at most
+# DUMP_PIECE bytes, qemu-io dumps the request in one command instead: a run of that many
+# small extents is one piece.
+DUMP_PIECE = 16 * KiB
 
 
 def read_pieces(expected: Observation, offset: int, length: int) -> list[tuple[int, int]]:
-    """[offset, +length) cut along the expected extents into cheap reads (the whole range
-    when the read is expected to fail)."""
+    """[offset, +length) cut along the expected extents into cheap reads: one per defined
+    extent (with the undefined bytes next to it), or one for a run of more than
+    MAX_VERIFY_EXTENTS of them within DUMP_PIECE bytes; the whole range when the read is
+    expected to fail."""
     if not isinstance(expected, IoResult) or not expected.ok or not expected.data:
         return [(offset, length)]
+    # one piece per defined extent; undefined bytes go with the piece before them
+    cuts = [offset]
+    seen = False
+    for off, _, pat in expected.data:
+        if pat is None:
+            continue
+        if seen:
+            cuts.append(off)
+        seen = True
+    cuts.append(offset + length)
+    singles = list(itertools.pairwise(cuts))
     pieces: list[tuple[int, int]] = []
-    start, count = offset, 0
-    for off, n, _ in expected.data:
-        end = off + n
-        if count and (count + 1) * (end - start) > _PIECE_BUDGET:
-            pieces.append((start, off - start))
-            start, count = off, 0
-        count += 1
-    pieces.append((start, offset + length - start))
+    i = 0
+    while i < len(singles):
+        j = i
+        while j < len(singles) and singles[j][1] - singles[i][0] <= DUMP_PIECE:
+            j += 1
+        if j - i > MAX_VERIFY_EXTENTS:
+            pieces.append((singles[i][0], singles[j - 1][1] - singles[i][0]))
+            i = j
+        else:
+            pieces.append((singles[i][0], singles[i][1] - singles[i][0]))
+            i += 1
     return pieces
 
+
 # The pair's names and recipe live with its topology value (harness.topology.pair).
-__all__ = ["LOCAL", "PQ", "PREP", "PRIMARY_CHILD", "SQ", "Action", "PairStory", "act", "read_pieces"]
+__all__ = [
+    "LOCAL",
+    "PQ",
+    "PREP",
+    "PRIMARY_CHILD",
+    "SQ",
+    "Action",
+    "PairStory",
+    "act",
+    "read_pieces",
+]

@@ -1,27 +1,74 @@
 """One differential run on one fresh topology: the topology kinds, the extra operations'
-handlers, when layers are checked, and the trace of what happened.
+handlers, what is read and checked when (the policy), and the trace of what happened.
 
-The state machine (harness.differential.machine) and the replayer
-(harness.differential.replay) both go through `Session`, so a trace replays
-under the policy that recorded it (a trace recorded when only the pair's guest views
-were read back replays with every kind's views: a divergence there shows sooner):
+The state machine (harness.differential.rules) and the replayer
+(harness.differential.replay) both go through `Session`, so a trace replays under the
+policy that recorded it, or under a later one that reads at least as much at each place
+the recording's divergence could show (a trace recorded when only the pair's guest views
+were read back replays with every kind's views: a divergence there shows sooner). The
+policy's reads are not part of a trace (`policy_steps`): a replay makes them again.
 
-- every operation is applied to the model and to QEMU and compared (Story.do);
-- after every operation that can change what a guest sees (all but reads, status and
-  flush), once no failover commit runs (the model is settled), every guest view of the
-  topology is read back whole, byte by byte, and compared (`Session.views`): on the
-  secondary-only kinds the secondary VM's disk (rep) and the secondary disk as the
-  primary sees it through the NBD export; on the primary kind the primary node's answer
-  and the child through its export; on the two-node machine each node and rep's
-  export; on the COLO pair both VMs' disks (PairStory.views). These reads are the
-  policy's, not the trace's: a replay makes them again;
-- just before every checkpoint (of the machine holding rep) each layer's own
-  allocation is asked of the running QEMU and compared with the model
-  (`check_layers_live`): the checkpoint
-  empties the active and hidden disks, and with them the evidence (whether they
-  were emptied shows at the next check);
-- at the end, the layers once more live, then QEMU quits and every layer is
-  checked offline (qemu-img map and bytes: `Story.finish`).
+The guest views of a topology (`_view_reads`): on the secondary-only kinds the secondary
+VM's disk (rep) and the secondary disk as the primary sees it through the NBD export
+(while the primary's link is up); on the primary kind the primary node's answer and the
+child through its export; on the two-node machine each node and rep's export; on the
+COLO pair both VMs' disks (PairStory.view_nodes). Every read is byte-exact: each byte
+the model defines is verified (harness.qemu_io), in one request per pattern
+(pair.read_pieces).
+
+What is read when (`Session.step`, `Session.end`):
+
+- every operation is applied to the model and to QEMU and compared (Story.do); the
+  guest's and the primary's reads are compared like any operation;
+- just before a checkpoint of the machine holding rep, each layer's own allocation is
+  asked of the running QEMU and compared with the model (`check_layers_live`);
+- WHOLE VIEWS (every byte of every view) just before a checkpoint or a failover (a stop
+  with failover) of the running replication node: both empty the active and hidden
+  disks, and with them what the views would still show; after a start or a plain stop
+  QEMU carried out (a start turns a node's answers from EIO to data); and at the end of
+  the session (after the final live layer check, before the offline one);
+- after any other operation that can change what a guest sees (all but reads, status
+  and flush), once no failover commit runs (the model is settled: a commit in flight
+  races the reads, and on 10.0 an HMP qemu-io drains it):
+  - on every view, what the operation could have changed (`_changed`), rounded out to
+    the granule: the largest cluster of any layer, at least 64 KiB (copy-before-write's
+    cluster), so every cluster a write can allocate, copy before writing or commit.
+    For a write, write-zeroes or discard (the guest's or the primary's) that is its
+    range; for a checkpoint carried out, what the active and hidden disks held just
+    before it (what it empties); for a settled failover commit, what they held before
+    the failover (what it copies into the secondary disk); for anything else (a refused
+    command, the NBD link going down) nothing;
+  - then one sample, of one view in turn: from where that view's last sample stopped,
+    up to SAMPLE bytes and no further than the end of the extent the model shows there
+    (one qemu-io request), wrapping at the end of the view.
+
+Why a change the model does not predict is caught, and how late. A guest view is a
+function of the layers under it; the model says, for each operation, which bytes of
+which layers it changes, and the reads after the operation cover every view over those
+bytes rounded out to whole clusters: whatever QEMU does there, the model predicted
+something and it is compared at once (a value QEMU wrote that the model did not, or one
+it failed to write).
+A change QEMU makes anywhere else stays in the view it is in until some operation
+changes those bytes again, and is read, at the latest:
+- by that view's samples: each advances the view's cursor by SAMPLE bytes or to the end
+  of an extent, so a view of S bytes holding E extents is swept by S / SAMPLE + E of its
+  samples (a 4 MiB view holding one pattern: 4; with V views, one sample each V
+  operations that read);
+- by the next whole read: before the next checkpoint or failover of the running node,
+  after the next start or plain stop, or at the end: within the rest of the example
+  (the CI profile's have at most 20 steps, the pair's 12; the nightly profile's 50).
+What a later operation overwrites first, on both sides, before any of these reads comes
+is gone from the views (no read of a guest could show it any more); what such a change
+left in the layers (an allocated cluster) the layer checks before each checkpoint and at
+the end compare. A read of one view that the model says fails (EIO) or succeeds is
+compared as such, so a node that started or stopped where the model did not shows at the
+first read of its view, sample or range.
+
+At the end: the layers once more live, the whole views, then QEMU quits and every layer
+is checked offline (qemu-img map and bytes: `Story.finish`).
+
+`Session(..., whole_views=True)` keeps the previous policy (every view read whole after
+every operation that can change one): benchmarks/differential.py compares the two.
 """
 
 from __future__ import annotations
@@ -40,7 +87,7 @@ from harness.machine import MachineSet
 from harness.model import Model, Profile
 from harness.model.disks import allocated_above, view
 from harness.model.replication import Mode, ReplicationNode, Stage, commit_chunk
-from harness.observe import Crashed, Observation
+from harness.observe import Crashed, Observation, QmpResult
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.pair import PairStory, read_pieces
 from harness.story import Story
@@ -48,7 +95,7 @@ from harness.topology import Graph, Topology, open_topology, standard
 from harness.topology.pair import LOCAL
 from harness.topology.pair import pair as pair_graph
 from harness.topology.standard import NodeSpec, many_nodes_recipe
-from harness.units import SECTOR
+from harness.units import SECTOR, KiB
 from harness.verdicts import Step
 
 SECONDARY_KIND = "secondary"
@@ -67,6 +114,43 @@ OLD = "old"
 NODES = (NodeSpec(OLD, export=False), NodeSpec(REP))
 # Operations that change nothing a guest sees: no guest views after them.
 _OBSERVING = (ops.Read, ops.PrimaryRead, ops.Status, ops.Flush)
+# Operations that change data in a range: after them the views are read there.
+_DATA = (
+    ops.Write,
+    ops.WriteZeroes,
+    ops.Discard,
+    ops.PrimaryWrite,
+    ops.PrimaryWriteZeroes,
+    ops.PrimaryDiscard,
+)
+# Replication commands: carried out, they can change a view anywhere (start's and a
+# checkpoint's emptying of the active and hidden disks, the failover commit): the views are
+# read whole after them.
+_COMMANDS = (ops.Start, ops.Stop, ops.Checkpoint, ops.Settle)
+# A data operation's range is rounded out to the largest cluster of the topology, and at
+# least to the backup job's smallest (copy-before-write's granularity: 64 KiB).
+MIN_GRANULE = 64 * KiB
+# After each operation that can change a view, one view (each in turn) is also read over
+# its next sample: from where its last one stopped, up to SAMPLE bytes, and no further than
+# the end of the model's extent there.
+SAMPLE = 1024 * KiB
+
+
+def _view_key(whole: ops.Read | ops.PrimaryRead) -> str:
+    return f"{whole.kind}:{getattr(whole, 'node', '')}"
+
+
+def _merged(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """`ranges` clipped to [0, size), sorted, touching or overlapping ones merged."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted((max(0, s), min(size, e)) for s, e in ranges):
+        if start >= end:
+            continue
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
 
 
 def nodes_recipe(size: int | str = "64M", cluster: int | str = "64k") -> Recipe:
@@ -175,6 +259,8 @@ class Session:
         machines: MachineSet,
         workdir: Path,
         label: str = "",
+        *,
+        whole_views: bool = False,
     ) -> None:
         self.spec = spec
         self.build = build
@@ -203,6 +289,19 @@ class Session:
         self.setup_steps = len(self.story.steps)
         # the operation being applied (its checks included); None between operations
         self.pending: ops.Op | None = None
+        # the policy's state: every view read whole since the last operation that could
+        # change one; where each view's sample goes next; what a rule is rounded out to
+        self.fresh = False
+        self.cursor: dict[str, int] = {}
+        self.samples = 0
+        # what the active and hidden disks held before the last checkpoint or stop, and
+        # before the last failover (what its commit copies)
+        self.dirty: list[tuple[int, int]] = []
+        self.committed: list[tuple[int, int]] = []
+        self.granule = max(MIN_GRANULE, *(d.cluster for d in self.model.disks.values()))
+        # the old policy (every view whole after every operation that can change one):
+        # for comparisons (benchmarks/differential.py --whole-views)
+        self.whole_views = whole_views
 
     @property
     def topo(self) -> Topology:
@@ -236,12 +335,20 @@ class Session:
     # ---- running
 
     def step(self, op: ops.Op) -> Observation:
-        """Apply `op` under the policy (layers checked before a checkpoint; every guest
-        view read back whole after an operation that can change one)."""
+        """Apply `op` under the policy (the module docstring): the layers checked before a
+        checkpoint, the guest views read whole before an operation that empties the
+        active and hidden disks, and after an operation that can change a view what it
+        could have changed plus the next sample."""
         n = len(self.story.steps) - self.setup_steps - len(self.policy_steps) + 1
         self.pending = op
         if isinstance(op, ops.Checkpoint) and op.machine == self.spec.machine:
             self._checked(f"layer allocation before operation {n}", self.story.check_layers_live)
+        if self._empties(op):
+            self._policy_reads(f"guest views before operation {n}", self._whole_views)
+        if isinstance(op, (ops.Checkpoint, ops.Stop)):
+            self.dirty = self._dirty()
+            if isinstance(op, ops.Stop) and op.failover:
+                self.committed = self.dirty
         self.where = f"operation {n}"
         obs = self.story.do(op)
         self.pending = None
@@ -253,45 +360,144 @@ class Session:
         if isinstance(self.story, PairStory):
             # a completed failover closed the inline active and hidden nodes
             self.story.after_failover()
-        if not isinstance(op, _OBSERVING) and self.model.settled():
-            first = len(self.story.steps)
-            self.where = f"guest views after operation {n}"
-            try:
-                self.views()
-            finally:
-                self.policy_steps.update(range(first, len(self.story.steps)))
+        if not isinstance(op, _OBSERVING):
+            self.fresh = False
+            if self.model.settled():
+                self._policy_reads(f"guest views after operation {n}", lambda: self._after(op, obs))
         self.where = None
         return obs
 
+    # ---- the guest views: what is read when
+
+    def _empties(self, op: ops.Op) -> bool:
+        """Is `op` a checkpoint or a failover of the running replication node (it empties
+        the active and hidden disks, and with them what a view would still show)?"""
+        if self.node.stage is not Stage.RUNNING or getattr(op, "machine", "") != self.spec.machine:
+            return False
+        return isinstance(op, ops.Checkpoint) or (isinstance(op, ops.Stop) and bool(op.failover))
+
+    def _policy_reads(self, where: str, reads: Callable[[], None]) -> None:
+        """Run `reads` as the policy's (recorded in policy_steps: no part of a trace)."""
+        first = len(self.story.steps)
+        self.where = where
+        try:
+            reads()
+        finally:
+            self.policy_steps.update(range(first, len(self.story.steps)))
+
+    def _after(self, op: ops.Op, obs: Observation) -> None:
+        """The reads after `op` (the model settled): on every view what `op` could have
+        changed (`_changed`), then the next sample of one view (`_sample`)."""
+        changed = self._changed(op, obs)
+        if changed is None:
+            self._whole_views()
+            return
+        views = self._view_reads()
+        for whole in views:
+            self._read(whole, changed)
+        if views:
+            self._sample(views[self.samples % len(views)])
+            self.samples += 1
+
+    def _changed(self, op: ops.Op, obs: Observation) -> list[tuple[int, int]] | None:
+        """What `op` could have changed in a view, rounded out to `granule` (every cluster
+        a write can allocate, copy before writing or commit); None: anything.
+
+        - a data operation (write, write-zeroes, discard; the guest's or the primary's):
+          its range;
+        - a replication command QEMU carried out: a start (the node's answers change
+          from EIO to data) or a plain stop: anything; a checkpoint, or a failover commit
+          once settled: what the active and hidden disks held before (`_dirty`), which
+          they empty or copy into the secondary disk;
+        - anything else (a refused command, the NBD link going down): nothing.
+        """
+        if self.whole_views:
+            return None
+        if isinstance(op, _DATA):
+            return self._rounded([(op.offset, op.offset + op.length)])
+        if not (isinstance(op, _COMMANDS) and isinstance(obs, QmpResult) and obs.ok):
+            return []
+        if isinstance(op, ops.Checkpoint):
+            return self._rounded(self.dirty)
+        if isinstance(op, ops.Settle):
+            return self._rounded(self.committed)
+        if isinstance(op, ops.Stop) and op.failover:
+            return []  # the commit runs: nothing is read until it settled
+        return None
+
+    def _dirty(self) -> list[tuple[int, int]]:
+        """What the active and hidden disks of every replication node hold (the model)."""
+        out: list[tuple[int, int]] = []
+        for node in self.model.nodes.values():
+            active, secondary = node.active, node.secondary
+            if active is None or secondary is None or active.closed:
+                continue
+            pieces = allocated_above(active, secondary, 0, secondary.size)
+            out += [(s, e) for s, e, allocated in pieces if allocated]
+        return out
+
+    def _rounded(self, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        g = self.granule
+        return [(s - s % g, -(-e // g) * g) for s, e in ranges]
+
+    def _sample(self, whole: ops.Read | ops.PrimaryRead) -> None:
+        """The view's next sample: from where its last one stopped (wrapping at its end),
+        up to SAMPLE bytes, no further than the end of the extent the model shows there
+        (one qemu-io command)."""
+        key = _view_key(whole)
+        start = self.cursor.get(key, 0) % whole.length
+        part = dataclasses.replace(whole, offset=start, length=min(SAMPLE, whole.length - start))
+        off, n = read_pieces(self.model.apply(part), part.offset, part.length)[0]
+        self.cursor[key] = (off + n) % whole.length
+        self._read(whole, [(off, off + n)])
+
     def views(self) -> None:
-        """Every guest view of the topology, whole and byte-exact, against the model:
-        each replication node's read answer (whatever the model says it is, EIO
-        included) and, while the primary's link is up, the disk behind the NBD export.
-        Only once the model is settled (a failover commit in flight races the reads,
-        and on 10.0 an HMP qemu-io drains it). The pair: both VMs' disks."""
+        """Every guest view of the topology, whole and byte-exact, against the model
+        (only once the model is settled: `_whole_views`)."""
+        self._whole_views()
+
+    def _whole_views(self) -> None:
+        """Every guest view whole (unless read whole since the last operation that could
+        change one): each replication node's read answer (whatever the model says it is,
+        EIO included) and, while the primary's link is up, the disk behind the NBD
+        export; the pair: both VMs' disks. Only once the model is settled (a failover
+        commit in flight races the reads, and on 10.0 an HMP qemu-io drains it)."""
+        if self.fresh or not self.model.settled():
+            return
+        for whole in self._view_reads():
+            self._read(whole, [(0, whole.length)])
+        self.fresh = True
+
+    def _view_reads(self) -> list[ops.Read | ops.PrimaryRead]:
+        """A whole read of each guest view of the topology that can be read now."""
         story = self.story
         if isinstance(story, PairStory):
-            story.views()
-            return
+            return [ops.Read(0, story.size, node=node) for node in story.view_nodes()]
         nodes = (REP, OLD) if self.spec.kind == NODES_KIND else (REP,)
-        for name in nodes:
-            self._view(ops.Read(0, self.model.nodes[name].file.size, node=name))
+        out: list[ops.Read | ops.PrimaryRead] = [
+            ops.Read(0, self.model.nodes[name].file.size, node=name) for name in nodes
+        ]
         export = self.model.export
         if export is not None and self.topo.export_io is not None and self.link_up():
-            self._view(ops.PrimaryRead(0, export.size))
+            out.append(ops.PrimaryRead(0, export.size))
+        return out
 
-    def _view(self, whole: ops.Read | ops.PrimaryRead) -> None:
-        """Read `whole` in pieces cut along the model's extents (qemu-io verifies one
-        pattern per command over the whole request)."""
-        expected = self.model.apply(whole)  # reads change nothing
-        for off, n in read_pieces(expected, whole.offset, whole.length):
-            self.story.do(dataclasses.replace(whole, offset=off, length=n))
+    def _read(self, whole: ops.Read | ops.PrimaryRead, ranges: list[tuple[int, int]]) -> None:
+        """Read `ranges` of the view `whole` (merged, clipped to it), each in pieces cut
+        along the model's extents (qemu-io verifies one pattern per command)."""
+        for start, end in _merged(ranges, whole.length):
+            part = dataclasses.replace(whole, offset=start, length=end - start)
+            expected = self.model.apply(part)  # reads change nothing
+            for off, n in read_pieces(expected, start, end - start):
+                self.story.do(dataclasses.replace(part, offset=off, length=n))
 
     def end(self) -> None:
         """The final checks: layers live, then (QEMU gone) layers offline."""
         self.ended = True
         if not self.crashed:  # a dead QEMU has no live layers to ask about
             self._checked("final layer allocation (live)", self.story.check_layers_live)
+            self._policy_reads("guest views at the end", self._whole_views)
+            self.where = None
         self._checked("final layer check (offline)", self.story.finish)
 
     def _checked(self, where: str, fn: Callable[[], None]) -> None:

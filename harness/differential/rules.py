@@ -14,7 +14,10 @@ One rule drawing from a weighted list, not a rule per operation with its @precon
 hypothesis switches a random part of a machine's rules off per example ("swarm"
 testing), which with the few, expensive examples a QEMU run affords leaves too many
 without checkpoints, failovers or link loss; and each group's weights say what its
-topology is about.
+topology is about. Measured with a rule per operation kind (preconditions `allowed`)
+in the CI profile at seed 0: the secondary group never failed over, the faults group
+never saw a failed commit, the primary group never lost its link, and 3 of the 14 model
+variants of tests/test_variants.py survived (all 14 are caught with the weights).
 
 On the COLO pair guest I/O goes through the primary VM's quorum or the secondary VM's
 node, and the QMP commands to either side: a checkpoint to both (as COLO does), a stop

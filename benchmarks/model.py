@@ -44,9 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness import ops
 from harness.model import Model, profile_for
 from harness.model.build import secondary_model
+from harness.units import KiB, MiB
 
-KiB = 1 << 10
-MiB = 1 << 20
 TiB = 1 << 40
 REQ = 64 * KiB
 SLOTS = 1024

@@ -34,9 +34,7 @@ from harness.ops import (
     Stop,
     Write,
 )
-
-KiB = 1 << 10
-MiB = 1 << 20
+from harness.units import KiB, MiB
 
 QUICK = pytest.mark.quick
 

@@ -36,12 +36,10 @@ from harness.ops import (
     Write,
 )
 from harness.real import live_allocation
+from harness.units import KiB, MiB
 
 # Each test's quick case is its 64 KiB-cluster ("secondary") or running-stage one.
 QUICK, SLOW = pytest.mark.quick, pytest.mark.slow
-
-KiB = 1 << 10
-MiB = 1 << 20
 
 # recipe -> backup cluster size (max(64 KiB, hidden's cluster size))
 GEOMETRIES = {

@@ -29,11 +29,9 @@ from harness.ops import (
     Stop,
     Write,
 )
+from harness.units import KiB, MiB
 
 pytestmark = [pytest.mark.secondary]
-
-KiB = 1 << 10
-MiB = 1 << 20
 
 GEOMETRIES: dict[str, str | Recipe] = {
     "512": "secondary-512",

@@ -71,8 +71,8 @@ from harness.ops import (
     Write,
     WriteZeroes,
 )
+from harness.units import SECTOR, KiB
 
-KiB = 1 << 10
 CL = 64 * KiB
 B = 0x40000
 WINDOW = (0, 0x60000)
@@ -87,7 +87,7 @@ ALIGNMENTS: dict[str, tuple[int, int]] = {
 # The commit must copy [0, B) (allocated in active or hidden); the error sector lies in the
 # guest-written clusters, which neither the primary's writes nor the split's writes to the
 # secondary disk touch afterwards.
-ERROR_SECTOR = (0x10000 + 0x200) // 512
+ERROR_SECTOR = (0x10000 + 0x200) // SECTOR
 
 
 PRIMARY_STAGES = ("none", "running", "done-stop", "done-failover")

@@ -44,8 +44,7 @@ from harness.ops import (
 )
 from harness.topology import add_late
 from harness.topology.values import Export, Null, Quorum
-
-MiB = 1 << 20
+from harness.units import MiB
 
 QUICK = pytest.mark.quick
 

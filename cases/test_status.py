@@ -33,9 +33,7 @@ from harness.ops import (
     Write,
 )
 from harness.story import Story
-
-KiB = 1 << 10
-MiB = 1 << 20
+from harness.units import KiB, MiB
 
 
 # The statuses, in the texts of the release under test (msg).

@@ -36,9 +36,7 @@ from harness.ops import (
     Stop,
     Write,
 )
-
-KiB = 1 << 10
-MiB = 1 << 20
+from harness.units import KiB, MiB
 
 # Geometry: the backup copies max(64 KiB, hidden cluster) per cluster, qcow2 COW copies whole
 # clusters of each layer, and the commit works in chunks of the secondary's cluster size

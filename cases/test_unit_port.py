@@ -41,8 +41,8 @@ from harness.ops import (
     Stop,
     Write,
 )
+from harness.units import MiB
 
-MiB = 1 << 20
 IMG_SIZE = 64 * MiB
 
 # The original's geometry (slow: every case moves 64 MiB several times), and the same

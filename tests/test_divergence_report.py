@@ -27,8 +27,8 @@ from harness.ops import Read, Start, Write
 from harness.probe import probe, replication_verdict
 from harness.story import Divergence, Story
 from harness.topology import open_topology, standard
+from harness.units import MiB
 
-MiB = 1 << 20
 REGION = 256 * MiB
 # Not a round offset: the report must name this byte, not a chunk boundary.
 AT = 33 * MiB + 4096

@@ -8,13 +8,12 @@ import pytest
 
 from harness import ops
 from harness.model import PROFILES, Model, Profile
-from harness.model.disks import Disk, view
 from harness.model.build import primary_model, secondary_model
+from harness.model.disks import Disk, view
 from harness.model.replication import ReplicationNode, Stage
 from harness.observe import QMP_OK, Data, IoResult, Observation
+from harness.units import KiB
 
-KiB = 1 << 10
-MiB = 1 << 20
 CL = 64 * KiB
 
 PROFILE_IDS = [p.name for p in PROFILES]

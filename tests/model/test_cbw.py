@@ -5,13 +5,14 @@ the primary's writes stay invisible to the secondary's view until the next check
 from __future__ import annotations
 
 import pytest
-from model_helpers import CL, KiB, MiB, by_profile, guest, items, node, runs, sec, started
+from model_helpers import CL, by_profile, guest, items, node, runs, sec, started
 
 from harness import ops
 from harness.model import Model, Profile
 from harness.model.build import secondary_model
 from harness.model.profiles import SEED_4_1, V5_0
 from harness.observe import IO_OK, QMP_OK
+from harness.units import KiB, MiB
 
 
 def seeded(profile: Profile, **kw: object) -> Model:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from model_helpers import CL, KiB, MiB, merge_pieces, runs
+from model_helpers import CL, merge_pieces, runs
 
 from harness.model.disks import (
     ALLOCATING_FORMATS,
@@ -18,6 +18,7 @@ from harness.model.disks import (
     write_range,
 )
 from harness.model.extents import UNDEF
+from harness.units import KiB, MiB
 
 
 def chain3(size: int = MiB, cluster: int = CL) -> tuple[Disk, Disk, Disk]:

@@ -20,8 +20,7 @@ from harness.observe import (
     qmp_error,
     status,
 )
-
-KiB = 1024
+from harness.units import KiB
 
 
 def rd(*data: tuple[int, int, int | None]) -> IoResult:

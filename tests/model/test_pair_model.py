@@ -5,17 +5,18 @@ failover commit)."""
 from __future__ import annotations
 
 import pytest
-from model_helpers import CL, KiB, MiB, by_profile, d, guest, items, node, runs
+from model_helpers import CL, by_profile, d, guest, items, node, runs
 
 from harness import ops
 from harness.model import PROFILES, Model, Profile
 from harness.model import messages as msg
+from harness.model.build import secondary_model
 from harness.model.disks import Disk
 from harness.model.extents import UNDEF
-from harness.model.build import secondary_model
 from harness.model.quorum import Quorum
 from harness.model.replication import Mode, ReplicationNode, Stage
 from harness.observe import EIO, IO_OK, QMP_OK, IoResult, qmp_error, status
+from harness.units import KiB, MiB
 
 P = ops.PRIMARY
 PQ = "pq"

@@ -25,12 +25,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from harness import ops
 from harness.model import PROFILES, Model, Profile
 from harness.model import messages as msg
+from harness.model.build import secondary_model
 from harness.model.disks import Disk
 from harness.model.extents import UNDEF, ZERO
-from harness.model.build import secondary_model
 from harness.observe import IO_OK, QMP_OK, Crashed, Data, IoResult, OneOf, qmp_error, status
+from harness.units import KiB
 
-KiB = 1024
 PATTERNS = (0x11, 0x22, 0x33, 0xAB, 0xFF)
 
 sizes = st.sampled_from([256 * KiB, 512 * KiB + 4 * KiB])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from model_helpers import MiB, by_profile
+from model_helpers import by_profile
 
 from harness import ops
 from harness.model import Model, Profile
@@ -11,6 +11,7 @@ from harness.model import messages as msg
 from harness.model.disks import Disk
 from harness.model.replication import Mode, ReplicationNode, Stage
 from harness.observe import QMP_OK, QmpResult, qmp_error, status
+from harness.units import MiB
 
 M = ops.SECONDARY
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import random
 
 import pytest
-from model_helpers import MiB
 
 from harness import ops
 from harness.model import Model, profile_for
 from harness.model.build import secondary_model
+from harness.units import MiB
 
 TiB = 1 << 40
 REQ = 64 * 1024

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from model_helpers import CL, MiB, by_profile, items, node, stage, started, started_primary
+from model_helpers import CL, by_profile, items, node, stage, started, started_primary
 
 from harness import ops
 from harness.model import Model, Profile, profile_for
 from harness.model import messages as msg
-from harness.model.disks import Disk
 from harness.model.build import primary_model, secondary_model
+from harness.model.disks import Disk
 from harness.model.replication import Mode, ReplicationNode, Stage
 from harness.observe import QMP_OK, Crashed, compare, qmp_error, status
+from harness.units import MiB
 
 START_SEC = ops.Start(primary=False)
 START_PRI = ops.Start(primary=True, machine=ops.PRIMARY)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from model_helpers import (
     CL,
-    MiB,
     by_profile,
     guest,
     items,
@@ -20,12 +19,13 @@ from model_helpers import (
 from harness import ops
 from harness.model import Model, Profile
 from harness.model import messages as msg
-from harness.model.extents import UNDEF
 from harness.model.build import primary_model, secondary_model
+from harness.model.extents import UNDEF
 from harness.model.profiles import SEED_4_1
 from harness.model.replication import Stage
 from harness.model.system import SETTLED
 from harness.observe import IO_OK, QMP_OK, Crashed, OneOf, compare, qmp_error, status
+from harness.units import MiB
 
 STOP = ops.Stop(primary=False, failover=False)
 FAILOVER = ops.Stop(primary=False, failover=True)

@@ -75,10 +75,10 @@ if OUT:
 
     # Patched before conftest.py and the cases import them (a `-p` plugin is imported
     # before any conftest), so names they import from these modules are the wrappers.
-    from harness import layers, machine, nbd_client, real, story, topology
+    from harness import layers, machine, qemu_io_process, real, story, topology
     from harness.images import builder
-    from harness.topology import qemu as topology_qemu
     from harness.model import system
+    from harness.topology import qemu as topology_qemu
 
     _wrap(topology_qemu, "build_chain", "images: copies of the templates")
     _wrap(builder.TemplateCache, "template", "images: qemu-img create (template, once)")
@@ -89,7 +89,7 @@ if OUT:
     _wrap(story.Story, "do", "operations: story (compare, steps)")
     _wrap(system.Model, "apply", "operations: model")
     _wrap(real.RealSide, "apply", "operations: QEMU (QMP, HMP qemu-io, NBD qemu-io)")
-    _wrap(nbd_client.InteractiveQemuIo, "_spawn", _spawn_label)
+    _wrap(qemu_io_process.InteractiveQemuIo, "_spawn", _spawn_label)
     _wrap(story.Story, "check_layers_live", "live layer checks (HMP qemu-io map)")
     _wrap(story.Story, "finish", "teardown: finish (story)")
     _wrap(topology.Topology, "close", "teardown: NBD client quit")

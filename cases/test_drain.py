@@ -21,8 +21,8 @@ from harness import graph
 from harness.faults import Throttle
 from harness.images import Recipe
 from harness.model.replication import Mode
-from harness.nbd_client import InteractiveQemuIo
 from harness.ops import REP, SECONDARY
+from harness.qemu_io_process import InteractiveQemuIo
 from harness.topology import open_topology
 from harness.topology.values import Export, Filter, Graph, Image, Machine, Replication
 from harness.units import KiB

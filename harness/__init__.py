@@ -3,7 +3,9 @@
 Layout, one job per module:
   builds, probe        which QEMU binaries, and what they can do
   machine              a QEMU process with its QMP transcript and deadlines
-  qemu_io, nbd_client  guest I/O over HMP qemu-io, primary I/O over NBD
+  qemu_io              guest I/O over HMP qemu-io: the commands, their output parsed
+  qemu_io_process      one interactive qemu-io kept open on pipes
+  nbd_client           primary I/O over NBD (a qemu_io_process on the export)
   images               declarative chain recipes and the qemu-img builder
   topology             secondary-only, primary-only and COLO pair graphs
   ops, observe         the operations vocabulary and observation values

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.builds import QemuBuild
-from harness.nbd_client import QUIT_DEADLINE, InteractiveQemuIo
 from harness.observe import Data, IoResult
 from harness.qemu_io import Budget
+from harness.qemu_io_process import QUIT_DEADLINE, InteractiveQemuIo
 from harness.tmp import private_dir
 from harness.verdicts import QemuHung
 

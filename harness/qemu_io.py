@@ -62,7 +62,7 @@ class QemuIoError(AssertionError):
     """qemu-io did something the harness cannot interpret; a test failure, not a result.
 
     Not in harness.verdicts' tree (the harness cannot read it, which says nothing about
-    the filter); its kinds that are QEMU's are (harness.nbd_client's QemuIoDied and
+    the filter); its kinds that are QEMU's are (harness.qemu_io_process's QemuIoDied and
     QemuIoTimeout)."""
 
     def __init__(self, message: str, command: str, output: str) -> None:

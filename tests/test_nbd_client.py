@@ -17,16 +17,16 @@ import pytest
 from harness.builds import QemuBuild, known_builds
 from harness.machine import Kind, Machine, MachineSet
 from harness.model import profile_for
-from harness.nbd_client import (
+from harness.nbd_client import NbdClient
+from harness.observe import IO_EIO, IO_OK, IoResult
+from harness.probe import probe
+from harness.qemu_io import GuestIO
+from harness.qemu_io_process import (
     InteractiveQemuIo,
-    NbdClient,
     QemuIoDied,
     QemuIoSpawnFailed,
     QemuIoTimeout,
 )
-from harness.observe import IO_EIO, IO_OK, IoResult
-from harness.probe import probe
-from harness.qemu_io import GuestIO
 from tests.qemu_helpers import alive, qcow2
 
 ROOT = Path(__file__).resolve().parents[1]

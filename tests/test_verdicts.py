@@ -28,11 +28,11 @@ from harness.differential.settings import settings_for
 from harness.differential.specs import secondary_specs
 from harness.layers import LayerCheckHung
 from harness.machine import MachineAborted, MachineDied, MachineError, MachineHung, QmpCommandFailed
-from harness.nbd_client import QemuIoDied, QemuIoSpawnFailed, QemuIoTimeout
 from harness.observe import QMP_OK, Crashed, QmpResult, data, status
 from harness.ops import Checkpoint, Read, Start, Status, Write
 from harness.poll import DeadlineExceeded
 from harness.qemu_io import QemuIoError, UnexpectedOutput
+from harness.qemu_io_process import QemuIoDied, QemuIoSpawnFailed, QemuIoTimeout
 from harness.report.plugin import _headline
 from harness.verdicts import (
     CommitStalled,

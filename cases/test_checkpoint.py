@@ -20,6 +20,7 @@ from __future__ import annotations
 import pytest
 
 from harness.faults import over_secondary
+from harness.graph import live_allocation
 from harness.observe import IO_OK, QMP_OK, data, qmp_error, status
 from harness.ops import (
     PRIMARY,
@@ -35,7 +36,6 @@ from harness.ops import (
     Stop,
     Write,
 )
-from harness.real import live_allocation
 from harness.units import KiB, MiB
 
 # Each test's quick case is its 64 KiB-cluster ("secondary") or running-stage one.

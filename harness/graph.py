@@ -1,4 +1,6 @@
-"""Reading a running QEMU's block graph: what the cases assert about nodes and edges.
+"""Reading a running QEMU's block graph: what the cases assert about nodes and edges, and
+what the harness asks of it (a failover commit in flight and its progress, a node's own
+allocation).
 
 The model has no block graph of its own beyond the disks and nodes it tracks, so
 the graph-shape cases (open, start, stop, blockers) ask QEMU directly and state the
@@ -7,8 +9,10 @@ expected shape in the case.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from harness.layers import parse_map
 from harness.machine import Machine
 from harness.observe import QmpResult
 from harness.ops import REP
@@ -76,3 +80,72 @@ def node_filename(m: Machine, node: str) -> str:
         if n["node-name"] == node:
             return str(n["file"])
     raise KeyError(f"no node {node!r} in query-named-block-nodes")
+
+
+def _commits(graph: dict[str, Any]) -> set[str]:
+    """The ids of the failover commits in an x-debug-query-block-graph reply: internal
+    block jobs with a `source` edge (the mirror-based active commit). The backup job of a
+    running secondary has only `main node` and `target` edges and lives as long as
+    replication runs, so with several replication nodes a commit must not be confused
+    with it."""
+    jobs = {n["id"] for n in graph.get("nodes", []) if n.get("type") == "block-job"}
+    return {
+        e["parent"] for e in graph.get("edges", []) if e["parent"] in jobs and e["name"] == "source"
+    }
+
+
+def commit_in_flight(machine: Machine) -> bool:
+    """True while the graph shows a failover commit."""
+    return bool(_commits(machine.qmp_ok("x-debug-query-block-graph")))
+
+
+@dataclass(frozen=True)
+class CommitProgress:
+    """What QEMU shows of a failover commit (replication's commit_active_start, a mirror
+    job: internal, so absent from query-jobs and query-block-jobs). The graph shows its
+    block-job node; the job's anonymous dirty bitmap (on its source, the active disk, up
+    to 7.2; on its mirror_top filter from 10.0) counts the bytes it still has to copy."""
+
+    in_flight: bool
+    left: int | None = None  # bytes still to copy; None: no bitmap seen
+    size: int | None = None  # the source's virtual size (for a deadline without `left`)
+
+
+def commit_progress(machine: Machine) -> CommitProgress:
+    """The failover commit's progress (CommitProgress(False) when none is in flight)."""
+    graph = machine.qmp_ok("x-debug-query-block-graph")
+    names = {n["id"]: n.get("name") for n in graph.get("nodes", [])}
+    edges = graph.get("edges", [])
+    commits = _commits(graph)
+    if not commits:
+        return CommitProgress(False)
+    watched = {
+        names[e["child"]]: e["name"]
+        for e in edges
+        if e["parent"] in commits and e["name"] in ("main node", "source")
+    }
+    res = machine.qmp("query-named-block-nodes", flat=True)
+    nodes = res.value if res.ok else machine.qmp_ok("query-named-block-nodes")
+    left: int | None = None
+    size: int | None = None
+    for node in nodes:
+        role = watched.get(node.get("node-name"))
+        if role is None:
+            continue
+        for bm in node.get("dirty-bitmaps") or []:
+            if "name" not in bm and "count" in bm:
+                left = (left or 0) + int(bm["count"])
+        if role == "source":
+            size = node.get("image", {}).get("virtual-size")
+    return CommitProgress(True, left, size)
+
+
+def live_allocation(machine: Machine, node: str) -> list[tuple[int, int]]:
+    """A node's own allocated ranges, asked of the running QEMU (HMP `qemu-io NODE map`)."""
+    mark = machine.stdout_mark()
+    reply = machine.hmp(f'qemu-io {node} "map"')
+    out = machine.stdout_since(mark)
+    if reply.strip():
+        # e.g. "Error: Cannot find device=active nor node-name=active": never read as "empty"
+        raise AssertionError(f"qemu-io {node} map on {machine.name}: {reply.strip()}")
+    return parse_map(out, f"qemu-io {node} map on {machine.name}")

@@ -11,11 +11,12 @@ import resource
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from harness import faults, graph, ops
-from harness.layers import parse_map
+from harness.graph import CommitProgress, commit_progress
+from harness.graph import commit_in_flight as commit_in_flight  # re-exported: cases/test_faults.py
+from harness.graph import live_allocation as live_allocation  # re-exported: harness/story.py
 from harness.machine import Machine, MachineDied
 from harness.model.system import SETTLED
 from harness.observe import Crashed, IoResult, Observation, OneOf, QmpResult
@@ -47,57 +48,6 @@ def _hint(expected: Observation) -> Any:
             if isinstance(alt, IoResult) and alt.ok:
                 return alt.data
     return None
-
-
-def commit_in_flight(machine: Machine) -> bool | None:
-    """True while the graph shows a failover commit: an internal block job with a `source`
-    edge (the mirror-based active commit). The backup job of a running secondary has only
-    `main node` and `target` edges and lives as long as replication runs, so with several
-    replication nodes a commit must not be confused with it."""
-    graph = machine.qmp_ok("x-debug-query-block-graph")
-    jobs = {n["id"] for n in graph.get("nodes", []) if n.get("type") == "block-job"}
-    return any(e["parent"] in jobs and e["name"] == "source" for e in graph.get("edges", []))
-
-
-@dataclass(frozen=True)
-class CommitProgress:
-    """What QEMU shows of a failover commit (replication's commit_active_start, a mirror
-    job: internal, so absent from query-jobs and query-block-jobs). The graph shows its
-    block-job node; the job's anonymous dirty bitmap (on its source, the active disk, up
-    to 7.2; on its mirror_top filter from 10.0) counts the bytes it still has to copy."""
-
-    in_flight: bool
-    left: int | None = None  # bytes still to copy; None: no bitmap seen
-    size: int | None = None  # the source's virtual size (for a deadline without `left`)
-
-
-def commit_progress(machine: Machine) -> CommitProgress:
-    graph = machine.qmp_ok("x-debug-query-block-graph")
-    names = {n["id"]: n.get("name") for n in graph.get("nodes", [])}
-    jobs = {n["id"] for n in graph.get("nodes", []) if n.get("type") == "block-job"}
-    edges = graph.get("edges", [])
-    commits = {e["parent"] for e in edges if e["parent"] in jobs and e["name"] == "source"}
-    if not commits:
-        return CommitProgress(False)
-    watched = {
-        names[e["child"]]: e["name"]
-        for e in edges
-        if e["parent"] in commits and e["name"] in ("main node", "source")
-    }
-    res = machine.qmp("query-named-block-nodes", flat=True)
-    nodes = res.value if res.ok else machine.qmp_ok("query-named-block-nodes")
-    left: int | None = None
-    size: int | None = None
-    for node in nodes:
-        role = watched.get(node.get("node-name"))
-        if role is None:
-            continue
-        for bm in node.get("dirty-bitmaps") or []:
-            if "name" not in bm and "count" in bm:
-                left = (left or 0) + int(bm["count"])
-        if role == "source":
-            size = node.get("image", {}).get("virtual-size")
-    return CommitProgress(True, left, size)
 
 
 class RealSide:
@@ -222,14 +172,3 @@ def _stalled(machine: str, p: CommitProgress, still: float | None, waited: float
             "e.g. on an error, or its writes held)"
         )
     return QmpResult(False, None, COMMIT_STALLED, f"{machine}: the failover commit {why}")
-
-
-def live_allocation(machine: Machine, node: str) -> list[tuple[int, int]]:
-    """A node's own allocated ranges, asked of the running QEMU (HMP `qemu-io NODE map`)."""
-    mark = machine.stdout_mark()
-    reply = machine.hmp(f'qemu-io {node} "map"')
-    out = machine.stdout_since(mark)
-    if reply.strip():
-        # e.g. "Error: Cannot find device=active nor node-name=active": never read as "empty"
-        raise AssertionError(f"qemu-io {node} map on {machine.name}: {reply.strip()}")
-    return parse_map(out, f"qemu-io {node} map on {machine.name}")

@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from harness.graph import live_allocation
 from harness.images import allocated, allocation_map
 from harness.machine import Machine, MachineError, MachineSet
 from harness.report.layers import LayerPicture, Range, StoryPicture, page
@@ -63,10 +64,6 @@ def qemu_allocation(story: Story, name: str) -> tuple[list[Range] | None, str]:
     Live (HMP `qemu-io NODE map`) while its QEMU runs, else `qemu-img map` of
     the layer's file; `-U` if some QEMU still has it open.
     """
-    # Imported here: harness.real imports the topology, which the plugin does
-    # not need for runs that never fail.
-    from harness.real import live_allocation
-
     topo = story.topo
     why = ""
     where = topo.layer_nodes.get(name)

@@ -22,7 +22,7 @@ import pytest
 from harness.builds import QemuBuild, find_build, known_builds
 from harness.errors import HarnessError
 from harness.judge import named_profile
-from harness.layers import inspector_pids
+from harness.layer_inspector import inspector_pids
 from harness.pool import MARKER, close_worker_pool, idle_pids
 from harness.probe import Probe, probe, replication_verdict
 

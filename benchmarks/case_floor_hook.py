@@ -75,7 +75,7 @@ if OUT:
 
     # Patched before conftest.py and the cases import them (a `-p` plugin is imported
     # before any conftest), so names they import from these modules are the wrappers.
-    from harness import layers, machine, qemu_io_process, real, story, topology
+    from harness import layer_inspector, machine, qemu_io_process, real, story, topology
     from harness.images import builder
     from harness.model import system
     from harness.topology import qemu as topology_qemu
@@ -95,7 +95,7 @@ if OUT:
     _wrap(topology.Topology, "close", "teardown: NBD client quit")
     _wrap(machine.MachineSet, "shutdown_all", "teardown: QEMU quit and reap")
     _wrap(story, "inspect_all", "offline layer checks (inspectors' map and read -P)")
-    _ = layers  # imported for its atexit handler's place (after ours)
+    _ = layer_inspector  # imported for its atexit handler's place (after ours)
     ph.switch("pytest: start-up: plugins, conftests")
 
     import pytest

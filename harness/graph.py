@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.layers import parse_map
+from harness.layer_inspector import parse_qemu_io_map
 from harness.machine import Machine
 from harness.observe import QmpResult
 from harness.ops import REP
@@ -148,4 +148,4 @@ def live_allocation(machine: Machine, node: str) -> list[tuple[int, int]]:
     if reply.strip():
         # e.g. "Error: Cannot find device=active nor node-name=active": never read as "empty"
         raise AssertionError(f"qemu-io {node} map on {machine.name}: {reply.strip()}")
-    return parse_map(out, f"qemu-io {node} map on {machine.name}")
+    return parse_qemu_io_map(out, f"qemu-io {node} map on {machine.name}")

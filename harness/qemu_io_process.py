@@ -2,7 +2,7 @@
 
 Spawning a qemu-io per request costs about 6 ms; a request on an open one under 1 ms.
 So the harness keeps one open where it sends many: the NBD client of the primary's I/O
-(harness.nbd_client) and the offline layer inspector (harness.layers); what a
+(harness.nbd_client) and the offline layer inspector (harness.layer_inspector); what a
 command means and how its output is read is harness.qemu_io's (QemuIoSession).
 
 qemu-io runs on pipes, not a pty: with stdin not a terminal it reads each command

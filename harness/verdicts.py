@@ -11,7 +11,7 @@
 The processes' own exceptions join the tree where they are raised: MachineDied is a
 QemuCrashed (MachineAborted a QemuAborted) and MachineHung a QemuHung (harness.machine);
 qemu-io's QemuIoDied and QemuIoTimeout (harness.qemu_io_process), the offline check's
-LayerCheckHung (harness.layers) and poll's DeadlineExceeded likewise.
+LayerCheckHung (harness.layer_inspector) and poll's DeadlineExceeded likewise.
 
 Everything else that ends a case is not QEMU's and stays out of the tree: a case's own
 `assert` (its statement about QEMU, a plain failure), ModelDisagrees below (the case's

@@ -26,7 +26,7 @@ from harness.differential.results import DifferentialFailure, found
 from harness.differential.runner import run_differential
 from harness.differential.settings import settings_for
 from harness.differential.specs import secondary_specs
-from harness.layers import LayerCheckHung
+from harness.layer_inspector import LayerCheckHung
 from harness.machine import MachineAborted, MachineDied, MachineError, MachineHung, QmpCommandFailed
 from harness.observe import QMP_OK, Crashed, QmpResult, data, status
 from harness.ops import Checkpoint, Read, Start, Status, Write

@@ -80,7 +80,7 @@ def _present(r: Mapping[str, Any]) -> bool:
     return bool(r["data"]) or "offset" in r
 
 
-def parse_map(text: str) -> list[MapExtent]:
+def parse_qemu_img_map(text: str) -> list[MapExtent]:
     """qemu-img map --output=json text → coalesced extents."""
     raw: list[Mapping[str, Any]] = json.loads(text)
     return coalesce(
@@ -103,7 +103,7 @@ def allocation_map(
         argv.append("-U")
     proc = run(build, argv + _layer_args(path, fmt), timeout=timeout)
     try:
-        return parse_map(proc.stdout)
+        return parse_qemu_img_map(proc.stdout)
     except (ValueError, KeyError, TypeError) as e:
         raise ImageError(f"qemu-img map {path}: unreadable output ({e}): {proc.stdout!r}") from None
 

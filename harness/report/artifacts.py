@@ -24,7 +24,7 @@ from pathlib import Path
 from harness.graph import live_allocation
 from harness.images import allocated, allocation_map
 from harness.machine import Machine, MachineError, MachineSet
-from harness.report.layers import LayerPicture, Range, StoryPicture, page
+from harness.report.layer_map import LayerPicture, Range, StoryPicture, page
 from harness.story import Story
 from harness.verdicts import describe_exit
 from harness.words import plural

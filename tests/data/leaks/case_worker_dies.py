@@ -11,7 +11,7 @@ import signal
 from pathlib import Path
 
 from cases.conftest import _maker, machines, profile, secondary, topologies  # noqa: F401  (fixtures)
-from harness.layers import inspector
+from harness.layer_inspector import inspector
 from harness.ops import Start, Write
 from harness.tmp import OWNER
 

@@ -193,82 +193,23 @@ if (location.hash === '#differs') { only.checked = true; apply(); }
 
 
 def to_html(m: Matrix, title: str = "QEMU replication conformance matrix") -> str:
-    cols = m.columns
+    """The matrix as one self-contained page: the totals per build, the legend, a row
+    per case (the cells' notes numbered below), and the results that are not per build."""
     esc = html.escape
+    notes: dict[str, int] = {}
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
         f'<p class="meta">{plural(len(m.rows), "case")} &times; '
-        f"{plural(len(cols), 'build')} &mdash; "
+        f"{plural(len(m.columns), 'build')} &mdash; "
         f"<strong>{_differ(m)} between builds</strong>. "
         f"Generated {_stamp()}.</p>",
+        *_totals_html(m),
+        _LEGEND,
+        *_matrix_html(m, notes),
     ]
-    parts.append('<table class="totals"><tr><th>build</th><th>version</th>')
-    parts += [f"<th>{_CELL_TEXT[o]}</th>" for o in records.OUTCOMES_SHOWN]
-    parts.append("</tr>")
-    for c in cols:
-        parts.append(f"<tr><td><code>{esc(c.label)}</code></td><td>{esc(c.version)}</td>")
-        for o in records.OUTCOMES_SHOWN:
-            n = sum(1 for r in m.rows if r.outcome(c) == o)
-            parts.append(f'<td class="{o}">{n}</td>' if n else "<td>0</td>")
-        parts.append("</tr>")
-    parts.append("</table>")
-    parts.append(
-        '<div class="legend">'
-        + "".join(
-            f'<span class="{o}" style="background:var(--{v})">{_CELL_TEXT[o]} = {o}</span>'
-            for o, v in (
-                ("passed", "pass"),
-                ("failed", "fail"),
-                ("error", "error"),
-                ("xfailed", "xfail"),
-                ("xpassed", "xpass"),
-                ("skipped", "skip"),
-            )
-        )
-        + '<span style="background:var(--diff)"><b>≠</b> outcome differs between builds</span>'
-        "</div>"
-    )
-    parts.append(
-        '<div class="controls"><label><input type="checkbox" id="only"> '
-        "show only the rows that differ (or open this page as matrix.html#differs)</label></div>"
-    )
-    parts.append('<table class="matrix"><thead><tr><th></th><th>case</th>')
-    parts += [
-        f'<th title="{esc(c.label)}">{esc(c.title)}<br><small>{esc(c.label)}</small></th>'
-        for c in cols
-    ]
-    parts.append("</tr></thead><tbody>")
-    notes: dict[str, int] = {}
-    current_file = None
-    files_with_diff = {r.case.partition("::")[0] for r in m.differing}
-    for row in m.rows:
-        file, _, name = row.case.partition("::")
-        if file != current_file:
-            current_file = file
-            css = "file has-diff" if file in files_with_diff else "file"
-            parts.append(f'<tr class="{css}"><td colspan="{len(cols) + 2}">{esc(file)}</td></tr>')
-        diff = row.differs(cols)
-        parts.append(f'<tr class="{"differs" if diff else "same"}">')
-        parts.append(f'<td class="flag">{"≠" if diff else ""}</td>')
-        parts.append(f'<td class="case" title="{esc(row.case)}">{esc(name or row.case)}</td>')
-        for c in cols:
-            rec = row.cells.get(c)
-            o = row.outcome(c)
-            note = _note(rec)
-            ref = ""
-            if note:
-                n = notes.setdefault(note, len(notes) + 1)
-                ref = f' <sup><a href="#n{n}">{n}</a></sup>'
-            css = "notrun" if o == "not run" else o
-            tip = f"{o}: {note}" if note else o
-            parts.append(
-                f'<td class="o {css}" title="{esc(tip)}">{esc(_CELL_TEXT.get(o, o))}{ref}</td>'
-            )
-        parts.append("</tr>")
-    parts.append("</tbody></table>")
     if notes:
         parts.append('<h2>Notes</h2><ol class="notes">')
         parts += [f'<li id="n{n}">{esc(text)}</li>' for text, n in notes.items()]
@@ -283,3 +224,84 @@ def to_html(m: Matrix, title: str = "QEMU replication conformance matrix") -> st
         parts.append("</ul>")
     parts.append(f"<script>{_SCRIPT}</script></body></html>\n")
     return "".join(parts)
+
+
+def _totals_html(m: Matrix) -> list[str]:
+    """The table of how many cases had each outcome, a row per build."""
+    parts = ['<table class="totals"><tr><th>build</th><th>version</th>']
+    parts += [f"<th>{_CELL_TEXT[o]}</th>" for o in records.OUTCOMES_SHOWN]
+    parts.append("</tr>")
+    for c in m.columns:
+        parts.append(
+            f"<tr><td><code>{html.escape(c.label)}</code></td><td>{html.escape(c.version)}</td>"
+        )
+        for o in records.OUTCOMES_SHOWN:
+            n = sum(1 for r in m.rows if r.outcome(c) == o)
+            parts.append(f'<td class="{o}">{n}</td>' if n else "<td>0</td>")
+        parts.append("</tr>")
+    parts.append("</table>")
+    return parts
+
+
+# The cells' symbols explained, and the switch to the differing rows only.
+_LEGEND = (
+    '<div class="legend">'
+    + "".join(
+        f'<span class="{o}" style="background:var(--{v})">{_CELL_TEXT[o]} = {o}</span>'
+        for o, v in (
+            ("passed", "pass"),
+            ("failed", "fail"),
+            ("error", "error"),
+            ("xfailed", "xfail"),
+            ("xpassed", "xpass"),
+            ("skipped", "skip"),
+        )
+    )
+    + '<span style="background:var(--diff)"><b>≠</b> outcome differs between builds</span>'
+    "</div>"
+    '<div class="controls"><label><input type="checkbox" id="only"> '
+    "show only the rows that differ (or open this page as matrix.html#differs)</label></div>"
+)
+
+
+def _matrix_html(m: Matrix, notes: dict[str, int]) -> list[str]:
+    """The table of outcomes, a row per case under a row per file; the cells' notes are
+    numbered in `notes` (text -> number) as they come."""
+    esc = html.escape
+    cols = m.columns
+    parts = ['<table class="matrix"><thead><tr><th></th><th>case</th>']
+    parts += [
+        f'<th title="{esc(c.label)}">{esc(c.title)}<br><small>{esc(c.label)}</small></th>'
+        for c in cols
+    ]
+    parts.append("</tr></thead><tbody>")
+    current_file = None
+    files_with_diff = {r.case.partition("::")[0] for r in m.differing}
+    for row in m.rows:
+        file, _, name = row.case.partition("::")
+        if file != current_file:
+            current_file = file
+            css = "file has-diff" if file in files_with_diff else "file"
+            parts.append(f'<tr class="{css}"><td colspan="{len(cols) + 2}">{esc(file)}</td></tr>')
+        diff = row.differs(cols)
+        parts.append(f'<tr class="{"differs" if diff else "same"}">')
+        parts.append(f'<td class="flag">{"≠" if diff else ""}</td>')
+        parts.append(f'<td class="case" title="{esc(row.case)}">{esc(name or row.case)}</td>')
+        parts += [_cell_html(row, c, notes) for c in cols]
+        parts.append("</tr>")
+    parts.append("</tbody></table>")
+    return parts
+
+
+def _cell_html(row: Row, c: Column, notes: dict[str, int]) -> str:
+    """One case's outcome on one build, its note (if any) numbered in `notes`."""
+    o = row.outcome(c)
+    note = _note(row.cells.get(c))
+    ref = ""
+    if note:
+        n = notes.setdefault(note, len(notes) + 1)
+        ref = f' <sup><a href="#n{n}">{n}</a></sup>'
+    css = "notrun" if o == "not run" else o
+    tip = f"{o}: {note}" if note else o
+    text = html.escape(_CELL_TEXT.get(o, o))
+    return f'<td class="o {css}" title="{html.escape(tip)}">{text}{ref}</td>'

@@ -239,6 +239,25 @@ def run_pytest(
         *pytest_args,
     ]
     t0 = time.monotonic()
+    proc = _spawn_pytest(argv, log, child_env, rfd, wfd)
+    rc, interrupted = _follow(proc, rfd, progress)
+    wall = time.monotonic() - t0
+    doc = _load_report(jpath)
+    if interrupted:
+        _prune_junit(junit)
+        return RunResult(rc, doc, wall, report_dir, log, junit, jpath, artifacts, True)
+    if rc == 4:
+        raise UsageError(_usage_line(log))
+    if doc is None and rc not in (0, 5):
+        raise RunnerError(f"pytest exited with status {rc} without writing its report; see {log}")
+    return RunResult(rc, doc, wall, report_dir, log, junit, jpath, artifacts)
+
+
+def _spawn_pytest(
+    argv: list[str], log: Path, env: dict[str, str], rfd: int, wfd: int
+) -> subprocess.Popen[bytes]:
+    """Start pytest, its output in `log` after its command line, the events pipe's write
+    end `wfd` passed to it (and closed here); both ends closed if it cannot start."""
     try:
         with open(log, "wb") as out:
             out.write(("$ " + " ".join(argv) + "\n").encode())
@@ -251,7 +270,7 @@ def run_pytest(
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=child_env,
+                env=env,
                 pass_fds=(wfd,),
                 process_group=0,
             )
@@ -260,6 +279,12 @@ def run_pytest(
         os.close(wfd)
         raise RunnerError(f"cannot start pytest ({sys.executable}): {e.strerror}") from None
     os.close(wfd)
+    return proc
+
+
+def _follow(proc: subprocess.Popen[bytes], rfd: int, progress: Progress) -> tuple[int, bool]:
+    """Hand pytest's events (a JSON object a line on `rfd`) to `progress` until it exits:
+    its exit status, and whether a Ctrl-C cut it short."""
     interrupted = False
     try:
         try:
@@ -277,21 +302,17 @@ def run_pytest(
         # what its dead processes left in TMPDIR (a live one's files are never touched)
         reclaim(proc.pid)
     progress.event({"e": "end"})
-    wall = time.monotonic() - t0
-    doc: dict[str, Any] | None = None
-    if jpath.exists():
-        try:
-            doc = records.load(jpath)
-        except (OSError, ValueError):
-            doc = None
-    if interrupted:
-        _prune_junit(junit)
-        return RunResult(rc, doc, wall, report_dir, log, junit, jpath, artifacts, True)
-    if rc == 4:
-        raise UsageError(_usage_line(log))
-    if doc is None and rc not in (0, 5):
-        raise RunnerError(f"pytest exited with status {rc} without writing its report; see {log}")
-    return RunResult(rc, doc, wall, report_dir, log, junit, jpath, artifacts)
+    return rc, interrupted
+
+
+def _load_report(jpath: Path) -> dict[str, Any] | None:
+    """The run's JSON report, None if pytest wrote none (or an unreadable one)."""
+    if not jpath.exists():
+        return None
+    try:
+        return records.load(jpath)
+    except (OSError, ValueError):
+        return None
 
 
 def _prune_junit(path: Path) -> None:

@@ -41,15 +41,22 @@ def measure(build: QemuBuild) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="qrcbench-") as d, MachineSet(Path(d)) as ms:
         img = Path(d) / "d.qcow2"
         create = [*build.command(build.img), "create", "-q", "-f", "qcow2", str(img), "64M"]
-        subprocess.run(create, check=True,
-                       env={**__import__("os").environ, **build.env()})
+        subprocess.run(create, check=True, env={**__import__("os").environ, **build.env()})
         m = ms.launch(build, "m")
-        m.qmp_ok("blockdev-add", **{"driver": "qcow2", "node-name": "d",
-                                   "file": {"driver": "file", "filename": str(img)}})
+        m.qmp_ok(
+            "blockdev-add",
+            **{
+                "driver": "qcow2",
+                "node-name": "d",
+                "file": {"driver": "file", "filename": str(img)},
+            },
+        )
         sock = m.sock_path("nbd.sock")
         m.qmp_ok("nbd-server-start", addr={"type": "unix", "data": {"path": sock}})
-        m.qmp_ok("block-export-add", **{"type": "nbd", "id": "e", "node-name": "d",
-                                       "writable": True, "name": "d"})
+        m.qmp_ok(
+            "block-export-add",
+            **{"type": "nbd", "id": "e", "node-name": "d", "writable": True, "name": "d"},
+        )
         io = GuestIO(m, "d")
         with NbdClient(build, sock, "d") as nbd:
             t0 = time.perf_counter()
@@ -59,10 +66,8 @@ def measure(build: QemuBuild) -> dict[str, float]:
             return {
                 "qmp_round_trip_ms": per_op(lambda i: m.qmp("query-status")) * 1e3,
                 "hmp_write_64k_ms": per_op(lambda i: io.write((i % 16) * 64 * K, 64 * K, 1)) * 1e3,
-                "hmp_read_64k_ms": per_op(
-                    lambda i: io.read(0, 64 * K, ((0, 64 * K, 1),))) * 1e3,
-                "nbd_write_64k_ms": per_op(
-                    lambda i: nbd.write((i % 16) * 64 * K, 64 * K, 2)) * 1e3,
+                "hmp_read_64k_ms": per_op(lambda i: io.read(0, 64 * K, ((0, 64 * K, 1),))) * 1e3,
+                "nbd_write_64k_ms": per_op(lambda i: nbd.write((i % 16) * 64 * K, 64 * K, 2)) * 1e3,
                 "launch_ms": launch_s * 1e3,
             }
 
@@ -70,9 +75,12 @@ def measure(build: QemuBuild) -> dict[str, float]:
 def main() -> None:
     results = {}
     for b in known_builds(ROOT):
-        version = subprocess.run([*b.command(b.system), "--version"], capture_output=True,
-                                 text=True,
-                                 env={**__import__("os").environ, **b.env()}).stdout.split()[3]
+        version = subprocess.run(
+            [*b.command(b.system), "--version"],
+            capture_output=True,
+            text=True,
+            env={**__import__("os").environ, **b.env()},
+        ).stdout.split()[3]
         r = measure(b)
         r["hmp_write_over_qmp"] = r["hmp_write_64k_ms"] / r["qmp_round_trip_ms"]
         r["nbd_write_over_hmp_write"] = r["nbd_write_64k_ms"] / r["hmp_write_64k_ms"]
@@ -81,7 +89,8 @@ def main() -> None:
     if len(vs) == 2:
         a, b2 = results[vs[0]], results[vs[1]]
         results["ratio_" + vs[1] + "_over_" + vs[0]] = {
-            k: b2[k] / a[k] for k in a if k.endswith("_ms")}
+            k: b2[k] / a[k] for k in a if k.endswith("_ms")
+        }
     print(json.dumps(results, indent=1))
 
 

@@ -83,9 +83,7 @@ def _check_type(op: str, name: str, annotation: Any, value: Any) -> None:
     allowed = _TYPES.get(str(annotation))
     if allowed is None:
         return
-    ok = isinstance(value, allowed) and not (
-        isinstance(value, bool) and bool not in allowed
-    )
+    ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
     if not ok:
         raise TraceError(f"operation {op!r}: field {name!r} must be {annotation}, got {value!r}")
 

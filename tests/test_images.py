@@ -52,66 +52,93 @@ with_builds = pytest.mark.parametrize("build", BUILDS, ids=[b.label for b in BUI
 needs_qemu = pytest.mark.needs_qemu
 
 STANDARD = {
-    "secondary", "secondary-512", "secondary-2m", "secondary-1t", "secondary-1m",
-    "secondary-mixed", "secondary-prefilled", "primary-child", "length-mismatch-active",
-    "length-mismatch-hidden", "length-mismatch-secondary", "active-vmdk", "hidden-qed",
+    "secondary",
+    "secondary-512",
+    "secondary-2m",
+    "secondary-1t",
+    "secondary-1m",
+    "secondary-mixed",
+    "secondary-prefilled",
+    "primary-child",
+    "length-mismatch-active",
+    "length-mismatch-hidden",
+    "length-mismatch-secondary",
+    "active-vmdk",
+    "hidden-qed",
 }
 K, M, G, T = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 
 # Each bad recipe and the one line it must be refused with (after "<path>: ").
 BAD_RECIPES = {
-    "backing-file-without-backing.toml":
-        "layers.secondary.backing_file: needs 'backing' (the layer to name)",
+    "backing-file-without-backing.toml": (
+        "layers.secondary.backing_file: needs 'backing' (the layer to name)"
+    ),
     "backing-loop.toml": "layers.a.backing: backing loop a -> b -> a",
     "backing-self-loop.toml": "layers.a.backing: backing loop a -> a",
-    "bad-layer-name.toml":
+    "bad-layer-name.toml": (
         "layers.1st: layer name must be a QEMU node name: a letter, then letters, digits, "
-        "'-' or '_', at most 26 characters",
-    "bad-suffix.toml":
+        "'-' or '_', at most 26 characters"
+    ),
+    "bad-suffix.toml": (
         "layers.secondary.size: bad size '64X': expected bytes or a number with suffix "
-        "k, K, M, G or T",
+        "k, K, M, G or T"
+    ),
     "cluster-for-raw.toml": "layers.secondary.cluster_size: not supported for format raw",
-    "cluster-not-power-of-two.toml":
-        "layers.secondary.cluster_size: must be a power of two, got 49152",
-    "cluster-qed-too-small.toml":
-        "layers.secondary.cluster_size: must be within [4k, 2M] for qed, got 512",
-    "cluster-too-large.toml":
-        "layers.secondary.cluster_size: must be within [512, 2M] for qcow2, got 4M",
-    "cluster-too-small.toml":
-        "layers.secondary.cluster_size: must be within [512, 2M] for qcow2, got 256",
-    "contents-negative-offset.toml":
-        "layers.secondary.contents[0].offset: must not be negative, got -4096",
-    "contents-overlap.toml":
-        "layers.secondary.contents[2]: [524288, 589824) overlaps contents[0] [0, 1048576)",
-    "contents-past-end.toml":
+    "cluster-not-power-of-two.toml": (
+        "layers.secondary.cluster_size: must be a power of two, got 49152"
+    ),
+    "cluster-qed-too-small.toml": (
+        "layers.secondary.cluster_size: must be within [4k, 2M] for qed, got 512"
+    ),
+    "cluster-too-large.toml": (
+        "layers.secondary.cluster_size: must be within [512, 2M] for qcow2, got 4M"
+    ),
+    "cluster-too-small.toml": (
+        "layers.secondary.cluster_size: must be within [512, 2M] for qcow2, got 256"
+    ),
+    "contents-negative-offset.toml": (
+        "layers.secondary.contents[0].offset: must not be negative, got -4096"
+    ),
+    "contents-overlap.toml": (
+        "layers.secondary.contents[2]: [524288, 589824) overlaps contents[0] [0, 1048576)"
+    ),
+    "contents-past-end.toml": (
         "layers.secondary.contents[0]: extent [66060288, 68157440) ends past the layer's "
-        "size 67108864",
+        "size 67108864"
+    ),
     "contents-zero-length.toml": "layers.secondary.contents[0].length: must be positive, got 0",
     "equal-lengths-not-bool.toml": "equal_lengths: must be true or false, got string",
-    "lengths-differ.toml":
+    "lengths-differ.toml": (
         "layers.hidden.size: 33554432 differs from its backing layer secondary's 67108864 "
-        "(set equal_lengths = false to allow)",
+        "(set equal_lengths = false to allow)"
+    ),
     "malformed.toml": "invalid TOML: Illegal character '\\n' (at line 1, column 40)",
     "missing-size.toml": "layers.secondary.size: missing",
     "negative-size.toml": "layers.hidden.size: must be positive, got -1",
     "no-layers.toml": "layers: missing (a recipe needs at least one [layers.NAME] table)",
     "pattern-negative.toml": "layers.secondary.contents[0].pattern: must be within 0..255, got -1",
-    "pattern-too-large.toml":
-        "layers.secondary.contents[0].pattern: must be within 0..255, got 256",
+    "pattern-too-large.toml": (
+        "layers.secondary.contents[0].pattern: must be within 0..255, got 256"
+    ),
     "raw-with-backing.toml": "layers.active.backing: format raw cannot have a backing node",
     "size-not-sector-multiple.toml": "layers.secondary.size: must be a multiple of 512, got 1000",
-    "unknown-backing.toml":
-        "layers.hidden.backing: no layer named 'secundary' (layers: secondary, hidden)",
-    "unknown-extent-key.toml":
+    "unknown-backing.toml": (
+        "layers.hidden.backing: no layer named 'secundary' (layers: secondary, hidden)"
+    ),
+    "unknown-extent-key.toml": (
         "layers.secondary.contents[0].patern: unknown key (expected one of: length, offset, "
-        "pattern)",
-    "unknown-format.toml":
-        "layers.secondary.format: unknown format 'qcow3' (expected one of: qcow2, qed, raw, vmdk)",
-    "unknown-layer-key.toml":
+        "pattern)"
+    ),
+    "unknown-format.toml": (
+        "layers.secondary.format: unknown format 'qcow3' (expected one of: qcow2, qed, raw, vmdk)"
+    ),
+    "unknown-layer-key.toml": (
         "layers.hidden.sise: unknown key (expected one of: backing, backing_file, cluster_size, "
-        "contents, format, size)",
-    "unknown-top-key.toml":
-        "colour: unknown key (expected one of: description, equal_lengths, layers)",
+        "contents, format, size)"
+    ),
+    "unknown-top-key.toml": (
+        "colour: unknown key (expected one of: description, equal_lengths, layers)"
+    ),
     "zero-size.toml": "layers.secondary.size: must be positive, got 0",
 }
 
@@ -159,8 +186,7 @@ def assert_reads(
     build: QemuBuild, layer: ChainLayer, checks: Sequence[tuple[int, int, int]]
 ) -> None:
     """Each (offset, length, pattern) reads back as the pattern from the layer's file."""
-    out = qemu_io(build, layer.format, layer.path,
-                  *(f"read -P {p} {o} {n}" for o, n, p in checks))
+    out = qemu_io(build, layer.format, layer.path, *(f"read -P {p} {o} {n}" for o, n, p in checks))
     assert "verification failed" not in out and "failed" not in out, out
     assert sum(line.startswith("read ") for line in out.splitlines()) == len(checks), out
 
@@ -201,14 +227,19 @@ def test_standard_recipe_loads(name: str) -> None:
 def test_standard_geometry() -> None:
     mixed = load_recipe("secondary-mixed")
     assert [mixed.layer(n).cluster_size for n in ("active", "hidden", "secondary")] == [
-        64 * K, 2 * M, 512]
+        64 * K,
+        2 * M,
+        512,
+    ]
     assert {ly.size for ly in load_recipe("secondary-1t").layers} == {T}
     assert {ly.size for ly in load_recipe("secondary-1m").layers} == {M}
     assert {ly.cluster_size for ly in load_recipe("secondary-512").layers} == {512}
     assert {ly.cluster_size for ly in load_recipe("secondary-2m").layers} == {2 * M}
     pre = load_recipe("secondary-prefilled").layer("secondary")
     assert [(e.offset, e.length, e.pattern) for e in pre.contents] == [
-        (0, M, 0x11), (4 * M, 192 * K, 0x22)]
+        (0, M, 0x11),
+        (4 * M, 192 * K, 0x22),
+    ]
     assert load_recipe("active-vmdk").layer("active").format == "vmdk"
     assert load_recipe("hidden-qed").layer("hidden").format == "qed"
     for which in ("active", "hidden", "secondary"):
@@ -233,31 +264,60 @@ def test_bad_recipe_table_matches_directory() -> None:
 
 def test_load_by_name_path_and_unknown() -> None:
     assert load_recipe("secondary") == load_recipe("secondary.toml")
-    assert load_recipe(ROOT / "images" / "secondary.toml").names == ("secondary", "hidden",
-                                                                     "active")
-    with pytest.raises(RecipeError, match=r"^images/nope\.toml: no such recipe \(standard "
-                                          r"recipes: active-vmdk, "):
+    assert load_recipe(ROOT / "images" / "secondary.toml").names == (
+        "secondary",
+        "hidden",
+        "active",
+    )
+    with pytest.raises(
+        RecipeError,
+        match=r"^images/nope\.toml: no such recipe \(standard "
+        r"recipes: active-vmdk, ",
+    ):
         load_recipe("nope")
 
 
 def test_from_dict_names_its_source() -> None:
     with pytest.raises(RecipeError) as info:
         Recipe.from_dict({"layers": {"a": {"size": "1Q"}}}, source="<case 12>")
-    assert str(info.value) == ("<case 12>: layers.a.size: bad size '1Q': expected bytes or a "
-                               "number with suffix k, K, M, G or T")
-    with pytest.raises(RecipeError, match=r"^<x>: layers\.a\.contents\[0\]\.pattern: must be "
-                                          r"an integer, got boolean$"):
-        Recipe.from_dict({"layers": {"a": {"size": 512, "contents": [
-            {"offset": 0, "length": 512, "pattern": True}]}}}, source="<x>")
-    with pytest.raises(RecipeError, match=r"^<x>: layers\.a-file: name clashes with the file "
-                                          r"node of layer a$"):
+    assert str(info.value) == (
+        "<case 12>: layers.a.size: bad size '1Q': expected bytes or a "
+        "number with suffix k, K, M, G or T"
+    )
+    with pytest.raises(
+        RecipeError,
+        match=r"^<x>: layers\.a\.contents\[0\]\.pattern: must be "
+        r"an integer, got boolean$",
+    ):
+        Recipe.from_dict(
+            {
+                "layers": {
+                    "a": {"size": 512, "contents": [{"offset": 0, "length": 512, "pattern": True}]}
+                }
+            },
+            source="<x>",
+        )
+    with pytest.raises(
+        RecipeError,
+        match=r"^<x>: layers\.a-file: name clashes with the file "
+        r"node of layer a$",
+    ):
         Recipe.from_dict({"layers": {"a": {"size": 512}, "a-file": {"size": 512}}}, source="<x>")
 
 
-@pytest.mark.parametrize(("text", "value"), [
-    (512, 512), ("512", 512), ("4k", 4 * K), ("4K", 4 * K), ("64M", 64 * M), ("3G", 3 * G),
-    ("1T", T), ("0", 0),
-])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        (512, 512),
+        ("512", 512),
+        ("4k", 4 * K),
+        ("4K", 4 * K),
+        ("64M", 64 * M),
+        ("3G", 3 * G),
+        ("1T", T),
+        ("0", 0),
+    ],
+)
 def test_parse_size(text: int | str, value: int) -> None:
     assert parse_size(text) == value
 
@@ -271,43 +331,63 @@ def test_parse_size_refuses(text: str) -> None:
 def test_secondary_chain_builder() -> None:
     r = Recipe.secondary_chain(size="1T", cluster=512, active_cluster="2M")
     assert [(ly.name, ly.size, ly.cluster_size, ly.backing) for ly in r.layers] == [
-        ("secondary", T, 512, None), ("hidden", T, 512, "secondary"),
-        ("active", T, 2 * M, "hidden")]
+        ("secondary", T, 512, None),
+        ("hidden", T, 512, "secondary"),
+        ("active", T, 2 * M, "hidden"),
+    ]
     assert r.equal_lengths
     assert r.source == "<secondary_chain size=1T, cluster=512, active_cluster=2M>"
     odd = Recipe.secondary_chain(hidden_size="32M")
     assert not odd.equal_lengths and odd.layer("hidden").size == 32 * M
-    raw = Recipe.secondary_chain(secondary_format="raw",
-                                 secondary_contents=[(0, "64k", 0x11)])
+    raw = Recipe.secondary_chain(secondary_format="raw", secondary_contents=[(0, "64k", 0x11)])
     assert raw.layer("secondary").cluster_size is None
     assert raw.layer("secondary").contents[0].length == 64 * K
-    with pytest.raises(RecipeError, match=r"layers\.hidden\.cluster_size: must be within "
-                                          r"\[4k, 2M\] for qed, got 512"):
+    with pytest.raises(
+        RecipeError,
+        match=r"layers\.hidden\.cluster_size: must be within "
+        r"\[4k, 2M\] for qed, got 512",
+    ):
         Recipe.secondary_chain(cluster=512, hidden_format="qed")
 
 
 def test_coalesce() -> None:
-    runs = [MapExtent(0, 4, True, False, True), MapExtent(4, 4, True, False, True),
-            MapExtent(8, 8, False, True, False), MapExtent(16, 8, True, True, False),
-            MapExtent(24, 8, True, False, True)]
-    assert coalesce(runs) == [MapExtent(0, 8, True, False, True),
-                              MapExtent(8, 8, False, True, False),
-                              MapExtent(16, 8, True, True, False),
-                              MapExtent(24, 8, True, False, True)]
+    runs = [
+        MapExtent(0, 4, True, False, True),
+        MapExtent(4, 4, True, False, True),
+        MapExtent(8, 8, False, True, False),
+        MapExtent(16, 8, True, True, False),
+        MapExtent(24, 8, True, False, True),
+    ]
+    assert coalesce(runs) == [
+        MapExtent(0, 8, True, False, True),
+        MapExtent(8, 8, False, True, False),
+        MapExtent(16, 8, True, True, False),
+        MapExtent(24, 8, True, False, True),
+    ]
     assert allocated(coalesce(runs)) == [(0, 8), (16, 16)]
 
 
 def test_blockdev_options(tmp_path: Path) -> None:
     r = load_recipe("secondary")
-    layers = {ly.name: ChainLayer(ly.name, tmp_path / f"{ly.name}.qcow2", ly.format, ly.size,
-                                  ly.cluster_size, ly.backing) for ly in r.layers}
+    layers = {
+        ly.name: ChainLayer(
+            ly.name, tmp_path / f"{ly.name}.qcow2", ly.format, ly.size, ly.cluster_size, ly.backing
+        )
+        for ly in r.layers
+    }
     chain = Chain(recipe=r, workdir=tmp_path, layers=layers)
 
     def node(name: str) -> dict[str, object]:
-        return {"driver": "qcow2", "node-name": name,
-                "file": {"driver": "file", "node-name": f"{name}-file",
-                         "filename": str(tmp_path / f"{name}.qcow2"),
-                         "cache": {"no-flush": True}}}
+        return {
+            "driver": "qcow2",
+            "node-name": name,
+            "file": {
+                "driver": "file",
+                "node-name": f"{name}-file",
+                "filename": str(tmp_path / f"{name}.qcow2"),
+                "cache": {"no-flush": True},
+            },
+        }
 
     assert chain.blockdev("active") == {**node("active"), "backing": "hidden"}
     assert chain.blockdev("active", backing=AUTO) == chain.blockdev("active")
@@ -317,7 +397,8 @@ def test_blockdev_options(tmp_path: Path) -> None:
     assert chain.blockdev("active", backing=FROM_HEADER) == node("active")
     assert chain.nested("active") == {
         **node("active"),
-        "backing": {**node("hidden"), "backing": {**node("secondary"), "backing": None}}}
+        "backing": {**node("hidden"), "backing": {**node("secondary"), "backing": None}},
+    }
     # Fresh dicts each time: callers may add options.
     chain.blockdev("active")["read-only"] = True
     assert "read-only" not in chain.blockdev("active")
@@ -357,20 +438,29 @@ def test_standard_recipe_builds(build: QemuBuild, name: str, tmp_path: Path) -> 
 
 @needs_qemu
 @with_builds
-@pytest.mark.parametrize(("fmt", "cluster", "expect"), [
-    ("qcow2", 512, [(68 * K, 4 * K)]),
-    ("qcow2", 64 * K, [(64 * K, 64 * K)]),
-    ("qcow2", 2 * M, [(0, 2 * M)]),
-    ("qed", 4 * K, [(68 * K, 4 * K)]),
-    ("qed", 64 * K, [(64 * K, 64 * K)]),
-    ("vmdk", None, [(64 * K, 64 * K)]),
-])
+@pytest.mark.parametrize(
+    ("fmt", "cluster", "expect"),
+    [
+        ("qcow2", 512, [(68 * K, 4 * K)]),
+        ("qcow2", 64 * K, [(64 * K, 64 * K)]),
+        ("qcow2", 2 * M, [(0, 2 * M)]),
+        ("qed", 4 * K, [(68 * K, 4 * K)]),
+        ("qed", 64 * K, [(64 * K, 64 * K)]),
+        ("vmdk", None, [(64 * K, 64 * K)]),
+    ],
+)
 def test_allocation_is_cluster_granular(
-    build: QemuBuild, fmt: str, cluster: int | None, expect: list[tuple[int, int]],
+    build: QemuBuild,
+    fmt: str,
+    cluster: int | None,
+    expect: list[tuple[int, int]],
     tmp_path: Path,
 ) -> None:
-    layer: dict[str, object] = {"format": fmt, "size": "64M",
-                                "contents": [{"offset": "68k", "length": "4k", "pattern": 7}]}
+    layer: dict[str, object] = {
+        "format": fmt,
+        "size": "64M",
+        "contents": [{"offset": "68k", "length": "4k", "pattern": 7}],
+    }
     if cluster is not None:
         layer["cluster_size"] = cluster
     chain = build_chain(build, Recipe.from_dict({"layers": {"d": layer}}), tmp_path)
@@ -382,17 +472,33 @@ def test_allocation_is_cluster_granular(
 @needs_qemu
 @with_builds
 def test_raw_layers_are_sparse(build: QemuBuild, tmp_path: Path) -> None:
-    recipe = Recipe.from_dict({"layers": {"big": {"format": "raw", "size": "1T", "contents": [
-        {"offset": "512G", "length": "64k", "pattern": 0x5A}]}}})
+    recipe = Recipe.from_dict(
+        {
+            "layers": {
+                "big": {
+                    "format": "raw",
+                    "size": "1T",
+                    "contents": [{"offset": "512G", "length": "64k", "pattern": 0x5A}],
+                }
+            }
+        }
+    )
     chain = build_chain(build, recipe, tmp_path)
     st = chain.path("big").stat()
     assert st.st_size == T and st.st_blocks * 512 < 4 * M
     assert_reads(build, chain["big"], [(512 * G, 64 * K, 0x5A), (0, 64 * K, 0)])
     data = [(e.start, e.length) for e in allocation_map(build, chain.path("big"), "raw") if e.data]
     assert data == [(512 * G, 64 * K)]
-    assert chain.blockdev("big") == {"driver": "raw", "node-name": "big", "file": {
-        "driver": "file", "node-name": "big-file", "filename": str(chain.path("big")),
-        "cache": {"no-flush": True}}}
+    assert chain.blockdev("big") == {
+        "driver": "raw",
+        "node-name": "big",
+        "file": {
+            "driver": "file",
+            "node-name": "big-file",
+            "filename": str(chain.path("big")),
+            "cache": {"no-flush": True},
+        },
+    }
     with pytest.raises(ValueError, match="raw"):
         chain.blockdev("big", backing="x")
 
@@ -431,8 +537,9 @@ def test_template_cache_is_hit(build: QemuBuild, tmp_path: Path) -> None:
     assert (cache.creates, cache.hits) == (3, 9)
     # Contents are part of the key: the filled secondary is made once, then copied.
     for n in range(2):
-        pre = build_chain(build, load_recipe("secondary-prefilled"), tmp_path / f"pre{n}",
-                          cache=cache)
+        pre = build_chain(
+            build, load_recipe("secondary-prefilled"), tmp_path / f"pre{n}", cache=cache
+        )
         assert_reads(build, pre["secondary"], [(0, M, 0x11), (4 * M, 192 * K, 0x22)])
         assert allocated(allocation_map(build, pre.path("hidden"), "qcow2")) == []
     assert (cache.creates, cache.hits) == (4, 14)
@@ -449,8 +556,7 @@ def test_template_cache_is_hit(build: QemuBuild, tmp_path: Path) -> None:
 
 @needs_qemu
 @with_builds
-def test_default_cache_is_per_process_and_removed_at_exit(build: QemuBuild,
-                                                          tmp_path: Path) -> None:
+def test_default_cache_is_per_process_and_removed_at_exit(build: QemuBuild, tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import json, sys
         from harness.builds import QemuBuild
@@ -460,8 +566,14 @@ def test_default_cache_is_per_process_and_removed_at_exit(build: QemuBuild,
         print(default_template_cache().directory)
     """)
     fields = {f: getattr(build, f) for f in build.__dataclass_fields__}
-    proc = subprocess.run([sys.executable, "-c", script, json.dumps(fields)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(fields)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     cache_dir = Path(proc.stdout.strip())
     assert cache_dir.name.startswith("qrc-templates-")
     assert not cache_dir.exists()
@@ -471,11 +583,19 @@ def test_default_cache_is_per_process_and_removed_at_exit(build: QemuBuild,
 @needs_qemu
 @with_builds
 def test_backing_file_header(build: QemuBuild, tmp_path: Path) -> None:
-    recipe = Recipe.from_dict({"layers": {
-        "base": {"size": "64M", "contents": [{"offset": 0, "length": "64k", "pattern": 1}]},
-        "top": {"size": "64M", "backing": "base", "backing_file": True,
-                "contents": [{"offset": "64k", "length": "64k", "pattern": 2}]},
-    }})
+    recipe = Recipe.from_dict(
+        {
+            "layers": {
+                "base": {"size": "64M", "contents": [{"offset": 0, "length": "64k", "pattern": 1}]},
+                "top": {
+                    "size": "64M",
+                    "backing": "base",
+                    "backing_file": True,
+                    "contents": [{"offset": "64k", "length": "64k", "pattern": 2}],
+                },
+            }
+        }
+    )
     chain = build_chain(build, recipe, tmp_path)
     info = image_info(build, chain.path("top"), "qcow2")
     assert info["backing-filename"] == "base.qcow2"
@@ -494,8 +614,9 @@ def test_build_errors(build: QemuBuild, tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="already exists"):
         build_chain(build, recipe, tmp_path)
     # Valid as a recipe, impossible for qed: qemu-img's own words come through.
-    too_big = Recipe.from_dict({"layers": {"q": {"format": "qed", "size": "1T",
-                                                 "cluster_size": "4k"}}})
+    too_big = Recipe.from_dict(
+        {"layers": {"q": {"format": "qed", "size": "1T", "cluster_size": "4k"}}}
+    )
     with pytest.raises(ImageError, match=r"qemu-img create .*exit 1: .*QED image size must be"):
         build_chain(build, too_big, tmp_path / "qed", cache=TemplateCache(tmp_path / "t"))
     assert not list((tmp_path / "t").glob(".*")), "no half-made template left"
@@ -528,8 +649,13 @@ def _set_refcount(path: Path, host_offset: int, value: int) -> None:
 @needs_qemu
 @with_builds
 def test_check_image(build: QemuBuild, tmp_path: Path) -> None:
-    recipe = Recipe.from_dict({"layers": {"d": {"size": "64M", "contents": [
-        {"offset": 0, "length": "64k", "pattern": 3}]}}})
+    recipe = Recipe.from_dict(
+        {
+            "layers": {
+                "d": {"size": "64M", "contents": [{"offset": 0, "length": "64k", "pattern": 3}]}
+            }
+        }
+    )
     chain = build_chain(build, recipe, tmp_path)
     path = chain.path("d")
     ok = check_image(build, path, "qcow2")
@@ -547,8 +673,9 @@ def test_check_image(build: QemuBuild, tmp_path: Path) -> None:
     # A corruption: the data cluster's refcount dropped to 0 while L2 references it.
     corrupt = tmp_path / "corrupt.qcow2"
     corrupt.write_bytes(path.read_bytes())
-    entries = json.loads(run(build, [build.img, "map", "--output=json", "-f", "qcow2",
-                                      str(path)]).stdout)
+    entries = json.loads(
+        run(build, [build.img, "map", "--output=json", "-f", "qcow2", str(path)]).stdout
+    )
     _set_refcount(corrupt, entries[0]["offset"], 0)
     with pytest.raises(ImageCorrupt, match=r"[1-9]\d* corruptions"):
         check_image(build, corrupt, "qcow2")
@@ -564,7 +691,10 @@ def test_inspection_of_image_in_use(build: QemuBuild, tmp_path: Path) -> None:
         [*build.command(build.io), "-f", "qcow2", str(path)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, env={**os.environ, **build.env()}, text=True)
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **build.env()},
+        text=True,
+    )
     try:
         assert holder.stdin is not None and holder.stdout is not None
         holder.stdin.write("write -P 4 0 4k\n")
@@ -575,8 +705,7 @@ def test_inspection_of_image_in_use(build: QemuBuild, tmp_path: Path) -> None:
             line = holder.stdout.readline()
         with pytest.raises(ImageError, match="lock"):
             allocation_map(build, path, "qcow2")
-        assert allocated(allocation_map(build, path, "qcow2", force_share=True)) == [
-            (0, 64 * K)]
+        assert allocated(allocation_map(build, path, "qcow2", force_share=True)) == [(0, 64 * K)]
     finally:
         holder.kill()
         holder.wait()

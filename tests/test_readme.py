@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_coverage_table_is_current_and_complete() -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "coverage_table.py")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, f"rows without a case: {proc.stderr.strip()}"
     readme = (ROOT / "README.md").read_text()

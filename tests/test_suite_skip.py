@@ -18,9 +18,24 @@ def test_cases_skip_with_the_reason_on_a_build_without_replication(tmp_path: Pat
     build = no_replication_build(tmp_path / "build")
     env = {**os.environ, "QRC_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "-rs",
-         "--qemu-dir", str(build), "cases/test_smoke.py"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-n",
+            "0",
+            "-rs",
+            "--qemu-dir",
+            str(build),
+            "cases/test_smoke.py",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     out = proc.stdout
     assert proc.returncode == 0, out[-2000:]

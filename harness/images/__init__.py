@@ -1,9 +1,9 @@
 """Declarative image chain recipes, the qemu-img builder, and offline layer inspection.
 
-  recipe   parse and validate recipes (TOML in images/, or dicts)
-  builder  build a recipe into files via a per-process template cache
-  offline  allocation maps and qemu-img check of a layer after QEMU quit
-  tools    running the build's qemu-img/qemu-io with a deadline
+recipe   parse and validate recipes (TOML in images/, or dicts)
+builder  build a recipe into files via a per-process template cache
+offline  allocation maps and qemu-img check of a layer after QEMU quit
+tools    running the build's qemu-img/qemu-io with a deadline
 """
 
 from harness.images.builder import (

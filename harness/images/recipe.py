@@ -75,8 +75,14 @@ class _Invalid(Exception):
 
 
 def _type_name(value: object) -> str:
-    return {bool: "boolean", int: "integer", float: "float", str: "string",
-            list: "array", dict: "table"}.get(type(value), type(value).__name__)
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "float",
+        str: "string",
+        list: "array",
+        dict: "table",
+    }.get(type(value), type(value).__name__)
 
 
 def parse_size(value: int | str) -> int:
@@ -238,17 +244,26 @@ class Recipe:
         sec["contents"] = [
             {"offset": o, "length": n, "pattern": p} for o, n, p in secondary_contents
         ]
-        hidden = layer(hidden_format, hidden_size, cluster if hidden_cluster is None
-                       else hidden_cluster)
+        hidden = layer(
+            hidden_format, hidden_size, cluster if hidden_cluster is None else hidden_cluster
+        )
         hidden["backing"] = "secondary"
-        active = layer(active_format, active_size, cluster if active_cluster is None
-                       else active_cluster)
+        active = layer(
+            active_format, active_size, cluster if active_cluster is None else active_cluster
+        )
         active["backing"] = "hidden"
-        sizes = {str(size), str(size if hidden_size is None else hidden_size),
-                 str(size if active_size is None else active_size)}
+        sizes = {
+            str(size),
+            str(size if hidden_size is None else hidden_size),
+            str(size if active_size is None else active_size),
+        }
         args = f"size={size}, cluster={cluster}"
-        for k, v in (("active_cluster", active_cluster), ("hidden_cluster", hidden_cluster),
-                     ("active_size", active_size), ("hidden_size", hidden_size)):
+        for k, v in (
+            ("active_cluster", active_cluster),
+            ("hidden_cluster", hidden_cluster),
+            ("active_size", active_size),
+            ("hidden_size", hidden_size),
+        ):
             if v is not None:
                 args += f", {k}={v}"
         return cls.from_dict(
@@ -273,13 +288,19 @@ class Recipe:
                 d["backing_file"] = True
             if layer.contents:
                 d["contents"] = [
-                    {"offset": format_size(e.offset) if e.offset else 0,
-                     "length": format_size(e.length), "pattern": e.pattern}
+                    {
+                        "offset": format_size(e.offset) if e.offset else 0,
+                        "length": format_size(e.length),
+                        "pattern": e.pattern,
+                    }
                     for e in layer.contents
                 ]
             layers[layer.name] = d
-        return {"description": self.description, "equal_lengths": self.equal_lengths,
-                "layers": layers}
+        return {
+            "description": self.description,
+            "equal_lengths": self.equal_lengths,
+            "layers": layers,
+        }
 
 
 # -- validation --------------------------------------------------------------
@@ -288,8 +309,7 @@ class Recipe:
 def _check_keys(table: Mapping[str, Any], allowed: Sequence[str], prefix: str) -> None:
     for key in table:
         if key not in allowed:
-            raise _Invalid(f"{prefix}{key}",
-                           f"unknown key (expected one of: {', '.join(allowed)})")
+            raise _Invalid(f"{prefix}{key}", f"unknown key (expected one of: {', '.join(allowed)})")
 
 
 def _table(value: object, key: str) -> Mapping[str, Any]:
@@ -324,8 +344,9 @@ def _validate(data: Mapping[str, Any], source: str) -> Recipe:
     for layer in layers:
         owner = layer.name.removesuffix(FILE_NODE_SUFFIX)
         if owner != layer.name and owner in by_name:
-            raise _Invalid(f"layers.{layer.name}",
-                           f"name clashes with the file node of layer {owner}")
+            raise _Invalid(
+                f"layers.{layer.name}", f"name clashes with the file node of layer {owner}"
+            )
     _validate_backing(layers, by_name)
     if equal:
         for layer in layers:
@@ -337,15 +358,17 @@ def _validate(data: Mapping[str, Any], source: str) -> Recipe:
                         f"{layer.size} differs from its backing layer {below.name}'s "
                         f"{below.size} (set equal_lengths = false to allow)",
                     )
-    return Recipe(source=source, layers=tuple(layers), description=description,
-                  equal_lengths=equal)
+    return Recipe(source=source, layers=tuple(layers), description=description, equal_lengths=equal)
 
 
 def _validate_layer(name: str, value: object) -> Layer:
     prefix = f"layers.{name}"
     if not _NAME_RE.fullmatch(name) or len(name) > _NAME_MAX:
-        raise _Invalid(prefix, f"layer name must be a QEMU node name: a letter, then letters, "
-                               f"digits, '-' or '_', at most {_NAME_MAX} characters")
+        raise _Invalid(
+            prefix,
+            f"layer name must be a QEMU node name: a letter, then letters, "
+            f"digits, '-' or '_', at most {_NAME_MAX} characters",
+        )
     table = _table(value, prefix)
     _check_keys(table, _LAYER_KEYS, prefix + ".")
 
@@ -353,8 +376,9 @@ def _validate_layer(name: str, value: object) -> Layer:
     if not isinstance(fmt, str):
         raise _Invalid(f"{prefix}.format", f"must be a string, got {_type_name(fmt)}")
     if fmt not in FORMATS:
-        raise _Invalid(f"{prefix}.format",
-                       f"unknown format {fmt!r} (expected one of: {', '.join(FORMATS)})")
+        raise _Invalid(
+            f"{prefix}.format", f"unknown format {fmt!r} (expected one of: {', '.join(FORMATS)})"
+        )
 
     if "size" not in table:
         raise _Invalid(f"{prefix}.size", "missing")
@@ -372,28 +396,38 @@ def _validate_layer(name: str, value: object) -> Layer:
             raise _Invalid(key, f"must be a power of two, got {cluster}")
         lo, hi = CLUSTER_RANGE[fmt]
         if not lo <= cluster <= hi:
-            raise _Invalid(key, f"must be within [{format_size(lo)}, {format_size(hi)}] "
-                                f"for {fmt}, got {format_size(cluster)}")
+            raise _Invalid(
+                key,
+                f"must be within [{format_size(lo)}, {format_size(hi)}] "
+                f"for {fmt}, got {format_size(cluster)}",
+            )
     elif fmt in CLUSTER_RANGE:
         cluster = DEFAULT_CLUSTER
 
     backing = table.get("backing")
     if backing is not None:
         if not isinstance(backing, str):
-            raise _Invalid(f"{prefix}.backing",
-                           f"must be a layer name, got {_type_name(backing)}")
+            raise _Invalid(f"{prefix}.backing", f"must be a layer name, got {_type_name(backing)}")
         if fmt not in BACKING_HEADER_FORMATS:
             raise _Invalid(f"{prefix}.backing", f"format {fmt} cannot have a backing node")
     backing_file = table.get("backing_file", False)
     if not isinstance(backing_file, bool):
-        raise _Invalid(f"{prefix}.backing_file",
-                       f"must be true or false, got {_type_name(backing_file)}")
+        raise _Invalid(
+            f"{prefix}.backing_file", f"must be true or false, got {_type_name(backing_file)}"
+        )
     if backing_file and backing is None:
         raise _Invalid(f"{prefix}.backing_file", "needs 'backing' (the layer to name)")
 
     contents = _validate_contents(table.get("contents", []), size, prefix)
-    return Layer(name=name, format=fmt, size=size, cluster_size=cluster, backing=backing,
-                 backing_file=backing_file, contents=contents)
+    return Layer(
+        name=name,
+        format=fmt,
+        size=size,
+        cluster_size=cluster,
+        backing=backing,
+        backing_file=backing_file,
+        contents=contents,
+    )
 
 
 def _validate_contents(value: object, size: int, prefix: str) -> tuple[Extent, ...]:
@@ -419,8 +453,7 @@ def _validate_contents(value: object, size: int, prefix: str) -> tuple[Extent, .
             raise _Invalid(f"{ikey}.pattern", f"must be within 0..255, got {pattern}")
         ext = Extent(offset, length, pattern)
         if ext.end > size:
-            raise _Invalid(ikey, f"extent [{offset}, {ext.end}) ends past the layer's size "
-                                 f"{size}")
+            raise _Invalid(ikey, f"extent [{offset}, {ext.end}) ends past the layer's size {size}")
         extents.append((i, ext))
     ordered = sorted(extents, key=lambda ie: ie[1].offset)
     for (i, a), (j, b) in itertools.pairwise(ordered):
@@ -437,26 +470,28 @@ def _validate_contents(value: object, size: int, prefix: str) -> tuple[Extent, .
 def _validate_backing(layers: Sequence[Layer], by_name: Mapping[str, Layer]) -> None:
     for layer in layers:
         if layer.backing is not None and layer.backing not in by_name:
-            raise _Invalid(f"layers.{layer.name}.backing",
-                           f"no layer named {layer.backing!r} "
-                           f"(layers: {', '.join(by_name)})")
+            raise _Invalid(
+                f"layers.{layer.name}.backing",
+                f"no layer named {layer.backing!r} (layers: {', '.join(by_name)})",
+            )
     for layer in layers:
         path = [layer.name]
         nxt = layer.backing
         while nxt is not None:
             if nxt in path:
-                loop = [*path[path.index(nxt):], nxt]
-                raise _Invalid(f"layers.{loop[0]}.backing",
-                               f"backing loop {' -> '.join(loop)}")
+                loop = [*path[path.index(nxt) :], nxt]
+                raise _Invalid(f"layers.{loop[0]}.backing", f"backing loop {' -> '.join(loop)}")
             path.append(nxt)
             nxt = by_name[nxt].backing
     for layer in layers:
         if layer.backing_file and layer.format == "vmdk":
             below = by_name[layer.backing or ""]
             if below.format != "vmdk":
-                raise _Invalid(f"layers.{layer.name}.backing_file",
-                               f"a vmdk header can only name a vmdk backing file, "
-                               f"but {below.name} is {below.format}")
+                raise _Invalid(
+                    f"layers.{layer.name}.backing_file",
+                    f"a vmdk header can only name a vmdk backing file, "
+                    f"but {below.name} is {below.format}",
+                )
 
 
 # -- loading -----------------------------------------------------------------

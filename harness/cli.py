@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from harness.builds import QemuBuild, find_build, known_builds
 from harness.buildtree import TARGETS as _BUILD_TARGETS
@@ -40,6 +40,9 @@ from harness.errors import (
 )
 from harness.probe import REQUIRED_COMMANDS, Probe, probe, replication_verdict, require_replication
 from harness.words import plural, verb
+
+if TYPE_CHECKING:
+    from harness.report.runner import RunResult
 
 PROG = "qrc"
 
@@ -301,14 +304,31 @@ def _no_cases(log: Path) -> NoCases:
     return NoCases(f"no case matched the selection (pytest's output: {log})")
 
 
+def _run_cases(
+    what: str,
+    args: argparse.Namespace,
+    builds: list[tuple[QemuBuild, Probe]],
+    pargs: list[str],
+    report_dir: Path,
+) -> RunResult | None:
+    """pytest for `qrc run` and `qrc matrix` (`what`), its progress shown as `args` asks:
+    None, said so, when a Ctrl-C cut it short; NoCases when it selected nothing; else its
+    result, with the summary printed."""
+    from harness.report.runner import Progress, interrupted_text, run_pytest, summary_text
+
+    progress = Progress(sys.stdout, args.progress)
+    result = run_pytest(pargs, report_dir, progress)
+    if result.interrupted:
+        print(f"{what}: {interrupted_text(result, progress.total)}", flush=True)
+        return None
+    if result.returncode == 5:
+        raise _no_cases(result.log)
+    print(summary_text(result, builds, what, args.profile))
+    return result
+
+
 def _run_run(args: argparse.Namespace) -> int:
-    from harness.report.runner import (
-        Progress,
-        interrupted_text,
-        prepare_dir,
-        run_pytest,
-        summary_text,
-    )
+    from harness.report.runner import prepare_dir
 
     extra: list[str] = args.extra
     _check_profile(args.profile)
@@ -316,14 +336,9 @@ def _run_run(args: argparse.Namespace) -> int:
     builds = _resolve_builds(args.qemu_dir, all_builds)
     report_dir = prepare_dir(Path(args.report_dir), "--report-dir")
     pargs = _pytest_args(args.qemu_dir, args.all, extra, profile=args.profile)
-    progress = Progress(sys.stdout, args.progress)
-    result = run_pytest(pargs, report_dir, progress)
-    if result.interrupted:
-        print(f"qrc run: {interrupted_text(result, progress.total)}", flush=True)
+    result = _run_cases("qrc run", args, builds, pargs, report_dir)
+    if result is None:
         return 130
-    if result.returncode == 5:
-        raise _no_cases(result.log)
-    print(summary_text(result, builds, "qrc run", args.profile))
     return _exit_for(result.returncode, result.doc, result.log)
 
 
@@ -366,13 +381,7 @@ def _load_reports(paths: Sequence[str]) -> dict[str, Any]:
 
 def _matrix_run(args: argparse.Namespace) -> int:
     from harness.report.matrix import build_matrix, to_html, to_markdown
-    from harness.report.runner import (
-        Progress,
-        interrupted_text,
-        prepare_dir,
-        run_pytest,
-        summary_text,
-    )
+    from harness.report.runner import prepare_dir
 
     _check_profile(args.profile)
 
@@ -396,14 +405,9 @@ def _matrix_run(args: argparse.Namespace) -> int:
         pargs = _pytest_args(
             args.qemu_dir, args.all, args.extra, all_builds=all_builds, profile=args.profile
         )
-        progress = Progress(sys.stdout, args.progress)
-        result = run_pytest(pargs, report_dir, progress)
-        if result.interrupted:
-            print(f"qrc matrix: {interrupted_text(result, progress.total)}", flush=True)
+        result = _run_cases("qrc matrix", args, builds, pargs, report_dir)
+        if result is None:
             return 130
-        if result.returncode == 5:
-            raise _no_cases(result.log)
-        print(summary_text(result, builds, "qrc matrix", args.profile))
         labels = [_child_dir(d) for d in args.qemu_dir] or [b.label for b, _ in builds]
         order = [(label, p.version) for label, (_, p) in zip(labels, builds, strict=True)]
         rc = _exit_for(result.returncode, result.doc, result.log)

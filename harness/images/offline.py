@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,21 @@ def _layer_args(path: str | os.PathLike[str], fmt: str) -> list[str]:
     return ["-f", "raw", os.fspath(path)] if fmt == "raw" else [layer_filename(path, fmt)]
 
 
+def _img_json(
+    build: QemuBuild,
+    command: str,
+    path: str | os.PathLike[str],
+    fmt: str,
+    force_share: bool,
+    timeout: float,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """`qemu-img COMMAND --output=json` of the layer alone; `force_share` (-U) if QEMU
+    still has it."""
+    argv = [os.fspath(build.img), command, "--output=json", *(["-U"] if force_share else [])]
+    return run(build, argv + _layer_args(path, fmt), timeout=timeout, check=check)
+
+
 def coalesce(entries: Iterable[MapExtent]) -> list[MapExtent]:
     """Merge adjacent runs with equal flags (host offsets are not compared)."""
     out: list[MapExtent] = []
@@ -98,10 +114,7 @@ def allocation_map(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> list[MapExtent]:
     """The layer's own allocation, opened alone; `force_share` (-U) if QEMU still has it."""
-    argv: list[str] = [os.fspath(build.img), "map", "--output=json"]
-    if force_share:
-        argv.append("-U")
-    proc = run(build, argv + _layer_args(path, fmt), timeout=timeout)
+    proc = _img_json(build, "map", path, fmt, force_share, timeout)
     try:
         return parse_qemu_img_map(proc.stdout)
     except (ValueError, KeyError, TypeError) as e:
@@ -143,10 +156,7 @@ def check_image(
     """Raise ImageCorrupt if qcow2 `path` has corruptions or leaks; None for other formats."""
     if fmt not in CHECKED_FORMATS:
         return None
-    argv: list[str] = [os.fspath(build.img), "check", "--output=json"]
-    if force_share:
-        argv.append("-U")
-    proc = run(build, argv + _layer_args(path, fmt), timeout=timeout, check=False)
+    proc = _img_json(build, "check", path, fmt, force_share, timeout, check=False)
     try:
         report: dict[str, Any] = json.loads(proc.stdout)
     except ValueError:
@@ -186,9 +196,6 @@ def image_info(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> dict[str, Any]:
     """`qemu-img info --output=json` of the layer alone (virtual-size, cluster-size...)."""
-    argv: list[str] = [os.fspath(build.img), "info", "--output=json"]
-    if force_share:
-        argv.append("-U")
-    proc = run(build, argv + _layer_args(path, fmt), timeout=timeout)
+    proc = _img_json(build, "info", path, fmt, force_share, timeout)
     info: dict[str, Any] = json.loads(proc.stdout)
     return info

@@ -140,7 +140,8 @@ def test_after_a_write_its_clusters_on_every_view_and_one_sample(session) -> Non
         own, end = _step(s, ops.Write(100_000, 5000, 0x33))
         reads = _reads(s, own + 1, end)
         cluster = (64 * KiB, 128 * KiB)
-        # the first sample is rep's, from 0 to the end of the extent there (0..64 KiB)
+        # the first sample is rep's: from 0 to the end of the extent there (the zeros up
+        # to the write), merged with the write's cluster
         assert reads == {REP: [(0, 128 * KiB)], "export": [cluster]}
         own, end = _step(s, ops.PrimaryWrite(3 * MiB + 1, 10, 0x44))
         reads = _reads(s, own + 1, end)
@@ -184,6 +185,21 @@ def test_whole_views_before_a_checkpoint_and_a_failover_and_at_the_end(session) 
         s.end()
         policy = [i for i in range(before, len(s.story.steps)) if i in s.policy_steps]
         assert _reads(s, policy[0], policy[-1] + 1) == {REP: WHOLE, "export": WHOLE}
+
+
+@pytestmark_qemu
+def test_a_plain_stop_reads_what_the_active_and_hidden_disks_held(session) -> None:
+    with _open(session, _spec("secondary")) as s:
+        _step(s, ops.Start(primary=False))
+        _step(s, ops.Write(70_000, 100, 0x11))  # the active disk: [64 KiB, 128 KiB)
+        _step(s, ops.PrimaryWrite(1 * MiB, 10, 0x22))  # copied first: hidden [1 MiB, +64 KiB)
+        own, end = _step(s, ops.Stop(primary=False))
+        reads = _reads(s, own + 1, end)
+        held = [(64 * KiB, 128 * KiB), (MiB, MiB + 64 * KiB)]
+        # and the third sample, rep's: from where its first one stopped (70 000, the end
+        # of the zeros before the write) to the end of the write's extent, inside held[0]
+        assert reads == {REP: held, "export": held}
+        s.end()
 
 
 @pytestmark_qemu

@@ -24,8 +24,8 @@ What is read when (`Session.step`, `Session.end`):
   asked of the running QEMU and compared with the model (`check_layers_live`);
 - WHOLE VIEWS (every byte of every view) just before a checkpoint or a failover (a stop
   with failover) of the running replication node: both empty the active and hidden
-  disks, and with them what the views would still show; after a start or a plain stop
-  QEMU carried out (a start turns a node's answers from EIO to data); and at the end of
+  disks, and with them what the views would still show; after a start that started a
+  node (the model's: it turns the node's answers from EIO to data); and at the end of
   the session (after the final live layer check, before the offline one);
 - after any other operation that can change what a guest sees (all but reads, status
   and flush), once no failover commit runs (the model is settled: a commit in flight
@@ -34,10 +34,10 @@ What is read when (`Session.step`, `Session.end`):
     the granule: the largest cluster of any layer, at least 64 KiB (copy-before-write's
     cluster), so every cluster a write can allocate, copy before writing or commit.
     For a write, write-zeroes or discard (the guest's or the primary's) that is its
-    range; for a checkpoint carried out, what the active and hidden disks held just
-    before it (what it empties); for a settled failover commit, what they held before
-    the failover (what it copies into the secondary disk); for anything else (a refused
-    command, the NBD link going down) nothing;
+    range; for a checkpoint or a plain stop, what the active and hidden disks held just
+    before it (what it empties, if it does); for a settled failover commit, what they
+    held before the failover (what it copies into the secondary disk); for anything
+    else (a start that started nothing, the NBD link going down) nothing;
   - then one sample, of one view in turn: from where that view's last sample stopped,
     up to SAMPLE bytes and no further than the end of the extent the model shows there
     (one qemu-io request), wrapping at the end of the view.
@@ -55,7 +55,7 @@ changes those bytes again, and is read, at the latest:
   samples (a 4 MiB view holding one pattern: 4; with V views, one sample each V
   operations that read);
 - by the next whole read: before the next checkpoint or failover of the running node,
-  after the next start or plain stop, or at the end: within the rest of the example
+  after the next start, or at the end: within the rest of the example
   (the CI profile's have at most 20 steps, the pair's 12; the nightly profile's 50).
 What a later operation overwrites first, on both sides, before any of these reads comes
 is gone from the views (no read of a guest could show it any more); what such a change
@@ -87,7 +87,7 @@ from harness.machine import MachineSet
 from harness.model import Model, Profile
 from harness.model.disks import allocated_above, view
 from harness.model.replication import Mode, ReplicationNode, Stage, commit_chunk
-from harness.observe import Crashed, Observation, QmpResult
+from harness.observe import Crashed, Observation
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.pair import PairStory, read_pieces
 from harness.story import Story
@@ -123,10 +123,6 @@ _DATA = (
     ops.PrimaryWriteZeroes,
     ops.PrimaryDiscard,
 )
-# Replication commands: carried out, they can change a view anywhere (start's and a
-# checkpoint's emptying of the active and hidden disks, the failover commit): the views are
-# read whole after them.
-_COMMANDS = (ops.Start, ops.Stop, ops.Checkpoint, ops.Settle)
 # A data operation's range is rounded out to the largest cluster of the topology, and at
 # least to the backup job's smallest (copy-before-write's granularity: 64 KiB).
 MIN_GRANULE = 64 * KiB
@@ -349,6 +345,7 @@ class Session:
             self.dirty = self._dirty()
             if isinstance(op, ops.Stop) and op.failover:
                 self.committed = self.dirty
+        stages = [node.stage for node in self.model.nodes.values()]
         self.where = f"operation {n}"
         obs = self.story.do(op)
         self.pending = None
@@ -363,7 +360,10 @@ class Session:
         if not isinstance(op, _OBSERVING):
             self.fresh = False
             if self.model.settled():
-                self._policy_reads(f"guest views after operation {n}", lambda: self._after(op, obs))
+                started = stages != [node.stage for node in self.model.nodes.values()]
+                self._policy_reads(
+                    f"guest views after operation {n}", lambda: self._after(op, started)
+                )
         self.where = None
         return obs
 
@@ -385,10 +385,11 @@ class Session:
         finally:
             self.policy_steps.update(range(first, len(self.story.steps)))
 
-    def _after(self, op: ops.Op, obs: Observation) -> None:
-        """The reads after `op` (the model settled): on every view what `op` could have
-        changed (`_changed`), then the next sample of one view (`_sample`)."""
-        changed = self._changed(op, obs)
+    def _after(self, op: ops.Op, moved: bool) -> None:
+        """The reads after `op` (the model settled; `moved`: it changed a replication
+        node's stage): on every view what `op` could have changed (`_changed`), then the
+        next sample of one view (`_sample`)."""
+        changed = self._changed(op, moved)
         if changed is None:
             self._whole_views()
             return
@@ -399,31 +400,33 @@ class Session:
             self._sample(views[self.samples % len(views)])
             self.samples += 1
 
-    def _changed(self, op: ops.Op, obs: Observation) -> list[tuple[int, int]] | None:
-        """What `op` could have changed in a view, rounded out to `granule` (every cluster
-        a write can allocate, copy before writing or commit); None: anything.
+    def _changed(self, op: ops.Op, moved: bool) -> list[tuple[int, int]] | None:
+        """What the model says `op` could have changed in a view, rounded out to `granule`
+        (every cluster a write can allocate, copy before writing or commit); None:
+        anything.
 
         - a data operation (write, write-zeroes, discard; the guest's or the primary's):
           its range;
-        - a replication command QEMU carried out: a start (the node's answers change
-          from EIO to data) or a plain stop: anything; a checkpoint, or a failover commit
-          once settled: what the active and hidden disks held before (`_dirty`), which
-          they empty or copy into the secondary disk;
-        - anything else (a refused command, the NBD link going down): nothing.
+        - a start that started a node (`moved`; its answers turn from EIO to data):
+          anything;
+        - a checkpoint or a plain stop: what the active and hidden disks held just before
+          (`_dirty`: what it empties, if it does); a settled failover commit: what they
+          held before the failover (what it copies into the secondary disk);
+        - anything else (a start that started nothing, the NBD link going down): nothing.
         """
         if self.whole_views:
             return None
         if isinstance(op, _DATA):
             return self._rounded([(op.offset, op.offset + op.length)])
-        if not (isinstance(op, _COMMANDS) and isinstance(obs, QmpResult) and obs.ok):
-            return []
-        if isinstance(op, ops.Checkpoint):
+        if isinstance(op, ops.Start):
+            return None if moved else []
+        if isinstance(op, ops.Stop) and op.failover:
+            return []  # the commit runs: nothing is read until it settled
+        if isinstance(op, ops.Checkpoint | ops.Stop):
             return self._rounded(self.dirty)
         if isinstance(op, ops.Settle):
             return self._rounded(self.committed)
-        if isinstance(op, ops.Stop) and op.failover:
-            return []  # the commit runs: nothing is read until it settled
-        return None
+        return []
 
     def _dirty(self) -> list[tuple[int, int]]:
         """What the active and hidden disks of every replication node hold (the model)."""

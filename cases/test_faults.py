@@ -35,6 +35,7 @@ import signal
 import pytest
 
 from harness import faults
+from harness.graph import commit_in_flight
 from harness.model.replication import Stage
 from harness.observe import EIO, IO_OK, QMP_OK, Crashed, IoResult, data, qmp_error, status
 from harness.ops import (
@@ -48,7 +49,6 @@ from harness.ops import (
     Status,
     Stop,
 )
-from harness.real import commit_in_flight
 from harness.topology.pair import PQ, pair_recipe
 from harness.units import KiB, MiB
 

@@ -15,8 +15,6 @@ from typing import Any
 
 from harness import faults, graph, ops
 from harness.graph import CommitProgress, commit_progress
-from harness.graph import commit_in_flight as commit_in_flight  # re-exported: cases/test_faults.py
-from harness.graph import live_allocation as live_allocation  # re-exported: harness/story.py
 from harness.machine import Machine, MachineDied
 from harness.model.system import SETTLED
 from harness.observe import Crashed, IoResult, Observation, OneOf, QmpResult

@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from harness import ops
-from harness.layers import inspect_all
+from harness.graph import live_allocation
+from harness.layer_inspector import inspect_all
 from harness.machine import MachineDied, MachineError
 from harness.model.disks import Disk
 from harness.model.extents import UNDEF
@@ -35,7 +36,7 @@ from harness.observe import (
     compare,
     data_differences,
 )
-from harness.real import COMMIT_STALLED, RealSide, live_allocation
+from harness.real import COMMIT_STALLED, RealSide
 from harness.topology import Topology
 from harness.topology.values import Image
 from harness.verdicts import (
@@ -96,7 +97,10 @@ class Story:
     def do(self, op: ops.Op) -> Observation:
         """Apply `op` to both sides; a verdict (harness.verdicts) if QEMU's answer is not
         one the model allows."""
-        expected = self.model.apply(op)
+        return self._real(op, self.model.apply(op))
+
+    def _real(self, op: ops.Op, expected: Observation) -> Observation:
+        """Apply `op` to QEMU, record and compare the step, then follow the machines."""
         actual = self.real.apply(op, expected)
         try:
             self.record(op, expected, actual, self.real.died)
@@ -180,12 +184,7 @@ class Story:
         if compare(expected, stated) is not None:
             self.steps.append(Step(op, expected, stated))
             raise ModelDisagrees(stated, expected, self.evidence())
-        actual = self.real.apply(op, expected)
-        try:
-            self.record(op, expected, actual, self.real.died)
-        finally:
-            self._after_machines()
-        return actual
+        return self._real(op, expected)
 
     # ---- layer checks
 

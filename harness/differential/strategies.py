@@ -21,9 +21,7 @@ from harness.differential.session import NODES_KIND, OLD, PAIR_KIND, PRIMARY_KIN
 from harness.model.replication import Mode
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.topology.pair import PQ
-
-KiB = 1 << 10
-MiB = 1 << 20
+from harness.units import KiB, MiB
 
 PATTERNS = (0x11, 0x22, 0x33, 0x00, 0xFF, 0x5A)
 # offsets from an interesting point (0 most often)

@@ -18,16 +18,47 @@ on 7.2 and 11.1); a wrong byte, map or status fails the floor run, so it does th
 same work the case does, checks included.
 
 In the same sitting it runs the harness on the same case as whole processes, alternated
-with the floor (floor, harness, pyc, xdist, floor, ...; `--arms`), and prints each arm's
-CPU and wall (medians, min, max) and the ratios arm / floor per round. Arms: `harness`
-is `python -m pytest -p no:cacheprovider -q CASE [--qemu-dir DIR] -n 0`; `pyc` the same
-with a warm bytecode cache in a private directory (PYTHONDONTWRITEBYTECODE is set on
-these machines: the harness's own modules are compiled at every start); `xdist` with
-`-n auto`, as `qrc run` starts it; `plain` the floor without the harness's two QEMU
-cost options (below). CPU is the whole process tree's (os.wait4: the arm's python and
-every QEMU, qemu-img and qemu-io it waited for); wall is time.perf_counter from spawn to
-exit. Every child runs with a TMPDIR of this run's own, so concurrent pytest runs of
-others share no pytest-of-USER directory with it.
+with the floor (floor, harness, floor-n, reuse-n, harness-n, fresh-n, floor, ...;
+`--arms`), and prints each arm's CPU and wall (medians, min, max) and the ratios per
+round. CPU is the whole process tree's (os.wait4: the arm's python and every QEMU,
+qemu-img and qemu-io it waited for, pooled QEMUs included: they quit before pytest
+exits); wall is time.perf_counter from spawn to exit. Every child runs with a TMPDIR of
+this run's own, so concurrent pytest runs of others share no pytest-of-USER directory
+with it. Arms:
+
+- `floor`, `harness`: one case, one process each. `harness` is `python -m pytest -p
+  no:cacheprovider -q CASE [--qemu-dir DIR] -n 0`. This is what `pytest CASE` costs,
+  and about 85 % of the harness's extra over the floor here is pytest's and the
+  interpreter's start-up and exit (plugins, conftests, harness imports, the terminal
+  summary, module teardown): a fixed cost of the process, paid once per pytest process
+  (once per xdist worker), not once per case.
+- `floor-n`, `harness-n`: N cases (`--cases`, default 20) in one process: the floor's
+  loop of N cases in one script, each case in a QEMU of its own (the floor as defined
+  above: it launches and quits QEMU, as the case does); pytest running the case N times
+  (benchmarks/case_repeat.py, QRC_REPEAT=N), with the harness's QEMU pool (harness.pool:
+  a QEMU torn down and proved pristine serves the next case). This is the per-case cost
+  of a real run, where a worker runs hundreds of cases and its start-up is amortised;
+  N = 20 is far below what a run gives a worker (the catalogue on one build is about
+  240 cases per worker at -n 2), so it still charges each case a twentieth of pytest's
+  start-up.
+- `reuse-n`: the floor doing N cases in one QEMU (between cases it deletes the graph:
+  nbd-server-stop, blockdev-del rep and secondary, and does not quit): the like-for-like
+  floor of the pool, which tells what the harness's own machinery costs once neither
+  side pays a launch per case. `harness-n / reuse-n` is that ratio.
+- `fresh-n`: `harness-n` with `--fresh-qemu` (a QEMU launched and quit per case).
+- `pyc`, `xdist`, `plain` (not run by default): `harness` with a warm bytecode cache in a
+  private directory (PYTHONDONTWRITEBYTECODE is set on these machines); with `-n auto`,
+  as `qrc run` starts it; the floor without the harness's two QEMU cost options (below).
+
+"Per-case overhead" is therefore stated three ways, all printed: the single-case ratio
+(`harness / floor`: start-up included, what one `pytest CASE` costs), the amortised ratio
+(`harness-n / floor-n` and `harness-n / reuse-n`: N cases each side, one process each
+side), and the marginal case, (N-case run - 1-case run) / (N - 1) round by round, for
+the harness against the floor (start-up and exit cancel out: what one more case costs).
+The harness's per-case advantage over the floor here is real work it does not do: the
+floor makes its three images with three `qemu-img create` and checks them with one-shot
+`qemu-io` processes, as the issue defines it; the harness copies template images and
+checks layers through one long-lived qemu-io per worker.
 
 Then it runs `--phase-runs` rounds of: the floor with its phase marks, the harness with
 the opt-in timing hook (benchmarks/case_floor_hook.py), and the harness without it (what
@@ -41,8 +72,13 @@ By default the floor starts QEMU with the same two cost options the harness uses
 Figures depend on the machine and its load (the load average is printed with them);
 quote ratios measured in one sitting.
 
-Run: .venv/bin/python benchmarks/case_floor.py [--qemu-dir DIR] [-n RUNS]
-       [--phase-runs K] [--arms floor,harness,pyc,xdist] [--plain-floor] [--json]
+`--phase-cases K` makes each phase run do K cases (the floor's loop, the harness's
+repeat) and divides each phase by K: where the time of one case goes once start-up is
+shared, next to the single-case table (K = 1).
+
+Run: .venv/bin/python benchmarks/case_floor.py [--qemu-dir DIR] [-n RUNS] [--cases N]
+       [--phase-runs K] [--phase-cases K] [--arms floor,harness,floor-n,reuse-n,harness-n,
+       fresh-n,pyc,xdist,plain] [--plain-floor] [--json]
 """
 
 from __future__ import annotations
@@ -250,184 +286,239 @@ def _run_all(argvs: Sequence[Sequence[str]], env: dict[str, str], deadline: floa
     return outs
 
 
-async def _floor(spec: dict[str, Any], ph: Phases | None) -> None:
-    import asyncio
+class _Qemu:
+    """One qemu-system-x86_64 -M none and its QMP client (the floor's own launcher)."""
 
-    from qemu.qmp import QMPClient
+    def __init__(self, spec: dict[str, Any], env: dict[str, str], work: Path) -> None:
+        from qemu.qmp import QMPClient
+
+        self.spec, self.env, self.work = spec, env, work
+        self.client = QMPClient("floor")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.out_fd = -1
+
+    async def launch(self) -> None:
+        import asyncio
+
+        sock = str(self.work / "qmp.sock")
+        await self.client.start_server(sock)
+        argv = [*self.spec["system"], "-M", "none", "-nodefaults", "-display", "none", "-S"]
+        argv += self.spec["data_args"] + ([] if self.spec["plain"] else ["-accel", "tcg,tb-size=1"])
+        self.out_fd = os.open(self.work / "stdout", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(self.work / "stderr", "wb") as err:
+            self.proc = subprocess.Popen(
+                [*argv, "-qmp", f"unix:{sock}"],
+                stdin=subprocess.DEVNULL,
+                stdout=self.out_fd,
+                stderr=err,
+                env=self.env,
+            )
+        await asyncio.wait_for(self.client.accept(), 10)
+
+    async def qmp(self, cmd: str, **args: Any) -> Any:
+        import asyncio
+
+        return await asyncio.wait_for(self.client.execute(cmd, args or None), 10)
+
+    async def hmp_io(self, node: str, command: str) -> str:
+        """HMP qemu-io on a node; the text it printed on QEMU's stdout."""
+        mark = os.fstat(self.out_fd).st_size
+        reply = await self.qmp(
+            "human-monitor-command", **{"command-line": f'qemu-io {node} "{command}"'}
+        )
+        size = os.fstat(self.out_fd).st_size
+        text = os.pread(self.out_fd, size - mark, mark).decode()
+        if reply:
+            raise FloorFailed(f"qemu-io {node} {command!r}: HMP said {reply!r}")
+        return text
+
+    async def quit(self) -> None:
+        try:
+            await self.qmp("quit")
+            await self.client.disconnect()
+        except (EOFError, ConnectionError):  # QEMU closes the socket as it goes
+            pass
+        if self.proc is not None:
+            self.proc.wait(5)
+        os.close(self.out_fd)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+async def _floor(spec: dict[str, Any], ph: Phases | None) -> None:
+    """spec["cases"] cases, one after the other; with spec["reuse"], all in one QEMU
+    (between cases the graph is deleted instead of quitting QEMU), else each in a QEMU
+    of its own, launched and quit as the case does."""
 
     def phase(label: str) -> None:
         if ph is not None:
             ph.switch(label)
 
     env = {**os.environ, **spec["env"]}
-    img, io, system = spec["img"], spec["io"], spec["system"]
-    plain = spec["plain"]
-    work = Path(tempfile.mkdtemp(prefix="case-floor-"))  # 0700: images and sockets
-    qemu: subprocess.Popen[bytes] | None = None
-    client = QMPClient("floor")
+    work = Path(tempfile.mkdtemp(prefix="case-floor-"))  # 0700: sockets and QEMU's logs
+    n, reuse = spec.get("cases", 1), spec.get("reuse", False)
+    qemu: _Qemu | None = None
     try:
-        phase("images")
-        layers = {n: work / f"{n}.qcow2" for n in ("secondary", "hidden", "active")}
-        create = [*img, "create", "-q", "-f", "qcow2", "-o", "cluster_size=65536"]
-        _run_all([[*create, str(p), str(64 * MiB)] for p in layers.values()], env, _dl(30))
-
-        phase("launch")
-        sock = str(work / "qmp.sock")
-        await client.start_server(sock)
-        argv = [*system, "-M", "none", "-nodefaults", "-display", "none", "-S"]
-        argv += spec["data_args"] + ([] if plain else ["-accel", "tcg,tb-size=1"])
-        out_fd = os.open(work / "stdout", os.O_RDWR | os.O_CREAT, 0o600)
-        with open(work / "stderr", "wb") as err:
-            qemu = subprocess.Popen(
-                [*argv, "-qmp", f"unix:{sock}"],
-                stdin=subprocess.DEVNULL,
-                stdout=out_fd,
-                stderr=err,
-                env=env,
-            )
-        await asyncio.wait_for(client.accept(), 10)
-
-        async def qmp(cmd: str, **args: Any) -> Any:
-            return await asyncio.wait_for(client.execute(cmd, args or None), 10)
-
-        async def hmp_io(node: str, command: str) -> str:
-            """HMP qemu-io on a node; the text it printed on QEMU's stdout."""
-            mark = os.fstat(out_fd).st_size
-            reply = await qmp(
-                "human-monitor-command", **{"command-line": f'qemu-io {node} "{command}"'}
-            )
-            size = os.fstat(out_fd).st_size
-            text = os.pread(out_fd, size - mark, mark).decode()
-            if reply:
-                raise FloorFailed(f"qemu-io {node} {command!r}: HMP said {reply!r}")
-            return text
-
-        async def write(pattern: int, offset: int, length: int) -> None:
-            out = await hmp_io("rep", f"write -P {pattern} {offset} {length}")
-            _io_ok(f"write {pattern:#x} {offset} {length}", out, "wrote", offset, length)
-
-        async def read(*extents: tuple[int, int, int]) -> None:
-            """One guest read of the extents' span, each extent verified with read -P."""
-            start = extents[0][0]
-            total = sum(n for _, n, _ in extents)
-            for off, n, pat in extents:
-                cmd = f"read -P {pat} -s {off - start} -l {n} {start} {total}"
-                _io_ok(cmd, await hmp_io("rep", cmd), "read", start, total)
-
-        def file_node(name: str) -> dict[str, Any]:
-            node: dict[str, Any] = {"driver": "file", "filename": str(layers[name])}
-            if not plain:
-                node["cache"] = {"no-flush": True}
-            return node
-
-        def qcow2(name: str, backing: Any) -> dict[str, Any]:
-            return {
-                "driver": "qcow2",
-                "node-name": name,
-                "file": file_node(name),
-                "backing": backing,
-            }
-
-        phase("graph")
-        await qmp("blockdev-add", **qcow2("secondary", None))
-        nbd_sock = str(work / "nbd.sock")
-        await qmp("nbd-server-start", addr={"type": "unix", "data": {"path": nbd_sock}})
-        await qmp(
-            "block-export-add",
-            type="nbd",
-            id="export",
-            writable=True,
-            name="secondary",
-            **{"node-name": "secondary"},
-        )
-        await qmp(
-            "blockdev-add",
-            driver="replication",
-            mode="secondary",
-            **{"node-name": "rep", "top-id": "rep"},
-            file=qcow2("active", qcow2("hidden", "secondary")),
-        )
-
-        phase("operations")
-        not_running = {"error": True, "desc": "Block replication is not running"}
-        _expect("status", await qmp("query-xen-replication-status"), not_running)
-        out = await hmp_io("rep", f"write -P 0x11 0 {64 * KiB}")
-        _expect("write before start", out, "write failed: Input/output error\n")
-        _expect("start", await qmp("xen-set-replication", enable=True, primary=False), {})
-        _expect("status", await qmp("query-xen-replication-status"), {"error": False})
-        await write(0x22, 0, 4 * KiB)
-        await read((0, 4 * KiB, 0x22), (4 * KiB, 4 * KiB, 0))
-        uri = f"nbd+unix:///secondary?socket={nbd_sock}"
-        (out,) = _run_all([[*io, "-f", "raw", uri, "-c", "write -P 0x33 0 4k"]], env, _dl(10))
-        _io_ok("primary write", out, "wrote", 0, 4 * KiB)
-        await read((0, 4 * KiB, 0x22), (4 * KiB, 4 * KiB, 0))
-
-        phase("live layer checks")
-        for node in ("active", "hidden", "secondary"):
-            got = _allocated(f"live map of {node}", await hmp_io(node, "map"))
-            _expect(f"live map of {node}", got, [(0, 64 * KiB)])
-
-        phase("operations")
-        _expect("checkpoint", await qmp("xen-colo-do-checkpoint"), {})
-        await read((0, 4 * KiB, 0x33), (4 * KiB, 4 * KiB, 0))
-        stop = await qmp("xen-set-replication", enable=False, primary=False, failover=True)
-        _expect("stop", stop, {})
-        io_error = {"error": True, "desc": "I/O error occurred"}
-        _expect("status", await qmp("query-xen-replication-status"), {"error": False}, io_error)
-        end = _dl(10)
-        while True:  # the failover commit: a block-job node in the graph while it runs
-            graph = await qmp("x-debug-query-block-graph")
-            if not any(n["type"] == "block-job" for n in graph["nodes"]):
-                break
-            if time.monotonic() > end:
-                raise FloorFailed("the failover commit did not end within 10 s")
-        _expect("status", await qmp("query-xen-replication-status"), {"error": False})
-        await read((0, 4 * KiB, 0x33), (4 * KiB, 4 * KiB, 0))
-
-        phase("quit")
-        try:
-            await qmp("quit")
-            await client.disconnect()
-        except (EOFError, ConnectionError):  # QEMU closes the socket as it goes
-            pass
-        qemu.wait(5)
-        os.close(out_fd)
-
-        phase("offline layer checks")
-        oneshot = [*io, "-r", "-f", "qcow2"]
-        sec, hidden, active = _run_all(
-            [
-                [
-                    *oneshot,
-                    str(layers["secondary"]),
-                    "-c",
-                    "map",
-                    "-c",
-                    "read -P 0x33 0 4k",
-                    "-c",
-                    f"read -P 0 4k {60 * KiB}",
-                ],
-                [*oneshot, str(layers["hidden"]), "-c", "map"],
-                [*oneshot, str(layers["active"]), "-c", "map"],
-            ],
-            env,
-            _dl(10),
-        )
-        lines = sec.splitlines()
-        maps = [ln for ln in lines if "allocated at offset" in ln]
-        reads = lines[len(maps) :]
-        _expect(
-            "offline map of secondary", _allocated("secondary", "\n".join(maps)), [(0, 64 * KiB)]
-        )
-        _io_ok("secondary 0x33", "\n".join(reads[0:2]), "read", 0, 4 * KiB)
-        _io_ok("secondary 0", "\n".join(reads[2:]), "read", 4 * KiB, 60 * KiB)
-        _expect("offline map of hidden", _allocated("hidden", hidden), [])
-        _expect("offline map of active", _allocated("active", active), [])
+        for i in range(n):
+            case = Path(tempfile.mkdtemp(prefix=f"case-{i}-", dir=work))  # the images
+            last = i == n - 1
+            if qemu is None:
+                phase("images")
+                layers = _images(spec, env, case)
+                phase("launch")
+                qemu = _Qemu(spec, env, work)
+                await qemu.launch()
+            else:
+                phase("images")
+                layers = _images(spec, env, case)
+            await _case(spec, env, qemu, layers, work, phase)
+            if reuse and not last:
+                phase("teardown: graph deleted")
+                await qemu.qmp("nbd-server-stop")  # the export goes with the server
+                await qemu.qmp("blockdev-del", **{"node-name": "rep"})
+                await qemu.qmp("blockdev-del", **{"node-name": "secondary"})
+            else:
+                phase("quit")
+                await qemu.quit()
+                qemu = None
+            phase("offline layer checks")
+            _offline(spec, env, layers)
+            shutil.rmtree(case, ignore_errors=True)
     finally:
-        if qemu is not None and qemu.poll() is None:
+        if qemu is not None:
             qemu.kill()
-            qemu.wait()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _images(spec: dict[str, Any], env: dict[str, str], case: Path) -> dict[str, Path]:
+    layers = {n: case / f"{n}.qcow2" for n in ("secondary", "hidden", "active")}
+    create = [*spec["img"], "create", "-q", "-f", "qcow2", "-o", "cluster_size=65536"]
+    _run_all([[*create, str(p), str(64 * MiB)] for p in layers.values()], env, _dl(30))
+    return layers
+
+
+async def _case(
+    spec: dict[str, Any],
+    env: dict[str, str],
+    qemu: _Qemu,
+    layers: dict[str, Path],
+    work: Path,
+    phase: Callable[[str], None],
+) -> None:
+    """test_secondary_life's steps, from the graph to the last read, every answer checked."""
+    qmp, hmp_io = qemu.qmp, qemu.hmp_io
+
+    async def write(pattern: int, offset: int, length: int) -> None:
+        out = await hmp_io("rep", f"write -P {pattern} {offset} {length}")
+        _io_ok(f"write {pattern:#x} {offset} {length}", out, "wrote", offset, length)
+
+    async def read(*extents: tuple[int, int, int]) -> None:
+        """One guest read of the extents' span, each extent verified with read -P."""
+        start = extents[0][0]
+        total = sum(n for _, n, _ in extents)
+        for off, n, pat in extents:
+            cmd = f"read -P {pat} -s {off - start} -l {n} {start} {total}"
+            _io_ok(cmd, await hmp_io("rep", cmd), "read", start, total)
+
+    def file_node(name: str) -> dict[str, Any]:
+        node: dict[str, Any] = {"driver": "file", "filename": str(layers[name])}
+        if not spec["plain"]:
+            node["cache"] = {"no-flush": True}
+        return node
+
+    def qcow2(name: str, backing: Any) -> dict[str, Any]:
+        return {"driver": "qcow2", "node-name": name, "file": file_node(name), "backing": backing}
+
+    phase("graph")
+    await qmp("blockdev-add", **qcow2("secondary", None))
+    nbd_sock = str(work / "nbd.sock")
+    await qmp("nbd-server-start", addr={"type": "unix", "data": {"path": nbd_sock}})
+    await qmp(
+        "block-export-add",
+        type="nbd",
+        id="export",
+        writable=True,
+        name="secondary",
+        **{"node-name": "secondary"},
+    )
+    await qmp(
+        "blockdev-add",
+        driver="replication",
+        mode="secondary",
+        **{"node-name": "rep", "top-id": "rep"},
+        file=qcow2("active", qcow2("hidden", "secondary")),
+    )
+
+    phase("operations")
+    not_running = {"error": True, "desc": "Block replication is not running"}
+    _expect("status", await qmp("query-xen-replication-status"), not_running)
+    out = await hmp_io("rep", f"write -P 0x11 0 {64 * KiB}")
+    _expect("write before start", out, "write failed: Input/output error\n")
+    _expect("start", await qmp("xen-set-replication", enable=True, primary=False), {})
+    _expect("status", await qmp("query-xen-replication-status"), {"error": False})
+    await write(0x22, 0, 4 * KiB)
+    await read((0, 4 * KiB, 0x22), (4 * KiB, 4 * KiB, 0))
+    uri = f"nbd+unix:///secondary?socket={nbd_sock}"
+    io = spec["io"]
+    (out,) = _run_all([[*io, "-f", "raw", uri, "-c", "write -P 0x33 0 4k"]], env, _dl(10))
+    _io_ok("primary write", out, "wrote", 0, 4 * KiB)
+    await read((0, 4 * KiB, 0x22), (4 * KiB, 4 * KiB, 0))
+
+    phase("live layer checks")
+    for node in ("active", "hidden", "secondary"):
+        got = _allocated(f"live map of {node}", await hmp_io(node, "map"))
+        _expect(f"live map of {node}", got, [(0, 64 * KiB)])
+
+    phase("operations")
+    _expect("checkpoint", await qmp("xen-colo-do-checkpoint"), {})
+    await read((0, 4 * KiB, 0x33), (4 * KiB, 4 * KiB, 0))
+    stop = await qmp("xen-set-replication", enable=False, primary=False, failover=True)
+    _expect("stop", stop, {})
+    io_error = {"error": True, "desc": "I/O error occurred"}
+    _expect("status", await qmp("query-xen-replication-status"), {"error": False}, io_error)
+    end = _dl(10)
+    while True:  # the failover commit: a block-job node in the graph while it runs
+        graph = await qmp("x-debug-query-block-graph")
+        if not any(n["type"] == "block-job" for n in graph["nodes"]):
+            break
+        if time.monotonic() > end:
+            raise FloorFailed("the failover commit did not end within 10 s")
+    _expect("status", await qmp("query-xen-replication-status"), {"error": False})
+    await read((0, 4 * KiB, 0x33), (4 * KiB, 4 * KiB, 0))
+
+
+def _offline(spec: dict[str, Any], env: dict[str, str], layers: dict[str, Path]) -> None:
+    """The three layers checked offline with one-shot qemu-io: map and read -P."""
+    oneshot = [*spec["io"], "-r", "-f", "qcow2"]
+    sec, hidden, active = _run_all(
+        [
+            [
+                *oneshot,
+                str(layers["secondary"]),
+                "-c",
+                "map",
+                "-c",
+                "read -P 0x33 0 4k",
+                "-c",
+                f"read -P 0 4k {60 * KiB}",
+            ],
+            [*oneshot, str(layers["hidden"]), "-c", "map"],
+            [*oneshot, str(layers["active"]), "-c", "map"],
+        ],
+        env,
+        _dl(10),
+    )
+    lines = sec.splitlines()
+    maps = [ln for ln in lines if "allocated at offset" in ln]
+    reads = lines[len(maps) :]
+    _expect("offline map of secondary", _allocated("secondary", "\n".join(maps)), [(0, 64 * KiB)])
+    _io_ok("secondary 0x33", "\n".join(reads[0:2]), "read", 0, 4 * KiB)
+    _io_ok("secondary 0", "\n".join(reads[2:]), "read", 4 * KiB, 60 * KiB)
+    _expect("offline map of hidden", _allocated("hidden", hidden), [])
+    _expect("offline map of active", _allocated("active", active), [])
 
 
 def _dl(seconds: float) -> float:
@@ -497,8 +588,12 @@ def run_child(argv: Sequence[str], env: dict[str, str], cwd: Path) -> dict[str, 
         }
 
 
-def floor_spec(build: Any, plain: bool, phases: bool) -> dict[str, Any]:
+def floor_spec(
+    build: Any, plain: bool, phases: bool, cases: int = 1, reuse: bool = False
+) -> dict[str, Any]:
     return {
+        "cases": cases,
+        "reuse": reuse,
         "system": build.command(build.system),
         "img": build.command(build.img),
         "io": build.command(build.io),
@@ -509,8 +604,10 @@ def floor_spec(build: Any, plain: bool, phases: bool) -> dict[str, Any]:
     }
 
 
-def floor_argv(build: Any, plain: bool, phases: bool) -> list[str]:
-    spec = floor_spec(build, plain, phases)
+def floor_argv(
+    build: Any, plain: bool, phases: bool, cases: int = 1, reuse: bool = False
+) -> list[str]:
+    spec = floor_spec(build, plain, phases, cases, reuse)
     return [sys.executable, str(Path(__file__).resolve()), "--floor-child", json.dumps(spec)]
 
 
@@ -527,31 +624,59 @@ ARMS = {
     "harness": "the harness: pytest -n 0, one process",
     "pyc": "the harness, -n 0, with a warm bytecode cache (PYTHONPYCACHEPREFIX, private)",
     "xdist": "the harness: pytest -n auto (a controller and its workers)",
+    "floor-n": "the floor, N cases in one script, each in a QEMU of its own (launch, quit)",
+    "reuse-n": "the floor, N cases in one script and one QEMU (graph deleted between cases)",
+    "harness-n": "the harness: pytest -n 0, N cases in one process (the QEMU pool: default)",
+    "fresh-n": "the harness: pytest -n 0 --fresh-qemu, N cases in one process",
 }
+N_ARMS = ("floor-n", "reuse-n", "harness-n", "fresh-n")
+PYTEST_ARMS = ("harness", "pyc", "xdist", "harness-n", "fresh-n")
+# (numerator, denominator): the ratios printed, when both arms ran
+RATIOS = (
+    ("harness", "floor"),
+    ("pyc", "floor"),
+    ("xdist", "floor"),
+    ("plain", "floor"),
+    ("harness-n", "floor-n"),
+    ("harness-n", "reuse-n"),
+    ("fresh-n", "floor-n"),
+    ("reuse-n", "floor-n"),
+)
 
 
-def arm_argv(arm: str, build: Any, qemu_dir: str | None) -> list[str]:
+def arm_argv(arm: str, build: Any, qemu_dir: str | None, cases: int = 1) -> list[str]:
     if arm in ("floor", "plain"):
         return floor_argv(build, plain=arm == "plain", phases=False)
+    if arm in ("floor-n", "reuse-n"):
+        return floor_argv(build, plain=False, phases=False, cases=cases, reuse=arm == "reuse-n")
     if arm in ("harness", "pyc"):
         return pytest_argv(qemu_dir, "-n", "0")
+    if arm == "harness-n":
+        return pytest_argv(qemu_dir, "-n", "0", "-p", "case_repeat")
+    if arm == "fresh-n":
+        return pytest_argv(qemu_dir, "-n", "0", "-p", "case_repeat", "--fresh-qemu")
     if arm == "xdist":
         return pytest_argv(qemu_dir, "-n", "auto")
     raise SystemExit(f"case_floor: unknown arm {arm!r} (known: {', '.join(ARMS)})")
 
 
-def arm_env(arm: str, pycache: Path) -> dict[str, str]:
+def arm_env(arm: str, pycache: Path, cases: int = 1) -> dict[str, str]:
     """The environment as it is; for "pyc", bytecode written to and read from `pycache`
-    (this run's own directory: nothing is written into the checkout)."""
+    (this run's own directory: nothing is written into the checkout); for the harness's
+    N-case arms, benchmarks/case_repeat.py on the path and QRC_REPEAT=N."""
     env = {**os.environ}
     if arm == "pyc":
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    if arm in ("harness-n", "fresh-n"):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH")]))
+        env["QRC_REPEAT"] = str(cases)
     return env
 
 
-def check_ok(arm: str, r: dict[str, Any]) -> None:
-    passed = "1 passed" in r["stdout"] if arm in ("harness", "pyc", "xdist") else True
+def check_ok(arm: str, r: dict[str, Any], cases: int = 1) -> None:
+    n = cases if arm in N_ARMS else 1
+    passed = f"{n} passed" in r["stdout"] if arm in PYTEST_ARMS else True
     if r["rc"] != 0 or not passed:
         sys.exit(
             f"case_floor: the {arm} run failed (exit {r['rc']}):\n{r['stdout'][-2000:]}"
@@ -585,8 +710,8 @@ GROUPS = (
     ("graph", "graph"),
     ("operations", "operations"),
     ("live layer checks", "live layer checks"),
-    ("quit", "teardown: NBD client and QEMU quit"),
-    ("teardown", "teardown: NBD client and QEMU quit"),
+    ("quit", "teardown: NBD client, QEMU quit or graph deleted"),
+    ("teardown", "teardown: NBD client, QEMU quit or graph deleted"),
     ("offline", "teardown: offline layer checks"),
     ("exit", "exit: atexit handlers, interpreter finalization"),
 )
@@ -601,33 +726,38 @@ def _group(label: str) -> str:
 
 
 def phase_runs(
-    build: Any, qemu_dir: str | None, k: int, plain: bool
+    build: Any, qemu_dir: str | None, k: int, plain: bool, cases: int = 1
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, float]]]:
     """k rounds of (floor with its phase marks, harness with the hook, harness without
-    it): the phase tables, each with an exit row (what the process spent after its last
-    mark), and the hook's cost per round (hooked minus plain, whole process)."""
+    it), each process doing `cases` cases: the phase tables, each with an exit row (what
+    the process spent after its last mark), and the hook's cost per round (hooked minus
+    plain, whole process)."""
     harness, floor, overhead = [], [], []
     env = {**os.environ}
     hook_env = {
         **env,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH")])),
     }
+    repeat = ("-p", "case_repeat") if cases > 1 else ()
+    if cases > 1:
+        env = {**hook_env, "QRC_REPEAT": str(cases)}
+        hook_env = env
     for _ in range(k):
-        r = run_child(floor_argv(build, plain, phases=True), env, ROOT)
+        r = run_child(floor_argv(build, plain, phases=True, cases=cases), env, ROOT)
         check_ok("floor", r)
         got = json.loads(r["stdout"].splitlines()[-1])
         floor.append(_close(got, r))
         with tempfile.TemporaryDirectory(prefix="case-floor-phases-") as d:
             out = Path(d) / "phases.json"
             r = run_child(
-                pytest_argv(qemu_dir, "-n", "0", "-p", "case_floor_hook"),
+                pytest_argv(qemu_dir, "-n", "0", "-p", "case_floor_hook", *repeat),
                 {**hook_env, "QRC_PHASES_OUT": str(out)},
                 ROOT,
             )
-            check_ok("harness", r)
+            check_ok("harness-n" if repeat else "harness", r, cases)
             harness.append(_close(json.loads(out.read_text()), r))
-        r2 = run_child(pytest_argv(qemu_dir, "-n", "0"), env, ROOT)
-        check_ok("harness", r2)
+        r2 = run_child(pytest_argv(qemu_dir, "-n", "0", *repeat), env, ROOT)
+        check_ok("harness-n" if repeat else "harness", r2, cases)
         overhead.append({m: r[m] - r2[m] for m in ("cpu", "wall")})
     return floor, harness, overhead
 
@@ -645,7 +775,8 @@ def _close(got: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
     return got
 
 
-def _median_phases(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def _median_phases(runs: list[dict[str, Any]], per: int = 1) -> dict[str, dict[str, float]]:
+    """Each phase's median over the runs, divided by `per` (the cases of a run)."""
     labels: list[str] = []
     for r in runs:
         labels += [k for k in r["phases"] if k not in labels]
@@ -653,8 +784,8 @@ def _median_phases(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     for label in labels:
         rows = [r["phases"].get(label, {"wall": 0.0, "cpu": 0.0}) for r in runs]
         out[label] = {
-            "cpu": statistics.median(x["cpu"] for x in rows),
-            "wall": statistics.median(x["wall"] for x in rows),
+            "cpu": statistics.median(x["cpu"] for x in rows) / per,
+            "wall": statistics.median(x["wall"] for x in rows) / per,
         }
     return out
 
@@ -678,8 +809,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--phase-runs", type=int, default=5, help="rounds of the phase runs")
     ap.add_argument(
         "--arms",
-        default="floor,harness,pyc,xdist",
+        default="floor,harness,floor-n,reuse-n,harness-n,fresh-n",
         help=f"comma-separated, a floor first ({', '.join(ARMS)})",
+    )
+    ap.add_argument(
+        "--cases", type=int, default=20, help="N, the cases of the -n arms (one process)"
+    )
+    ap.add_argument(
+        "--phase-cases",
+        type=int,
+        default=1,
+        help="cases per phase run (the table is then per case: each phase divided by it)",
     )
     ap.add_argument(
         "--plain-floor",
@@ -696,6 +836,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return floor_child(spec)
     if args.runs < 1 or args.phase_runs < 0 or args.warmup < 0:
         ap.error("-n must be at least 1, --phase-runs and --warmup at least 0")
+    if args.cases < 2 or args.phase_cases < 1:
+        ap.error("--cases must be at least 2, --phase-cases at least 1")
 
     sys.path.insert(0, str(ROOT))
     from harness.builds import find_build
@@ -717,19 +859,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for i in range(args.warmup + args.runs):
             for arm in arms:
-                r = run_child(arm_argv(arm, build, args.qemu_dir), arm_env(arm, tmp / "pyc"), ROOT)
-                check_ok(arm, r)
+                r = run_child(
+                    arm_argv(arm, build, args.qemu_dir, args.cases),
+                    arm_env(arm, tmp / "pyc", args.cases),
+                    ROOT,
+                )
+                check_ok(arm, r, args.cases)
                 if i >= args.warmup:
                     runs[arm].append({k: r[k] for k in ("wall", "cpu", "cpu_user", "cpu_sys")})
         load["after_ab"] = loadavg()
         floor_phases, harness_phases, overhead = phase_runs(
-            build, args.qemu_dir, args.phase_runs, args.plain_floor
+            build, args.qemu_dir, args.phase_runs, args.plain_floor, args.phase_cases
         )
         load["end"] = loadavg()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    base = arms[0]
     result: dict[str, Any] = {
         "case": CASE,
         "qemu": version,
@@ -737,10 +882,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cores": os.cpu_count(),
         "load": load,
         "runs": args.runs,
+        "cases": args.cases,
         "arms": {
             a: {
                 "what": ARMS[a],
-                "argv": _shown(arm_argv(a, build, args.qemu_dir)),
+                "argv": _shown(arm_argv(a, build, args.qemu_dir, args.cases)),
                 "cpu": stats([r["cpu"] for r in runs[a]]),
                 "wall": stats([r["wall"] for r in runs[a]]),
                 "raw": runs[a],
@@ -750,7 +896,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ratios": {},
         "differences": {},
     }
-    for a in arms[1:]:
+    for a, base in RATIOS:
+        if a not in runs or base not in runs:
+            continue
         per = {
             m: [x[m] / f[m] for x, f in zip(runs[a], runs[base], strict=True)]
             for m in ("cpu", "wall")
@@ -762,6 +910,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             for m in per
         }
+    result["per_case"] = _per_case(runs, args.cases)
     for a, b in (("xdist", "harness"), ("harness", "pyc")):
         if a in runs and b in runs:
             result["differences"][f"{a}-{b}"] = {
@@ -769,7 +918,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for m in ("cpu", "wall")
             }
     if args.phase_runs:
-        result["phases"] = _phase_summary(floor_phases, harness_phases)
+        result["phases"] = _phase_summary(floor_phases, harness_phases, args.phase_cases)
         result["phases"]["hook_overhead"] = {
             m: stats([o[m] for o in overhead]) for m in ("cpu", "wall")
         }
@@ -780,11 +929,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _phase_summary(floor: list[dict[str, Any]], harness: list[dict[str, Any]]) -> dict[str, Any]:
-    hp, fp = _median_phases(harness), _median_phases(floor)
-    cases = [c for r in harness for c in r.get("cases", [])]
+def _per_case(runs: dict[str, list[dict[str, Any]]], n: int) -> dict[str, Any]:
+    """What one case costs in the N-case arms: each arm's run divided by N (start-up and
+    exit amortised over N), and the marginal case: (N-case run - 1-case run) / (N - 1),
+    round by round, for the harness against the floor (start-up and exit left out)."""
+    out: dict[str, Any] = {}
+    for a in N_ARMS:
+        if a in runs:
+            out[a] = {m: stats([r[m] / n for r in runs[a]]) for m in ("cpu", "wall")}
+    pairs = (("harness-n", "harness"), ("floor-n", "floor"))
+    if all(a in runs and b in runs for a, b in pairs):
+        marginal = {}
+        for m in ("cpu", "wall"):
+            h = [
+                (x[m] - y[m]) / (n - 1)
+                for x, y in zip(runs["harness-n"], runs["harness"], strict=True)
+            ]
+            f = [
+                (x[m] - y[m]) / (n - 1) for x, y in zip(runs["floor-n"], runs["floor"], strict=True)
+            ]
+            marginal[m] = {
+                "harness": stats(h),
+                "floor": stats(f),
+                "ratio": stats([x / y for x, y in zip(h, f, strict=True)]),
+            }
+        out["marginal"] = marginal
+    return out
+
+
+def _phase_summary(
+    floor: list[dict[str, Any]], harness: list[dict[str, Any]], cases: int = 1
+) -> dict[str, Any]:
+    hp, fp = _median_phases(harness, cases), _median_phases(floor, cases)
+    items = [c for r in harness for c in r.get("cases", [])]
     return {
         "runs": len(harness),
+        "cases": cases,
         "harness": hp,
         "floor": fp,
         "harness_groups": _by_group(hp),
@@ -797,7 +977,7 @@ def _phase_summary(floor: list[dict[str, Any]], harness: list[dict[str, Any]]) -
         },
         # pytest's setup + call + teardown of the item, with its reports
         "harness_case_in_process": {
-            m: statistics.median(c[m] for c in cases) for m in ("cpu", "wall")
+            m: statistics.median(c[m] for c in items) for m in ("cpu", "wall")
         },
         "not_timed": sorted({n for r in harness for n in r.get("not_timed", [])}),
         "harness_meter": {
@@ -826,21 +1006,41 @@ def print_tables(r: dict[str, Any]) -> None:
         f"{load['after_ab']}, end {load['end']}"
     )
     p(f"\nwhole processes, {r['runs']} rounds alternated; seconds, median [min-max]")
-    p(f"  {'arm':8s} {'CPU':>21s} {'wall':>21s}  what")
+    p(f"  {'arm':9s} {'CPU':>21s} {'wall':>21s}  what (N = {r['cases']})")
     for a, v in r["arms"].items():
         c, w = v["cpu"], v["wall"]
         p(
-            f"  {a:8s} {c['median']:6.3f} [{c['min']:.3f}-{c['max']:.3f}] "
+            f"  {a:9s} {c['median']:6.3f} [{c['min']:.3f}-{c['max']:.3f}] "
             f"{w['median']:6.3f} [{w['min']:.3f}-{w['max']:.3f}]  {v['what']}"
         )
     p("\nratios per round: median [min-max] (ratio of the medians)")
     for name, v in r["ratios"].items():
         c, w = v["cpu"], v["wall"]
         p(
-            f"  {name:14s} CPU {c['median']:5.2f} [{c['min']:.2f}-{c['max']:.2f}] "
+            f"  {name:19s} CPU {c['median']:5.2f} [{c['min']:.2f}-{c['max']:.2f}] "
             f"({c['of_medians']:.2f})   wall {w['median']:5.2f} [{w['min']:.2f}-{w['max']:.2f}] "
             f"({w['of_medians']:.2f})"
         )
+    pc = r.get("per_case", {})
+    if pc:
+        p(f"\none case, milliseconds, median [min-max]: an N-case run / N (N = {r['cases']})")
+        for a in N_ARMS:
+            if a in pc:
+                c, w = pc[a]["cpu"], pc[a]["wall"]
+                p(
+                    f"  {a:9s} CPU {_ms(c['median'])} [{_ms(c['min']).strip()}-"
+                    f"{_ms(c['max']).strip()}]  wall {_ms(w['median'])} "
+                    f"[{_ms(w['min']).strip()}-{_ms(w['max']).strip()}]"
+                )
+    if "marginal" in pc:
+        p("  the marginal case, (N-case run - 1-case run) / (N - 1), round by round:")
+        for m in ("cpu", "wall"):
+            v = pc["marginal"][m]
+            h, f, q = v["harness"], v["floor"], v["ratio"]
+            p(
+                f"    {m:4s} harness {_ms(h['median'])} ms, floor {_ms(f['median'])} ms, "
+                f"harness/floor {q['median']:.2f} [{q['min']:.2f}-{q['max']:.2f}]"
+            )
     for name, v in r["differences"].items():
         c, w = v["cpu"], v["wall"]
         p(
@@ -849,14 +1049,18 @@ def print_tables(r: dict[str, Any]) -> None:
         )
     p("\ncommands:")
     for a, v in r["arms"].items():
-        p(f"  {a:8s} {v['argv']}{'  (bytecode cache on)' if a == 'pyc' else ''}")
+        extra = {"pyc": "  (bytecode cache on)", "harness-n": "  (QRC_REPEAT=N)"}
+        extra["fresh-n"] = extra["harness-n"]
+        p(f"  {a:9s} {v['argv']}{extra.get(a, '')}")
     if "phases" not in r:
         return
     ph = r["phases"]
     ht, ft, case = ph["harness_total"], ph["floor_total"], ph["harness_case_in_process"]
     m = ph["harness_meter"]
     ho = ph["hook_overhead"]
-    p(f"\none case by phase, milliseconds: medians of {ph['runs']} rounds")
+    per = ph.get("cases", 1)
+    each = f", {per} cases a process, each phase / {per}" if per > 1 else ""
+    p(f"\none case by phase, milliseconds: medians of {ph['runs']} rounds{each}")
     p(
         f"  harness: pytest -n 0 with the timing hook, whole process CPU {ht['cpu']:.3f} s, "
         f"wall {ht['wall']:.3f} s; the hook's {m['samples']:.0f} samples cost "

@@ -3,10 +3,13 @@ handlers, what is read and checked when (the policy), and the trace of what happ
 
 The state machine (harness.differential.rules) and the replayer
 (harness.differential.replay) both go through `Session`, so a trace replays under the
-policy that recorded it, or under a later one that reads at least as much at each place
-the recording's divergence could show (a trace recorded when only the pair's guest views
-were read back replays with every kind's views: a divergence there shows sooner). The
-policy's reads are not part of a trace (`policy_steps`): a replay makes them again.
+policy that recorded it: the policy's reads are not part of a trace (`policy_steps`), a
+replay makes them again, the same ones (they depend on the operations alone). A trace
+recorded under an earlier policy replays under this one, its divergence showing where
+this policy first reads it: sooner where it reads more (a trace recorded when only the
+pair's guest views were read back), later where it reads less (one recorded when every
+view was read whole after every operation, whose divergence lay outside what this
+policy reads after that operation).
 
 The guest views of a topology (`_view_reads`): on the secondary-only kinds the secondary
 VM's disk (rep) and the secondary disk as the primary sees it through the NBD export
@@ -360,9 +363,9 @@ class Session:
         if not isinstance(op, _OBSERVING):
             self.fresh = False
             if self.model.settled():
-                started = stages != [node.stage for node in self.model.nodes.values()]
+                moved = stages != [node.stage for node in self.model.nodes.values()]
                 self._policy_reads(
-                    f"guest views after operation {n}", lambda: self._after(op, started)
+                    f"guest views after operation {n}", lambda: self._after(op, moved)
                 )
         self.where = None
         return obs
@@ -454,11 +457,6 @@ class Session:
         self.cursor[key] = (off + n) % whole.length
         self._read(whole, [(off, off + n)])
 
-    def views(self) -> None:
-        """Every guest view of the topology, whole and byte-exact, against the model
-        (only once the model is settled: `_whole_views`)."""
-        self._whole_views()
-
     def _whole_views(self) -> None:
         """Every guest view whole (unless read whole since the last operation that could
         change one): each replication node's read answer (whatever the model says it is,
@@ -495,7 +493,8 @@ class Session:
                 self.story.do(dataclasses.replace(part, offset=off, length=n))
 
     def end(self) -> None:
-        """The final checks: layers live, then (QEMU gone) layers offline."""
+        """The final checks: layers live, the whole views, then (QEMU gone) layers
+        offline."""
         self.ended = True
         if not self.crashed:  # a dead QEMU has no live layers to ask about
             self._checked("final layer allocation (live)", self.story.check_layers_live)

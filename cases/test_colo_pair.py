@@ -41,6 +41,7 @@ from harness.ops import (
     Stop,
     WriteZeroes,
 )
+from harness.poll import DeadlineExceeded, poll
 from harness.topology.pair import LOCAL, PQ, PREP, PRIMARY_CHILD, SQ, pair_recipe
 from harness.units import KiB, MiB
 
@@ -127,8 +128,18 @@ def test_primary_writes_before_the_primary_starts(pair, msg):
     pm = s.topo.machine(PRIMARY)
     pm.events()
     s.expect(s.pwrite(0, 64 * KiB, 0x22), IO_OK)
-    # QEMU reports the failing child (quorum_report_bad): the replication node.
-    bad = [e for e in pm.events() if e["event"] == "QUORUM_REPORT_BAD"]
+    # QEMU reports the failing child (quorum_report_bad): the replication node. The event
+    # may reach the client after the HMP answer: wait for it (with a deadline).
+    seen: list[dict] = []
+
+    def reported() -> list[dict] | None:
+        seen.extend(e for e in pm.events() if e["event"] == "QUORUM_REPORT_BAD")
+        return seen or None
+
+    try:
+        bad = poll(reported, "QUORUM_REPORT_BAD on the primary", deadline=10.0)
+    except DeadlineExceeded:
+        bad = []  # no event in 10 s: QEMU did not report the failing child
     assert [e["data"]["node-name"] for e in bad] == [PREP], bad
     s.expect(s.pread(0, 64 * KiB), data((0, 64 * KiB, 0x22)))
     s.expect(Start(primary=True, machine=PRIMARY), QMP_OK)

@@ -19,6 +19,7 @@ from types import ModuleType
 
 import pytest
 
+from harness.affinity import pin, worker_index
 from harness.builds import QemuBuild, find_build, known_builds
 from harness.errors import HarnessError
 from harness.judge import named_profile
@@ -110,6 +111,11 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(e)) from None
     if config.getoption("--qemu-dir") or config.getoption("--all-builds"):
         _selected(config)
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        index = worker_index(str(workerinput.get("workerid", "")))
+        if index is not None:
+            pin(index)
 
 
 def _selected(config: pytest.Config) -> list[tuple[QemuBuild, Probe]]:

@@ -145,14 +145,16 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 def _cpu(s: Session) -> dict[str, float]:
     """CPU seconds so far: this process, each QEMU of the session, the harness's qemu-io
-    NBD client (by pid: a process started since counts from zero)."""
+    NBD clients, the primary's and the guests' (by pid: a process started since counts
+    from zero)."""
     out = {"harness": time.process_time()}
     for m in s.topo.machines:
         if m.alive():
             out[f"qemu:{m.pid}"] = _cpu_s(m.pid)
-    io = s.topo.export_io
-    if io is not None and io.pid is not None:
-        out[f"qemu-io:{io.pid}"] = _cpu_s(io.pid)
+    for io in (s.topo.export_io, *s.topo.guests.values()):
+        pid = getattr(io, "pid", None)
+        if isinstance(pid, int):
+            out[f"qemu-io:{pid}"] = _cpu_s(pid)
     return out
 
 

@@ -8,6 +8,7 @@ qemu-io's `write -P` can produce), so a 1 TiB read costs what its extents cost.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,17 +43,12 @@ def normalize(extents: Iterable[Extent]) -> Data:
 
 def data_from_bytes(offset: int, buf: bytes) -> Data:
     """Run-length encode bytes read at `offset`."""
-    out: list[Extent] = []
-    n = len(buf)
-    i = 0
-    while i < n:
-        b = buf[i]
-        j = i + 1
-        while j < n and buf[j] == b:
-            j += 1
-        out.append((offset + i, j - i, b))
-        i = j
-    return tuple(out)
+    return tuple(
+        (offset + m.start(), m.end() - m.start(), buf[m.start()]) for m in _RUNS.finditer(buf)
+    )
+
+
+_RUNS = re.compile(rb"(.)\1*", re.DOTALL)
 
 
 def data_span(data: Data) -> tuple[int, int]:

@@ -89,6 +89,9 @@ class _Child:
         assert self.proc.stdout is not None and self.proc.stdin is not None
         self.pid = self.proc.pid
         self.out = fdspawn(self.proc.stdout.fileno(), timeout=timeout, maxread=65536)
+        # pexpect sleeps delayafterread (0.1 ms, more on a busy machine) after each read
+        # it makes: a wait for nothing, the prompt is what we wait for
+        self.out.delayafterread = None
 
     def send(self, data: bytes) -> None:
         stdin = self.proc.stdin

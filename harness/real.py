@@ -17,6 +17,8 @@ from harness import faults, graph, ops
 from harness.graph import CommitProgress, commit_progress
 from harness.machine import Machine, MachineDied
 from harness.model.system import SETTLED
+from harness.nbd_client import NbdClient
+from harness.nbd_reader import NbdReaderError
 from harness.observe import Crashed, IoResult, Observation, OneOf, QmpResult
 from harness.qemu_io import QemuIoSession
 from harness.topology import Topology
@@ -98,6 +100,32 @@ class RealSide:
         except MachineDied as e:
             self.died = e
             return Crashed(e.signal, e.stderr_tail)
+
+    def checked_by_nbd(self, op: ops.Read | ops.PrimaryRead) -> bool:
+        """Can a check read the view `op` reads with one NBD request of the harness's
+        own (check_read)? A guest's view with a check export; the primary's view through
+        the harness's NBD client of the export."""
+        if isinstance(op, ops.Read):
+            return op.node in self.topo.checkers
+        return isinstance(self.topo.export_io, NbdClient)
+
+    def check_read(self, op: ops.Read | ops.PrimaryRead, expected: Observation) -> Observation:
+        """A check's read (not an operation under test): one NBD request of the
+        harness's own where the view has one (harness.nbd_reader), else (or if it could
+        not be made) the request apply() makes."""
+        self.died = None
+        hint = _hint(expected)
+        got: IoResult | None = None
+        if isinstance(op, ops.Read):
+            reader = self.topo.checkers.get(op.node)
+            if reader is not None:
+                try:
+                    got = reader.read(op.offset, op.length, hint)
+                except NbdReaderError:
+                    got = None
+        elif isinstance(self.topo.export_io, NbdClient):
+            got = self.topo.export_io.check_read(op.offset, op.length, hint)
+        return self.apply(op, expected) if got is None else got
 
     def _link_down(self, op: faults.LinkDown, expected: Observation) -> Observation:
         m = self._m(op.machine)

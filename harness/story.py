@@ -99,9 +99,18 @@ class Story:
         one the model allows."""
         return self._real(op, self.model.apply(op))
 
+    def check_view(self, op: ops.Read | ops.PrimaryRead) -> Observation:
+        """do() for a check's read of a view (not an operation under test): QEMU's side
+        reads it with one NBD request of the harness's own where the view has an
+        export (RealSide.check_read)."""
+        expected = self.model.apply(op)
+        return self._recorded(op, expected, self.real.check_read(op, expected))
+
     def _real(self, op: ops.Op, expected: Observation) -> Observation:
         """Apply `op` to QEMU, record and compare the step, then follow the machines."""
-        actual = self.real.apply(op, expected)
+        return self._recorded(op, expected, self.real.apply(op, expected))
+
+    def _recorded(self, op: ops.Op, expected: Observation, actual: Observation) -> Observation:
         try:
             self.record(op, expected, actual, self.real.died)
         finally:
@@ -133,6 +142,8 @@ class Story:
             topo.chain = dataclasses.replace(
                 topo.chain, layers={k: v for k, v in topo.chain.layers.items() if k not in gone}
             )
+        for k in [k for k in topo.checkers if topo.guest_machine.get(k) == name]:
+            topo.checkers.pop(k).close()
         for k in [k for k in topo.guests if topo.guest_machine.get(k) == name]:
             g = topo.guests.pop(k)
             if isinstance(g, NbdClient):

@@ -60,11 +60,7 @@ def _params(node: ast.AST, src: str) -> list[tuple[str, bool]]:
     """(source, quick) of every pytest.param(...) call under `node`."""
     out = []
     for n in ast.walk(node):
-        if (
-            isinstance(n, ast.Call)
-            and isinstance(n.func, ast.Attribute)
-            and n.func.attr == "param"
-        ):
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "param":
             seg = ast.get_source_segment(src, n) or ""
             marks = [k for k in n.keywords if k.arg == "marks"]
             quick = any(_is_quick(ast.get_source_segment(src, k.value) or "") for k in marks)

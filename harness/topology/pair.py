@@ -25,7 +25,7 @@ from harness.faults import FailingWrites, Throttle
 from harness.images import Recipe
 from harness.model.replication import Mode
 from harness.ops import PRIMARY, REP, SECONDARY
-from harness.topology.standard import EXPORT
+from harness.topology.standard import EXPORT, GUEST_EXPORT
 from harness.topology.values import (
     Export,
     Filter,
@@ -47,7 +47,6 @@ PREP = "replication0"  # the primary's replication node
 NBD_NODE = "nbd0"  # its NBD client
 LOCAL = "primary-disk"  # the primary's local disk (the quorum's children.0)
 PRIMARY_CHILD = "children.1"  # the replication node's child name in the quorum
-GUEST_EXPORT = "guest"  # the secondary guest node's own NBD export (guest_over_nbd)
 
 
 def pair_recipe(

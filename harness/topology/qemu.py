@@ -20,6 +20,7 @@ from harness.machine import Machine, MachineSet
 from harness.model import Model, Profile
 from harness.model import build as model_build
 from harness.nbd_client import NbdClient as NbdSession
+from harness.nbd_reader import NbdReader
 from harness.observe import QMP_OK, Observation
 from harness.qemu_io import GuestIO, QemuIoSession
 from harness.topology.values import (
@@ -51,6 +52,8 @@ class Topology:
     export_io: NbdSession | None = None
     # model disk name -> (machine name, node name) of every opened layer: live checks
     layer_nodes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # guest node -> the harness's NBD reads of it for checks (Guest.check_export)
+    checkers: dict[str, NbdReader] = field(default_factory=dict)
     # guest node -> the machine holding it
     guest_machine: dict[str, str] = field(default_factory=dict)
     # machine -> its NBD server's socket
@@ -62,7 +65,8 @@ class Topology:
         return self.machines[name]
 
     def close(self) -> None:
-        """Close the harness's qemu-io NBD sessions (the machines are the MachineSet's)."""
+        """Close the harness's qemu-io NBD sessions and NBD reads (the machines are the
+        MachineSet's)."""
         if self.export_io is not None:
             self.export_io.close()
             self.export_io = None
@@ -70,6 +74,9 @@ class Topology:
             if isinstance(g, NbdSession):
                 g.close()
                 del self.guests[name]
+        for reader in self.checkers.values():
+            reader.close()
+        self.checkers.clear()
 
 
 def open_topology(
@@ -121,6 +128,9 @@ def _open_guests(topo: Topology) -> None:
                 sock = topo.sockets[mg.name]
                 topo.guests[guest.node] = NbdSession(topo.build, sock, guest.export)
             continue
+        if guest.check_export is not None and guest.node not in topo.checkers:
+            sock = topo.sockets[mg.name]
+            topo.checkers[guest.node] = NbdReader(sock, guest.check_export)
         through = guest.through or guest.node
         _, node = g.find(through)
         if _late(node) and (through not in _created(topo, mg.name)):

@@ -37,6 +37,7 @@ from harness.topology.values import (
 EXPORT = "secondary"  # the export name of the secondary disk
 CHILD_EXPORT = "child"  # the export name of the primary's child (the primary topology)
 NBD_CHILD = "nbd-child"  # the primary's NBD client node (the primary topology)
+GUEST_EXPORT = "guest"  # a guest node's own NBD export (guest_over_nbd)
 
 
 def recipe_of(recipe: Recipe | str) -> Recipe:
@@ -60,6 +61,7 @@ def secondary(
     drive_id: str | None = None,
     extra: Sequence[Node] = (),
     guest_through: str | None = None,
+    checks_over_nbd: bool = False,
 ) -> Graph:
     """rep (secondary) -> active -> hidden -> secondary, the secondary disk exported.
 
@@ -71,7 +73,11 @@ def secondary(
     secondary disk without a BlockBackend. `drive_id`: rep is opened by HMP drive_add as
     that BlockBackend. `options`: further options of rep. `extra`: nodes created after
     rep (a quorum above it, an unrelated node); `guest_through`: the root above rep its
-    guest I/O goes through (a quorum above rep does not share WRITE).
+    guest I/O goes through (a quorum above rep does not share WRITE); `checks_over_nbd`:
+    rep is also exported (name GUEST_EXPORT, as a VM's disk holds a BlockBackend on it
+    for the whole run) and the harness's checks read the guest's view through it, one
+    NBD request a range (harness.nbd_reader), instead of HMP qemu-io, one request a
+    pattern and a QMP command QEMU reads a byte at a time (the differential's reads).
     """
     rec = recipe_of(recipe)
     nodes: list[Node] = [Image("secondary")]
@@ -97,7 +103,11 @@ def secondary(
         )
     )
     nodes += extra
-    return Graph(rec, (Machine(SECONDARY, tuple(nodes)),), (Guest(REP, through=guest_through),))
+    guest = Guest(REP, through=guest_through)
+    if checks_over_nbd:
+        nodes.append(Export(REP, GUEST_EXPORT, GUEST_EXPORT))
+        guest = Guest(REP, through=guest_through, check_export=GUEST_EXPORT)
+    return Graph(rec, (Machine(SECONDARY, tuple(nodes)),), (guest,))
 
 
 def primary(recipe: Recipe | str = "primary-child") -> Graph:

@@ -117,11 +117,14 @@ Node = Image | Filter | NbdClient | Replication | Quorum | Null | Export
 @dataclass(frozen=True)
 class Guest:
     """Guest I/O named `node`: HMP qemu-io on `through` (a root above it: default the
-    node itself), or a qemu-io NBD client of the export named `export`."""
+    node itself), or a qemu-io NBD client of the export named `export`.
+    `check_export`: an export of the node the harness's checks read it through
+    (harness.nbd_reader: one request a range, every byte through the node)."""
 
     node: str
     through: str | None = None
     export: str | None = None
+    check_export: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
 """What the differential session reads when (harness/differential/session.py's policy).
 
 After an operation that can change a view: every view over what the model says the
-operation could change, rounded out to the granule, and one sample; whole views before
-a checkpoint or a failover of the running node, after a start QEMU carried out, and at
-the end. None of these reads is part of a trace. A change QEMU makes that the model
-does not predict (planted here behind the model's back) is caught by the samples within
-their bound, or at once by the whole views before a checkpoint.
+operation could change, rounded out to the granule, and one sample (after a start QEMU
+carried out, the head of every view too); whole views before a checkpoint or a failover
+of the running node, and at the end. None of these reads is part of a trace. A change
+QEMU makes that the model does not predict (planted here behind the model's back) is
+caught by the samples within their bound, or at once by the whole views before a
+checkpoint.
 
 The pieces a view is read in (pair.read_pieces) need no QEMU; the rest runs on the
 build under test (the PATH build unless --qemu-dir says otherwise).
@@ -135,19 +136,23 @@ def test_after_a_write_its_clusters_on_every_view_and_one_sample(session) -> Non
     # 64 KiB clusters: a 64 KiB granule
     with _open(session, _spec("secondary")) as s:
         assert s.granule == 64 * KiB
-        _step(s, ops.Start(primary=False))
-        assert s.fresh  # a start carried out: whole views after it
+        own, end = _step(s, ops.Start(primary=False))
+        # a start carried out: the head of every view, and the first sample (rep's,
+        # from 0: inside the head)
+        assert _reads(s, own + 1, end) == {REP: [(0, SAMPLE)], "export": [(0, SAMPLE)]}
+        assert not s.fresh
         own, end = _step(s, ops.Write(100_000, 5000, 0x33))
         reads = _reads(s, own + 1, end)
         cluster = (64 * KiB, 128 * KiB)
-        # the first sample is rep's: from 0 to the end of the extent there (the zeros up
-        # to the write), merged with the write's cluster
-        assert reads == {REP: [(0, 128 * KiB)], "export": [cluster]}
+        # the second sample is the export's: its first extent (zeros), up to SAMPLE
+        # bytes, merged with the write's cluster
+        assert reads == {REP: [cluster], "export": [(0, SAMPLE)]}
         own, end = _step(s, ops.PrimaryWrite(3 * MiB + 1, 10, 0x44))
         reads = _reads(s, own + 1, end)
         cluster = (3 * MiB, 3 * MiB + 64 * KiB)
-        # the second sample is the export's: its first extent, up to SAMPLE bytes
-        assert reads == {REP: [cluster], "export": [(0, SAMPLE), cluster]}
+        # the third sample is rep's again: from where its first stopped, SAMPLE bytes of
+        # the zeros after the guest's write
+        assert reads == {REP: [(SAMPLE, 2 * SAMPLE), cluster], "export": [cluster]}
         # reads, status and flush: nothing read after them
         for op in (ops.Read(0, 512), ops.PrimaryRead(0, 512), ops.Status(), ops.Flush()):
             own, end = _step(s, op)
@@ -196,9 +201,9 @@ def test_a_plain_stop_reads_what_the_active_and_hidden_disks_held(session) -> No
         own, end = _step(s, ops.Stop(primary=False))
         reads = _reads(s, own + 1, end)
         held = [(64 * KiB, 128 * KiB), (MiB, MiB + 64 * KiB)]
-        # and the third sample, rep's: from where its first one stopped (70 000, the end
-        # of the zeros before the write) to the end of the write's extent, inside held[0]
-        assert reads == {REP: held, "export": held}
+        # and the fourth sample (the start's was the first), the export's: from where its
+        # first one stopped, SAMPLE bytes of zeros
+        assert reads == {REP: held, "export": [held[0], (SAMPLE, 2 * SAMPLE), held[1]]}
         s.end()
 
 

@@ -32,12 +32,12 @@ What is read when (`Session.step`, `Session.end`):
 - every operation is applied to the model and to QEMU and compared (Story.do); the
   guest's and the primary's reads are compared like any operation;
 - just before a checkpoint of the machine holding rep, each layer's own allocation is
-  asked of the running QEMU and compared with the model (`check_layers_live`);
+  asked of the running QEMU and compared with the model (`check_layers_live`), unless
+  it was since the last operation that could change it;
 - WHOLE VIEWS (every byte of every view) just before a checkpoint or a failover (a stop
   with failover) of the running replication node: both empty the active and hidden
-  disks, and with them what the views would still show; after a start that started a
-  node (the model's: it turns the node's answers from EIO to data); and at the end of
-  the session (after the final live layer check, before the offline one);
+  disks, and with them what the views would still show; and at the end of the session
+  (after the final live layer check, before the offline one);
 - after any other operation that can change what a guest sees (all but reads, status
   and flush), once no failover commit runs (the model is settled: a commit in flight
   races the reads, and on 10.0 an HMP qemu-io drains it):
@@ -46,9 +46,12 @@ What is read when (`Session.step`, `Session.end`):
     cluster), so every cluster a write can allocate, copy before writing or commit.
     For a write, write-zeroes or discard (the guest's or the primary's) that is its
     range; for a checkpoint or a plain stop, what the active and hidden disks held just
-    before it (what it empties, if it does); for a settled failover commit, what they
-    held before the failover (what it copies into the secondary disk); for anything
-    else (a start that started nothing, the NBD link going down) nothing;
+    before it (what it empties, if it does); for a start that started a node, the same
+    (a secondary's start empties them) and the first SAMPLE bytes of every view (its
+    node's answers turn from EIO to data: the first read shows whether they did); for
+    a settled failover commit, what they held before the failover (what it copies into
+    the secondary disk); for anything else (a start that started nothing, the NBD link
+    going down) nothing;
   - then one sample, of one view in turn: from where that view's last sample stopped,
     up to SAMPLE bytes and no further than the end of the extent the model shows there
     (one qemu-io request), wrapping at the end of the view.
@@ -66,7 +69,7 @@ changes those bytes again, and is read, at the latest:
   samples (a 4 MiB view holding one pattern: 16; with V views, one sample each V
   operations that read);
 - by the next whole read: before the next checkpoint or failover of the running node,
-  after the next start, or at the end: within the rest of the example
+  or at the end: within the rest of the example
   (the CI profile's have at most 20 steps, the pair's 12; the nightly profile's 50).
 What a later operation overwrites first, on both sides, before any of these reads comes
 is gone from the views (no read of a guest could show it any more); what such a change
@@ -300,6 +303,8 @@ class Session:
         # the policy's state: every view read whole since the last operation that could
         # change one; where each view's sample goes next; what a rule is rounded out to
         self.fresh = False
+        # the layers' live allocation checked since the last operation that could change it
+        self.layers_fresh = False
         self.cursor: dict[str, int] = {}
         self.samples = 0
         # what the active and hidden disks held before the last checkpoint or stop, and
@@ -350,10 +355,10 @@ class Session:
         n = len(self.story.steps) - self.setup_steps - len(self.policy_steps) + 1
         self.pending = op
         if isinstance(op, ops.Checkpoint) and op.machine == self.spec.machine:
-            self._checked(f"layer allocation before operation {n}", self.story.check_layers_live)
+            self._layers(f"layer allocation before operation {n}")
         if self._empties(op):
             self._policy_reads(f"guest views before operation {n}", self._whole_views)
-        if isinstance(op, (ops.Checkpoint, ops.Stop)):
+        if isinstance(op, (ops.Checkpoint, ops.Stop, ops.Start)):
             self.dirty = self._dirty()
             if isinstance(op, ops.Stop) and op.failover:
                 self.committed = self.dirty
@@ -370,7 +375,7 @@ class Session:
             # a completed failover closed the inline active and hidden nodes
             self.story.after_failover()
         if not isinstance(op, _OBSERVING):
-            self.fresh = False
+            self.fresh = self.layers_fresh = False
             if self.model.settled():
                 moved = stages != [node.stage for node in self.model.nodes.values()]
                 self._policy_reads(
@@ -420,8 +425,9 @@ class Session:
         - a data operation (write, write-zeroes, discard; the guest's or the primary's):
           its range;
         - a start that started a node (`moved`; its answers turn from EIO to data):
-          anything;
-        - a checkpoint or a plain stop: what the active and hidden disks held just before
+          what the active and hidden disks held (a secondary's start empties them) and
+          the head of every view (`_heads`);
+        - a checkpoint, a plain stop: what the active and hidden disks held just before
           (`_dirty`: what it empties, if it does); a settled failover commit: what they
           held before the failover (what it copies into the secondary disk);
         - anything else (a start that started nothing, the NBD link going down): nothing.
@@ -431,7 +437,7 @@ class Session:
         if isinstance(op, _DATA):
             return self._rounded([(op.offset, op.offset + op.length)])
         if isinstance(op, ops.Start):
-            return None if moved else []
+            return self._rounded(self.dirty) + self._heads() if moved else []
         if isinstance(op, ops.Stop) and op.failover:
             return []  # the commit runs: nothing is read until it settled
         if isinstance(op, ops.Checkpoint | ops.Stop):
@@ -450,6 +456,11 @@ class Session:
             pieces = allocated_above(active, secondary, 0, secondary.size)
             out += [(s, e) for s, e, allocated in pieces if allocated]
         return out
+
+    def _heads(self) -> list[tuple[int, int]]:
+        """The first SAMPLE bytes (a view clips them): after a start, every view shows at
+        once whether its node answers with data or fails."""
+        return [(0, SAMPLE)]
 
     def _rounded(self, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
         g = self.granule
@@ -512,10 +523,18 @@ class Session:
         offline."""
         self.ended = True
         if not self.crashed:  # a dead QEMU has no live layers to ask about
-            self._checked("final layer allocation (live)", self.story.check_layers_live)
+            self._layers("final layer allocation (live)")
             self._policy_reads("guest views at the end", self._whole_views)
             self.where = None
         self._checked("final layer check (offline)", self.story.finish)
+
+    def _layers(self, where: str) -> None:
+        """Each live layer's allocation against the model, unless checked since the last
+        operation that could change it (and no failover commit runs)."""
+        if self.layers_fresh and self.model.settled():
+            return
+        self._checked(where, self.story.check_layers_live)
+        self.layers_fresh = True
 
     def _checked(self, where: str, fn: Callable[[], None]) -> None:
         self.where = where

@@ -28,6 +28,9 @@ and, per QEMU build:
   per group (secondary, faults, primary, many-nodes, pair) its examples, steps,
   operations, guest-view reads and seconds. Operations do not count the view reads.
 
+The process (and with it every QEMU and qemu-io it starts) is pinned to one CPU, as each
+xdist worker is (harness/affinity.py; `pinned_cpu`); `--no-pin` leaves it free.
+
 `--whole-views` runs both under the previous policy (every guest view read whole after
 every operation that can change one).
 `--alternate K` runs only the lock-step, K times under each policy in turn (targeted,
@@ -55,6 +58,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import ops
+from harness.affinity import pin
 from harness.builds import QemuBuild, find_build, known_builds
 from harness.differential import rules
 from harness.differential.runner import run_groups
@@ -324,7 +328,14 @@ def main() -> int:
         help="instead: K lock-step runs under each policy, alternately (targeted, whole "
         "views, targeted, ...), with their medians and the ratio",
     )
+    ap.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="leave this process (and its QEMU, qemu-io) free to run on every CPU; by "
+        "default it is pinned to one, as each xdist worker is (harness/affinity.py)",
+    )
     args = ap.parse_args()
+    cpu = None if args.no_pin else pin(0)
     builds = (
         [find_build(d, os.environ) for d in args.qemu_dir] if args.qemu_dir else known_builds(ROOT)
     )
@@ -332,6 +343,7 @@ def main() -> int:
         "ops": args.ops,
         "seed": args.seed,
         "load": os.getloadavg()[0],
+        "pinned_cpu": cpu,
         "builds": {},
     }
     for b in builds:

@@ -115,13 +115,17 @@ class NbdReader:
             raise
         return s
 
-    def read(self, offset: int, length: int, expect: Data | None) -> IoResult:
+    def read(
+        self, offset: int, length: int, expect: Data | None, sparse: bool | None = None
+    ) -> IoResult:
         """Read [offset, +length): the bytes, compared with `expect` (extents covering
-        the range; pattern None: any byte), or the error the server answered."""
+        the range; pattern None: any byte), or the error the server answered. `sparse`:
+        this request's (default: the reader's)."""
         if not 0 < length <= MAX_READ:
             raise NbdReaderError(f"read of {length} bytes: not one NBD request")
         try:
-            got = self._request(offset, length)
+            flags = self.flags if sparse is None else (0 if sparse else CMD_FLAG_DF)
+            got = self._request(offset, length, flags)
         except (OSError, EOFError) as e:
             self.close()
             raise NbdReaderError(f"{self.path} ({self.export}): {e!r}") from None
@@ -129,7 +133,7 @@ class NbdReader:
             return IoResult(False, os.strerror(got))
         return IoResult(True, None, _observed(offset, length, got, expect))
 
-    def _request(self, offset: int, length: int) -> list[Chunk] | int:
+    def _request(self, offset: int, length: int, flags: int) -> list[Chunk] | int:
         """The read's chunks (offset, data; or offset, hole length), or its errno."""
         s = self._sock
         if s is None:
@@ -138,9 +142,7 @@ class NbdReader:
         deadline = time.monotonic() + self.timeout
         s.settimeout(self.timeout)
         s.sendall(
-            struct.pack(
-                ">IHHQQI", REQUEST_MAGIC, self.flags, CMD_READ, self._handle, offset, length
-            )
+            struct.pack(">IHHQQI", REQUEST_MAGIC, flags, CMD_READ, self._handle, offset, length)
         )
         chunks: list[Chunk] = []
         err = 0

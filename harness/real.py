@@ -109,10 +109,13 @@ class RealSide:
             return op.node in self.topo.checkers
         return isinstance(self.topo.export_io, NbdClient)
 
-    def check_read(self, op: ops.Read | ops.PrimaryRead, expected: Observation) -> Observation:
+    def check_read(
+        self, op: ops.Read | ops.PrimaryRead, expected: Observation, sparse: bool = False
+    ) -> Observation:
         """A check's read (not an operation under test): one NBD request of the
         harness's own where the view has one (harness.nbd_reader), else (or if it could
-        not be made) the request apply() makes."""
+        not be made) the request apply() makes. `sparse`: a guest view's read may be
+        answered with holes (the primary's always may)."""
         self.died = None
         hint = _hint(expected)
         got: IoResult | None = None
@@ -120,7 +123,7 @@ class RealSide:
             reader = self.topo.checkers.get(op.node)
             if reader is not None:
                 try:
-                    got = reader.read(op.offset, op.length, hint)
+                    got = reader.read(op.offset, op.length, hint, sparse)
                 except NbdReaderError:
                     got = None
         elif isinstance(self.topo.export_io, NbdClient):

@@ -99,12 +99,12 @@ class Story:
         one the model allows."""
         return self._real(op, self.model.apply(op))
 
-    def check_view(self, op: ops.Read | ops.PrimaryRead) -> Observation:
+    def check_view(self, op: ops.Read | ops.PrimaryRead, sparse: bool = False) -> Observation:
         """do() for a check's read of a view (not an operation under test): QEMU's side
         reads it with one NBD request of the harness's own where the view has an
-        export (RealSide.check_read)."""
+        export (RealSide.check_read; `sparse`: answered with holes where it may)."""
         expected = self.model.apply(op)
-        return self._recorded(op, expected, self.real.check_read(op, expected))
+        return self._recorded(op, expected, self.real.check_read(op, expected, sparse))
 
     def _real(self, op: ops.Op, expected: Observation) -> Observation:
         """Apply `op` to QEMU, record and compare the step, then follow the machines."""

@@ -276,3 +276,20 @@ def test_an_unpredicted_change_is_found_before_the_next_checkpoint(session) -> N
         with pytest.raises(Divergence):
             s.step(ops.Checkpoint())
         assert s.where == "guest views before operation 3"
+
+
+@pytestmark_qemu
+def test_an_unpredicted_write_where_the_model_holds_nothing_is_found_before_a_failover(
+    session,
+) -> None:
+    """The whole view of rep is answered sparsely (holes where QEMU has nothing
+    allocated): a write QEMU made where the model says nothing is allocated is data, so
+    it is read through rep and compared (before a failover: no layer check comes first)."""
+    with _open(session, _spec("secondary")) as s:
+        _step(s, ops.Start(primary=False))
+        _step(s, ops.Write(0, 512, 0x11))
+        _plant(s, 3 * MiB + 8192, 0x66)
+        with pytest.raises(Divergence) as caught:
+            s.step(ops.Stop(primary=False, failover=True))
+        assert s.where == "guest views before operation 3"
+        assert "=0x66" in str(caught.value)

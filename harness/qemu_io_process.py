@@ -31,7 +31,7 @@ from types import TracebackType
 from pexpect import EOF, TIMEOUT, ExceptionPexpect
 from pexpect.fdpexpect import fdspawn
 
-from harness.machine import Build, build_env, spawn
+from harness.machine import Build, build_env, spawn, wait_process
 from harness.qemu_io import QemuIoError, QemuIoSession
 from harness.verdicts import QemuCrashed, QemuHung, signal_name
 
@@ -117,7 +117,7 @@ class _Child:
             if self.proc.poll() is None:
                 self.proc.kill()
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            self.proc.wait(timeout=QUIT_DEADLINE)
+            wait_process(self.proc, QUIT_DEADLINE)
         for f in (self.proc.stdin, self.proc.stdout):
             with contextlib.suppress(OSError):
                 if f is not None:
@@ -125,7 +125,7 @@ class _Child:
 
     def exit_text(self) -> str:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=QUIT_DEADLINE)
+            wait_process(self.proc, QUIT_DEADLINE)
         code = self.proc.returncode
         if code is None:
             return "still running"

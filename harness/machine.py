@@ -494,7 +494,7 @@ class Machine:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.kill()
             try:
-                self._proc.wait(KILL_DEADLINE)
+                self._wait(KILL_DEADLINE)
             except subprocess.TimeoutExpired:
                 self._record({"event": f"still there {KILL_DEADLINE} s after SIGKILL"})
 
@@ -545,8 +545,8 @@ class Machine:
         """Popen.wait(timeout) without its polling sleeps: the pidfd becomes readable
         the moment the process exits. subprocess.TimeoutExpired if it does not."""
         assert self._proc is not None
-        if self._pidfd < 0:
-            return self._proc.wait(timeout)
+        if self._pidfd < 0 or self._proc.returncode is not None:
+            return wait_process(self._proc, timeout)
         p = select.poll()
         p.register(self._pidfd, select.POLLIN)
         if not p.poll(max(0, int(timeout * 1000))):

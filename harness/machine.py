@@ -237,23 +237,27 @@ def lean_accel(build: Build) -> tuple[str, ...]:
     return _lean_accel[key]
 
 
-def wait_process(proc: subprocess.Popen[bytes], timeout: float) -> int:
+def wait_process(proc: subprocess.Popen[bytes], timeout: float, pidfd: int = -1) -> int:
     """Popen.wait(timeout) without its polling sleeps (0.5 ms, doubling up to 50 ms: a
-    process that exits just after a sleep began is seen late): a pidfd becomes readable
-    the moment the process exits. subprocess.TimeoutExpired if it does not."""
+    process that exits just after a sleep began is seen late): a pidfd (`pidfd`, else one
+    opened here) becomes readable the moment the process exits.
+    subprocess.TimeoutExpired if it does not."""
     if proc.returncode is not None:
         return proc.returncode
-    try:
-        fd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):
-        return proc.wait(timeout)
+    own = pidfd < 0
+    if own:
+        try:
+            pidfd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            return proc.wait(timeout)
     try:
         p = select.poll()
-        p.register(fd, select.POLLIN)
+        p.register(pidfd, select.POLLIN)
         if not p.poll(max(0, int(timeout * 1000))):
             raise subprocess.TimeoutExpired(proc.args, timeout)
     finally:
-        os.close(fd)
+        if own:
+            os.close(pidfd)
     return proc.wait()
 
 
@@ -542,16 +546,9 @@ class Machine:
             ) from None
 
     def _wait(self, timeout: float) -> int:
-        """Popen.wait(timeout) without its polling sleeps: the pidfd becomes readable
-        the moment the process exits. subprocess.TimeoutExpired if it does not."""
+        """wait_process on this machine's own pidfd (while it has one)."""
         assert self._proc is not None
-        if self._pidfd < 0 or self._proc.returncode is not None:
-            return wait_process(self._proc, timeout)
-        p = select.poll()
-        p.register(self._pidfd, select.POLLIN)
-        if not p.poll(max(0, int(timeout * 1000))):
-            raise subprocess.TimeoutExpired(self.argv, timeout)
-        return self._proc.wait()
+        return wait_process(self._proc, timeout, self._pidfd)
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None

@@ -16,8 +16,7 @@ import time
 from urllib.parse import quote
 
 from harness.machine import Build
-from harness.nbd_reader import NbdReader, NbdReaderError
-from harness.observe import Data, IoResult
+from harness.nbd_reader import NbdReader
 from harness.qemu_io_process import InteractiveQemuIo
 
 
@@ -49,18 +48,9 @@ class NbdClient(InteractiveQemuIo):
             # Many topologies never send a primary write: connect on first use.
             lazy=True,
         )
-        # the checks' reads of the same export (harness.nbd_reader): the server may
-        # answer holes, as it may to qemu-io's NBD client
+        # the checks' reads of the same export (harness.nbd_reader, RealSide.check_read):
+        # the server may answer holes, as it may to qemu-io's NBD client
         self.checker = NbdReader(socket_path, export, timeout, sparse=True)
-
-    def check_read(self, offset: int, length: int, expect: Data | None) -> IoResult | None:
-        """A check's read of the export: one NBD request of the harness's own
-        (harness.nbd_reader), compared here; None if it could not be made (then read()
-        as any request)."""
-        try:
-            return self.checker.read(offset, length, expect)
-        except NbdReaderError:
-            return None
 
     def close(self) -> None:
         self.checker.close()

@@ -18,7 +18,7 @@ from harness.graph import CommitProgress, commit_progress
 from harness.machine import Machine, MachineDied
 from harness.model.system import SETTLED
 from harness.nbd_client import NbdClient
-from harness.nbd_reader import NbdReaderError
+from harness.nbd_reader import NbdReader, NbdReaderError
 from harness.observe import Crashed, IoResult, Observation, OneOf, QmpResult
 from harness.qemu_io import QemuIoSession
 from harness.topology import Topology
@@ -105,30 +105,29 @@ class RealSide:
         """Can a check read the view `op` reads with one NBD request of the harness's
         own (check_read)? A guest's view with a check export; the primary's view through
         the harness's NBD client of the export."""
-        if isinstance(op, ops.Read):
-            return op.node in self.topo.checkers
-        return isinstance(self.topo.export_io, NbdClient)
+        return self._reader(op) is not None
 
     def check_read(
         self, op: ops.Read | ops.PrimaryRead, expected: Observation, sparse: bool = False
     ) -> Observation:
         """A check's read (not an operation under test): one NBD request of the
         harness's own where the view has one (harness.nbd_reader), else (or if it could
-        not be made) the request apply() makes. `sparse`: a guest view's read may be
-        answered with holes (the primary's always may)."""
+        not be made) the request apply() makes. `sparse`: it may be answered with holes
+        (otherwise the reader's way: the primary's view always may)."""
         self.died = None
-        hint = _hint(expected)
-        got: IoResult | None = None
+        reader = self._reader(op)
+        if reader is not None:
+            try:
+                return reader.read(op.offset, op.length, _hint(expected), sparse or None)
+            except NbdReaderError:
+                pass
+        return self.apply(op, expected)
+
+    def _reader(self, op: ops.Read | ops.PrimaryRead) -> NbdReader | None:
         if isinstance(op, ops.Read):
-            reader = self.topo.checkers.get(op.node)
-            if reader is not None:
-                try:
-                    got = reader.read(op.offset, op.length, hint, sparse)
-                except NbdReaderError:
-                    got = None
-        elif isinstance(self.topo.export_io, NbdClient):
-            got = self.topo.export_io.check_read(op.offset, op.length, hint)
-        return self.apply(op, expected) if got is None else got
+            return self.topo.checkers.get(op.node)
+        io = self.topo.export_io
+        return io.checker if isinstance(io, NbdClient) else None
 
     def _link_down(self, op: faults.LinkDown, expected: Observation) -> Observation:
         m = self._m(op.machine)

@@ -24,11 +24,10 @@ from harness.qemu_io import GuestIO
 from harness.topology import open_topology, standard
 from harness.topology.standard import GUEST_EXPORT
 from tests.qemu_helpers import alive, qcow2
-from tests.test_nbd_client import BUILDS, _version
+from tests.test_nbd_client import export_node, with_builds
 
 K = 1024
 pytestmark = [pytest.mark.needs_qemu, pytest.mark.timeout(60)]
-with_builds = pytest.mark.parametrize("build", BUILDS, ids=[_version(b) for b in BUILDS])
 
 
 @pytest.fixture
@@ -37,16 +36,7 @@ def machine(build: QemuBuild, tmp_path: Path) -> Iterator[Machine]:
     ms = MachineSet(tmp_path)
     with ms:
         m = ms.launch(build, "server")
-        m.qmp_ok(
-            "blockdev-add",
-            driver="qcow2",
-            file={"driver": "file", "filename": qcow2(build, tmp_path / "d.qcow2", "4M")},
-            **{"node-name": "d"},
-        )
-        m.qmp_ok("nbd-server-start", addr={"type": "unix", "data": {"path": m.sock_path("nbd")}})
-        m.qmp_ok(
-            "block-export-add", type="nbd", id="d", writable=True, name="d", **{"node-name": "d"}
-        )
+        export_node(m, qcow2(build, tmp_path / "d.qcow2", "4M"))
         yield m
     assert not [p for p in ms.pids if alive(p)]
 

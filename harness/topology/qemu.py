@@ -14,6 +14,7 @@ from typing import Any
 
 from harness import graph as queries
 from harness.builds import QemuBuild
+from harness.colo_link import ColoLink
 from harness.drive import drive_add
 from harness.images import FROM_HEADER, Chain, build_chain
 from harness.machine import Machine, MachineSet
@@ -35,6 +36,7 @@ from harness.topology.values import (
     Quorum,
     Replication,
 )
+from harness.topology.values import Machine as MachineValue
 
 
 @dataclass(eq=False)
@@ -60,6 +62,8 @@ class Topology:
     sockets: dict[str, str] = field(default_factory=dict)
     # machines killed, crashed or quit
     dead: set[str] = field(default_factory=set)
+    # the COLO migration between two machines (Graph.colo)
+    colo: ColoLink | None = None
 
     def machine(self, name: str) -> Machine:
         return self.machines[name]
@@ -87,7 +91,7 @@ def open_topology(
     builder = _Builder(graph, build, chain, {})
     for mg in graph.machines:
         qsd = mg.daemon and profile.qsd_closes_images_on_exit
-        m = machines.launch(build, mg.name, kind="qsd" if qsd else "system")
+        m = machines.launch(build, mg.name, kind="qsd" if qsd else "system", args=_args(graph, mg))
         for throttle in mg.throttles():
             for obj in throttle.objects():
                 m.qmp_ok("object-add", **obj)
@@ -101,12 +105,25 @@ def open_topology(
     }
     model = model_build.build_model(graph, profile, filenames)
     topo = Topology(graph, build, model, machines, chain, sockets=builder.sockets)
+    if graph.colo is not None:
+        p, sec = machines[graph.colo.primary], machines[graph.colo.secondary]
+        topo.colo = ColoLink(p, sec, profile.colo_needs_return_path)
     topo.layer_nodes = dict(builder.opened)
     for mg, n in graph.nodes():
         if isinstance(n, Export) and n.client and topo.export_io is None:
             topo.export_io = NbdSession(build, builder.sockets[mg.name], n.name)
     _open_guests(topo)
     return topo
+
+
+def _args(graph: Graph, mg: MachineValue) -> tuple[str, ...]:
+    """A COLO secondary waits for its migration; both sides of a COLO pair are a case's
+    own (never pooled: a migration leaves QEMU in a state the pool does not undo)."""
+    if mg.incoming:
+        return ("-incoming", "defer")
+    if graph.colo is not None and mg.name in (graph.colo.primary, graph.colo.secondary):
+        return ("-name", mg.name)
+    return ()
 
 
 def _late(node: Node) -> bool:

@@ -26,8 +26,9 @@ import signal
 
 import pytest
 
+from harness.colo_story import in_colo
 from harness.faults import EXPORT_ID, FailingWrites, Kill, LinkDown
-from harness.observe import IO_OK, QMP_OK, ColoSideState, ColoState, OneOf, data, status
+from harness.observe import IO_EIO, IO_OK, QMP_OK, ColoSideState, ColoState, OneOf, data, status
 from harness.ops import (
     PRIMARY,
     SECONDARY,
@@ -157,19 +158,7 @@ def test_primary_failover_goes_on_alone(colo, profile, xfail_bug, msg):
     s.do(Kill(SECONDARY, KILL))
     s.expect(
         ColoCheckpoint(),
-        ColoState(
-            (
-                ColoSideState(
-                    PRIMARY,
-                    "primary",
-                    "primary" if profile.colo_last_mode_at_start else "none",
-                    "none",
-                    True,
-                    (),
-                    "error",
-                ),
-            )
-        ),
+        ColoState((in_colo(profile, PRIMARY, exit="error"),)),
     )
     s.expect(Status(machine=PRIMARY), status(None))
     s.expect(s.pwrite(64 * KiB, 64 * KiB, 0x23), IO_OK)
@@ -242,26 +231,52 @@ def test_nbd_link_lost_is_silent(colo, profile, xfail_bug, msg):
     s.finish()
 
 
-def test_hidden_disk_write_failure(colo):
-    """The hidden disk fails the copy-before-write: what the primary's write and the next
-    checkpoint answer, and what is left of the data (judged by the model)."""
+def test_hidden_disk_write_failure(colo, profile, xfail_bug):
+    """The hidden disk fails the copy-before-write: the primary's write still succeeds
+    (the quorum, and the primary node stores nothing: the backup job failed on the
+    secondary), and the secondary's COLO ends at the next checkpoint
+    (replication_get_error_all), both VMs left stopped; later requests do nothing."""
+    xfail_bug(profile.colo_plain_migration)
     s = colo(hidden_fault=FailingWrites("hidden-fault", "hidden", under=True))
     s.migrate()
-    s.do(s.pwrite(0, 64 * KiB, 0x22))
-    s.colo_checkpoint()
-    s.do(s.pwrite(64 * KiB, 64 * KiB, 0x23))
-    s.colo_checkpoint()
+    s.expect(s.pwrite(0, 64 * KiB, 0x22), IO_OK)
+    stopped = ColoState(
+        (
+            in_colo(profile, PRIMARY, ("STOP",), running=False),
+            in_colo(profile, SECONDARY, ("STOP",), running=False, exit="error"),
+        )
+    )
+    s.expect(ColoCheckpoint(), stopped)
+    s.expect(s.pwrite(64 * KiB, 64 * KiB, 0x23), IO_OK)
+    s.expect(
+        ColoCheckpoint(),
+        ColoState(
+            (
+                in_colo(profile, PRIMARY, running=False),
+                in_colo(profile, SECONDARY, running=False),
+            )
+        ),
+    )
     s.finish()
 
 
-def test_active_disk_write_failure(colo):
+def test_active_disk_write_failure(colo, profile, xfail_bug):
     """The active disk fails the secondary VM's write (EIO), and its make-empty at the
     next checkpoint: the secondary's COLO ends there (COLO_EXIT error), the primary
-    waits stopped for LOADED; both then fail over."""
+    waits stopped for LOADED; the secondary then takes over."""
+    xfail_bug(profile.colo_plain_migration)
     s = colo(active_fault=FailingWrites("active-fault", "active", under=True))
     s.migrate()
-    s.do(s.swrite(0, 64 * KiB, 0x33))
-    s.colo_checkpoint()
+    s.expect(s.swrite(0, 64 * KiB, 0x33), IO_EIO)
+    s.expect(
+        ColoCheckpoint(),
+        ColoState(
+            (
+                in_colo(profile, PRIMARY, ("STOP",), running=False),
+                in_colo(profile, SECONDARY, ("STOP",), running=False, exit="error"),
+            )
+        ),
+    )
     s.do(Kill(PRIMARY, KILL))
     s.stop_nbd_server()
     s.lost_heartbeat(SECONDARY)

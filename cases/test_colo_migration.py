@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.colo_story import in_colo
 from harness.observe import IO_OK, QMP_OK, ColoSideState, ColoState, data, qmp_error, status
 from harness.ops import PRIMARY, SECONDARY, ColoCheckpoint, ColoStart, LostHeartbeat, Status
 from harness.topology.pair import pair_recipe
@@ -43,17 +44,9 @@ GEOMETRIES = [
 ]
 
 
-def side(profile, machine: str, mode: str, runs=("RESUME",), running=True) -> ColoSideState:
-    """A side in COLO as query-colo-status shows it (no failover yet)."""
-    last = mode if profile.colo_last_mode_at_start else "none"
-    return ColoSideState(machine, mode, last, "none", running, tuple(runs))
-
-
 def both(profile, runs=("STOP", "RESUME")) -> ColoState:
     """Both sides in COLO with their VMs running, after `runs` on each."""
-    return ColoState(
-        (side(profile, PRIMARY, "primary", runs), side(profile, SECONDARY, "secondary", runs))
-    )
+    return ColoState((in_colo(profile, PRIMARY, runs), in_colo(profile, SECONDARY, runs)))
 
 
 def whole(s, *extents: tuple[int, int, int]):
@@ -116,16 +109,8 @@ def test_secondary_start_refused_ends_its_colo(colo, profile, xfail_bug, msg):
         ColoStart(),
         ColoState(
             (
-                side(profile, PRIMARY, "primary", runs=(), running=False),
-                ColoSideState(
-                    SECONDARY,
-                    "secondary",
-                    side(profile, SECONDARY, "secondary").last_mode,
-                    "none",
-                    False,
-                    (),
-                    "error",
-                ),
+                in_colo(profile, PRIMARY, running=False),
+                in_colo(profile, SECONDARY, running=False, exit="error"),
             )
         ),
     )

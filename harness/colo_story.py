@@ -17,7 +17,8 @@ import signal
 
 from harness import ops
 from harness.faults import Kill
-from harness.observe import Observation
+from harness.model.profiles import Profile
+from harness.observe import ColoSideState, Observation
 from harness.ops import PRIMARY, SECONDARY
 from harness.pair import PairStory
 from harness.topology.pair import PREP
@@ -70,3 +71,19 @@ class ColoStory(PairStory):
             if name not in self.topo.dead:
                 self.quit(name)
         super().finish()
+
+
+def in_colo(
+    profile: Profile,
+    machine: str,
+    runs: tuple[str, ...] = (),
+    *,
+    running: bool = True,
+    exit: str | None = None,
+) -> ColoSideState:
+    """What a case states of a side still in COLO (no failover yet): its mode by its
+    role, last-mode as the release sets it at start, its VM, its STOP/RESUME events and
+    COLO_EXIT in the step."""
+    mode = "primary" if machine == PRIMARY else "secondary"
+    last = mode if profile.colo_last_mode_at_start else "none"
+    return ColoSideState(machine, mode, last, "none", running, runs, exit)

@@ -227,8 +227,21 @@ class ColoLink:
 
     def _settle(self, settled: Callable[[], bool], expected: Observation, what: str) -> Observation:
         """Poll until QEMU shows `expected` or `settled` holds, then observe; a hang past
-        SETTLE_DEADLINE."""
-        self._wait(lambda: compare(expected, self._snapshot()) is None or settled(), what)
+        SETTLE_DEADLINE (naming what the model expected and what QEMU showed last)."""
+        last: list[ColoState] = []
+
+        def done() -> bool:
+            last[:] = [self._snapshot()]
+            return compare(expected, last[0]) is None or settled()
+
+        try:
+            self._wait(done, what)
+        except DeadlineExceeded as e:
+            shown = last[0].describe() if last else "nothing"
+            raise DeadlineExceeded(
+                f"{e.what}; the model expected {expected.describe()}; QEMU showed {shown}",
+                SETTLE_DEADLINE,
+            ) from None
         return self.observe()
 
     def _wait(self, done: Callable[[], bool], what: str) -> None:

@@ -13,5 +13,13 @@ Layout, one job per module:
   real                 applies operations to real QEMU
   story                a case as a story: both sides, step by step
   verdicts             what QEMU did that the model does not allow: one tree
-  cli                  the `qrc` command
+  cli                  the `qrc` command: parser, exit codes, one short pair a command
+  bisect               `qrc bisect`: one step and its verdict
 """
+
+from pathlib import Path
+
+
+def project_root() -> Path:
+    """The checkout this package lives in (where cases/, images/ and .qemu/ are)."""
+    return Path(__file__).resolve().parent.parent

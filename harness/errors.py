@@ -88,12 +88,6 @@ class ProbeError(HarnessError):
     exit_code = 11
 
 
-class ReplayUnavailable(HarnessError):
-    """`qrc replay` (or `qrc bisect --trace`) without the differential replayer installed."""
-
-    exit_code = 13
-
-
 class RunnerError(HarnessError):
     """pytest itself failed (an internal error, or it died without writing its report)."""
 

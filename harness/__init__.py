@@ -2,7 +2,8 @@
 
 Layout, one job per module:
   builds, probe        which QEMU binaries, and what they can do
-  machine              a QEMU process with its QMP transcript and deadlines
+  process, qmp         spawning and reaping any binary; one synchronous QMP connection
+  machine              a QEMU process with its QMP transcript, deadlines and run state
   qemu_io              guest I/O over HMP qemu-io: the commands, their output parsed
   qemu_io_process      one interactive qemu-io kept open on pipes
   nbd_client           primary I/O over NBD (a qemu_io_process on the export)

@@ -31,7 +31,7 @@ from types import TracebackType
 from pexpect import EOF, TIMEOUT, ExceptionPexpect
 from pexpect.fdpexpect import fdspawn
 
-from harness.machine import Build, build_env, spawn, wait_process
+from harness.process import Build, build_env, spawn, wait_process
 from harness.qemu_io import QemuIoError, QemuIoSession
 from harness.verdicts import QemuCrashed, QemuHung, signal_name
 

@@ -14,6 +14,7 @@ Layout, one job per module:
   real                 applies operations to real QEMU
   story                a case as a story: both sides, step by step
   verdicts             what QEMU did that the model does not allow: one tree
+  environment          a full disk, no file descriptors: the environment's, no verdict
   cli                  the `qrc` command: parser, exit codes, one short pair a command
   bisect               `qrc bisect`: one step and its verdict
 """

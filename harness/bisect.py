@@ -6,6 +6,7 @@ run means for the bisection is `verdict`'s, a pure function of the run's result:
 
     the run                                              answer
     pytest selected nothing (its status 5)               128 abort: the selection is wrong
+    the environment failed a case (a full disk...)       128 abort: no verdict
     every failure is a case file that does not import    128 abort
     a case failed or errored, or pytest said 1           1 bad    (--find-fix: 0, not fixed)
     pytest ended with another status                     128 abort
@@ -31,6 +32,7 @@ from typing import Any
 
 from harness.builds import QemuBuild, find_build
 from harness.buildtree import build, build_argv
+from harness.environment import from_exception
 from harness.errors import (
     BISECT_ABORT,
     BISECT_SKIP,
@@ -44,7 +46,7 @@ from harness.errors import (
 )
 from harness.probe import Probe, probe, require_replication
 from harness.report import records
-from harness.report.display import Progress, interrupted_text
+from harness.report.display import Progress, environment_line, interrupted_text
 from harness.report.runner import RunResult, prepare_dir, pytest_args, run_pytest
 from harness.words import plural, verb
 
@@ -85,6 +87,9 @@ def verdict(result: RunResult, find_fix: bool, where: str = "this build") -> Bis
     cases = result.cases
     if result.returncode == 5:
         return _abort("the selection matched no case")
+    broken = records.environment_broken(cases)
+    if broken:  # a full disk...: the commit is neither good nor bad
+        return _abort(environment_line(broken))
     bad = [r for r in cases if r["outcome"] in records.BAD]
     if bad and all(r["when"] == "collect" for r in bad):
         return _abort(f"a case file does not import: {bad[0]['nodeid']}: {bad[0]['message']}")
@@ -167,7 +172,12 @@ def run(req: Request) -> int:
         return _cases(req, found_build, found, report_dir)
     except UNTESTABLE as e:
         return _skip(e)
-    except HarnessError as e:
+    except (HarnessError, OSError) as e:
+        broken = from_exception(e)  # this process's own: a full TMPDIR...
+        if broken is not None:
+            return _say(_abort(f"the environment failed the run: {broken}"), False)
+        if isinstance(e, OSError):
+            raise
         return _say(_abort(str(e)), False)
 
 

@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 from harness import bisect, project_root
 from harness.builds import QemuBuild, find_build, installed_builds
 from harness.buildtree import TARGETS as _BUILD_TARGETS
+from harness.environment import from_exception
 from harness.errors import BISECT_ABORT, HarnessError, UsageError
 from harness.fetch import fetch
 from harness.probe import Probe, probe, probe_json, probe_text
@@ -51,6 +52,11 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (11, "probing the build failed (QEMU crashed, hung or spoke no QMP)"),
     (12, "a binary of the build is missing (qemu-img, the storage daemon...)"),
     (14, "pytest itself failed (internal error)"),
+    (
+        15,
+        "the environment failed the run, no verdict: a full disk (which directory, how much "
+        "was free), no file descriptors left, a binary of the build gone",
+    ),
     (130, "interrupted"),
 )
 BISECT_CODES: tuple[tuple[int, str], ...] = (
@@ -65,7 +71,7 @@ BISECT_CODES: tuple[tuple[int, str], ...] = (
         128,
         "abort the bisection: the command line is wrong (unknown option or --profile, "
         "unwritable report path, a selection matching no case, --build on a directory "
-        "that is not a build tree)",
+        "that is not a build tree) or the environment failed the run (a full disk...)",
     ),
     (130, "interrupted (git aborts the bisection too)"),
 )
@@ -447,9 +453,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return BISECT_ABORT if bisecting else UsageError.exit_code
         args.extra = extra[1:] if extra[:1] == ["--"] else extra
         return cmd.run(args)
-    except HarnessError as exc:
-        print(exc.one_line(), file=sys.stderr)
-        return exc.exit_code
+    except (HarnessError, OSError) as exc:
+        err = from_exception(exc) or exc  # qrc's own I/O on a full disk...: one line too
+        if not isinstance(err, HarnessError):
+            raise
+        print(err.one_line(), file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

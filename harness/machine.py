@@ -30,6 +30,7 @@ from typing import Any, Literal, Protocol
 
 from qemu.qmp import QMPError
 
+from harness.environment import check_answer, check_binaries
 from harness.machine_errors import (
     MachineAborted,
     MachineDied,
@@ -160,17 +161,19 @@ class Machine:
         self._record({"event": "spawn", "argv": self.argv, "pid": child.pid})
         try:
             connected = self._conn.accept_unless_exited(child.pidfd, self.timeout)
+            why = "QEMU exited before connecting to QMP"
         except TimeoutError:
             self._force_kill()
             raise self._hung(
                 f"QEMU did not connect to QMP within {self.timeout} s", self.timeout
             ) from None
         except (QMPError, OSError, EOFError) as e:
-            self._await_exit()
-            raise self._died(f"{self.name}: QMP handshake failed ({e!r})") from None
+            connected, why = False, f"QMP handshake failed ({e!r})"
         if not connected:
             self._await_exit()
-            raise self._died(f"{self.name}: QEMU exited before connecting to QMP")
+            binary = self.build.system if self.kind == "system" else self.build.qsd
+            check_binaries(self.argv[0], binary)  # gone during the run: not QEMU's doing
+            raise self._died(f"{self.name}: {why}")
         self.state = Runstate.RUNNING
 
     def shutdown(self) -> None:
@@ -287,6 +290,7 @@ class Machine:
         reply = self._exchange(cmd, dict(args or {}), self.timeout if timeout is None else timeout)
         if "error" in reply:
             err = reply["error"]
+            check_answer(str(err.get("desc")), self.logdir)  # a full disk is not QEMU's
             return QmpResult(False, None, err.get("class"), err.get("desc"))
         return QmpResult(True, reply.get("return"))
 
@@ -304,6 +308,7 @@ class Machine:
         """An HMP command line through human-monitor-command; its text reply."""
         out = self.execute_ok("human-monitor-command", {"command-line": cmdline}, timeout)
         assert isinstance(out, str)
+        check_answer(out, self.logdir)
         return out
 
     def events(self) -> list[dict[str, Any]]:

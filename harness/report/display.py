@@ -164,6 +164,14 @@ def builds_line(builds: Sequence[tuple[QemuBuild, Probe]]) -> str:
     return ", ".join(f"QEMU {p.version} ({b.system})" for b, p in builds)
 
 
+def environment_line(broken: Sequence[Mapping[str, Any]]) -> str:
+    """One line for the results the environment failed: how many, and why (the cause
+    most of them name: which directory, how much was free)."""
+    why, _ = Counter(str(r["environment"]) for r in broken).most_common(1)[0]
+    n = len(broken)
+    return f"environment broken, no verdict for {plural(n, 'result')} (not QEMU's doing): {why}"
+
+
 def summary_text(
     result: RunResult,
     builds: Sequence[tuple[QemuBuild, Probe]],
@@ -182,7 +190,10 @@ def summary_text(
     ]
     if profile is not None:
         lines.append(f"judged by model profile {profile} (--profile), not each build's own")
-    bad = [r for r in cases if r["outcome"] in records.BAD]
+    broken = records.environment_broken(cases)
+    if broken:
+        lines.append(environment_line(broken))
+    bad = [r for r in cases if r["outcome"] in records.BAD and not r.get("environment")]
     if bad:
         lines.append(f"failed ({len(bad)}):")
         for r in bad:

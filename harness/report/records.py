@@ -15,6 +15,9 @@ matrix.  Fields:
     message       the failure's first line ("Divergence: ...", "MachineDied: ...")
     divergence    what a story found differed: the headline of its verdict (a Divergence, a
                   crash, a stalled commit: harness.verdicts) or of a ModelDisagrees
+    environment   why the machine the harness runs on failed the case, in one line (a full
+                  disk and how much was free, no file descriptors, a binary gone:
+                  harness.environment); its outcome is then "error", and it has no verdict
     artifacts     the artifacts directory of a failed case, if written
     when          the phase that decided the outcome (setup, call, teardown, collect)
 """
@@ -43,7 +46,16 @@ GOOD = frozenset({"passed", "xfailed"})
 BAD = frozenset({"failed", "error"})
 
 # user_properties keys the worker side attaches to every report of a case
-PROPS = ("case", "qemu_version", "qemu_build", "markers", "message", "divergence", "artifacts")
+PROPS = (
+    "case",
+    "qemu_version",
+    "qemu_build",
+    "markers",
+    "message",
+    "divergence",
+    "environment",
+    "artifacts",
+)
 
 
 def case_key(nodeid: str, version: str | None) -> str:
@@ -77,6 +89,7 @@ def new_record(nodeid: str) -> dict[str, Any]:
         "reason": None,
         "message": None,
         "divergence": None,
+        "environment": None,
         "artifacts": None,
         "when": None,
     }
@@ -129,6 +142,8 @@ def update(rec: dict[str, Any], report: pytest.TestReport) -> None:
         outcome = "failed"
     if outcome is None:
         return
+    if outcome in (*BAD, "xfailed") and rec.get("environment"):
+        outcome = "error"  # the environment's: no verdict, not even an expected failure
     rec["outcome"], rec["when"] = outcome, when
     if outcome == "skipped":
         rec["reason"] = _skip_reason(report)
@@ -249,3 +264,8 @@ def merge_files(out: Path, paths: Sequence[str]) -> None:
             raise UsageError(f"--out {out}: name it .json (JSON reports) or .xml (JUnit)")
     except OSError as e:
         raise ReportPathError(f"--out {out}: cannot write there: {e.strerror}") from None
+
+
+def environment_broken(cases: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The records the environment failed (harness.environment): no verdict."""
+    return [r for r in cases if r.get("environment")]

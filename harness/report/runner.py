@@ -26,7 +26,8 @@ from typing import Any
 
 from harness import project_root
 from harness.builds import QemuBuild, find_build, installed_builds
-from harness.errors import NoCases, ReportPathError, RunnerError, UsageError
+from harness.environment import from_os_error, full_space
+from harness.errors import EnvironmentBroken, NoCases, ReportPathError, RunnerError, UsageError
 from harness.probe import Probe, probe, require_replication
 from harness.report import records
 from harness.report.display import Progress, interrupted_text, summary_text
@@ -185,8 +186,12 @@ def run_suite(
 
 
 def exit_code(result: RunResult) -> int:
-    """qrc's exit code for a finished run (pytest's own 0 and 1; RunnerError for its
-    internal error; a run that ended otherwise: 1 if a case failed, else 130)."""
+    """qrc's exit code for a finished run: EnvironmentBroken's when the environment failed
+    a case (a full disk...: whatever else happened, the run says nothing), else pytest's
+    own 0 and 1; RunnerError for its internal error; a run that ended otherwise: 1 if a
+    case failed, else 130."""
+    if records.environment_broken(result.cases):
+        return EnvironmentBroken.exit_code
     rc = result.returncode
     if rc in (0, 1):
         return rc
@@ -254,6 +259,9 @@ def run_pytest(
     if rc == 4:
         raise UsageError(_usage_line(log))
     if doc is None and rc not in (0, 5):
+        space = full_space(report_dir)  # the report itself could not be written?
+        if space is not None:
+            raise EnvironmentBroken(f"nearly full: {space.describe()}; pytest wrote no report")
         raise RunnerError(f"pytest exited with status {rc} without writing its report; see {log}")
     return RunResult(rc, doc, wall, report_dir, log, junit, jpath, artifacts)
 
@@ -282,7 +290,10 @@ def _spawn_pytest(
     except OSError as e:
         os.close(rfd)
         os.close(wfd)
-        raise RunnerError(f"cannot start pytest ({sys.executable}): {e.strerror}") from None
+        broken = from_os_error(e)  # its log on a full disk...
+        raise broken or RunnerError(
+            f"cannot start pytest ({sys.executable}): {e.strerror}"
+        ) from None
     os.close(wfd)
     return proc
 

@@ -52,11 +52,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (11, "probing the build failed (QEMU crashed, hung or spoke no QMP)"),
     (12, "a binary of the build is missing (qemu-img, the storage daemon...)"),
     (14, "pytest itself failed (internal error)"),
-    (
-        15,
-        "the environment failed the run, no verdict: a full disk (which directory, how much "
-        "was free), no file descriptors left, a binary of the build gone",
-    ),
+    (15, "the environment failed the run (a full disk, no file descriptors): no verdict"),
     (130, "interrupted"),
 )
 BISECT_CODES: tuple[tuple[int, str], ...] = (
@@ -85,11 +81,9 @@ def _code_rows(codes: Sequence[tuple[int, str]]) -> list[str]:
 
 
 def _codes_text() -> str:
-    head, bisect_head = (
-        "exit codes (one line on stderr for each error):",
-        ("qrc bisect exits only with git bisect run's codes:"),
-    )
-    return "\n".join([head, *_code_rows(EXIT_CODES), "", bisect_head, *_code_rows(BISECT_CODES)])
+    head = ["exit codes (one line on stderr for each error):", *_code_rows(EXIT_CODES), ""]
+    tail = ["qrc bisect exits only with git bisect run's codes:", *_code_rows(BISECT_CODES)]
+    return "\n".join([*head, *tail])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -156,14 +150,6 @@ def _profile_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _check_profile(name: str | None) -> None:
-    """An unknown --profile is one usage line (UsageError)."""
-    if name is not None:
-        from harness.judge import named_profile  # the model: only when a profile is named
-
-        named_profile(name)
-
-
 def _run_options(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument(
         "--qemu-dir",
@@ -193,7 +179,10 @@ def _suite(
     title: str, args: argparse.Namespace, all_builds: bool
 ) -> tuple[list[tuple[QemuBuild, Probe]], RunResult | None]:
     """runner.run_suite with the options of `qrc run` and `qrc matrix`."""
-    _check_profile(args.profile)
+    if args.profile is not None:  # unknown: one usage line
+        from harness.judge import named_profile  # the model: only when a profile is named
+
+        named_profile(args.profile)
     return run_suite(
         title, args.qemu_dir, args.extra, all_cases=args.all, all_builds=all_builds,
         profile=args.profile, report_dir=args.report_dir, progress_mode=args.progress,
@@ -258,15 +247,8 @@ def _matrix_run(args: argparse.Namespace) -> int:
 def _bisect_configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--qemu-dir", required=True, metavar="BUILD", help="the QEMU build tree to test")
     sel = p.add_mutually_exclusive_group()
-    # -k and -m: the selection as pytest's arguments (none: the quick set)
-    sel.add_argument(
-        "-k", dest="selection", type=_flagged("-k"), default=(), metavar="EXPR",
-        help="cases matching pytest's -k EXPR",
-    )  # fmt: skip
-    sel.add_argument(
-        "-m", dest="selection", type=_flagged("-m"), metavar="MARKEXPR",
-        help="cases with these markers",
-    )  # fmt: skip
+    sel.add_argument("-k", dest="keyword", metavar="EXPR", help="cases matching pytest's -k EXPR")
+    sel.add_argument("-m", dest="markexpr", metavar="MARKEXPR", help="cases with these markers")
     sel.add_argument("--case", action="append", metavar="ID", help="a case's node id (repeatable)")
     sel.add_argument("--trace", metavar="FILE", help="replay an operation trace (qrc replay)")
     built = p.add_mutually_exclusive_group()
@@ -300,15 +282,15 @@ def _bisect_configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", choices=PROGRESS_MODES, default="auto", help="as for qrc run")
 
 
-def _flagged(flag: str) -> Callable[[str], tuple[str, str]]:
-    """An option's value as pytest's arguments: -k EXPR stays -k EXPR."""
-    return lambda value: (flag, value)
-
-
 def _bisect_run(args: argparse.Namespace) -> int:
+    selection = tuple(args.case or ())  # pytest's arguments; none: the quick set
+    if args.keyword is not None:
+        selection = ("-k", args.keyword)
+    elif args.markexpr is not None:
+        selection = ("-m", args.markexpr)
     request = bisect.Request(
-        args.qemu_dir, tuple(args.case or args.selection), args.trace, args.build,
-        args.profile, args.find_fix, args.report_dir, args.progress,
+        args.qemu_dir, selection, args.trace, args.build, args.profile, args.find_fix,
+        args.report_dir, args.progress,
     )  # fmt: skip
     return bisect.run(request)
 
@@ -453,12 +435,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return BISECT_ABORT if bisecting else UsageError.exit_code
         args.extra = extra[1:] if extra[:1] == ["--"] else extra
         return cmd.run(args)
-    except (HarnessError, OSError) as exc:
-        err = from_exception(exc) or exc  # qrc's own I/O on a full disk...: one line too
-        if not isinstance(err, HarnessError):
-            raise
-        print(err.one_line(), file=sys.stderr)
-        return err.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -466,6 +442,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), sys.stdout.fileno())
         return 1
+    except (HarnessError, OSError) as exc:
+        err = from_exception(exc) or exc  # qrc's own I/O on a full disk...: one line too
+        if not isinstance(err, HarnessError):
+            raise
+        print(err.one_line(), file=sys.stderr)
+        return err.exit_code
 
 
 if __name__ == "__main__":

@@ -77,6 +77,18 @@ def test_an_empty_selection_aborts() -> None:
     assert v == BisectVerdict(BISECT_ABORT, f"the selection matched no case {ABORT}")
 
 
+@pytest.mark.parametrize("find_fix", [False, True])
+def test_the_environment_failing_a_case_aborts(find_fix: bool) -> None:
+    """A full disk says nothing about the commit, whatever else passed or failed."""
+    full = "No space left on device: /tmp/full has 0 B free of 16.0 MiB"
+    broken = rec("x", "error", environment=full)
+    v = verdict(result(1, PASSED, FAILED, broken), find_fix, WHERE)
+    assert v == BisectVerdict(
+        BISECT_ABORT,
+        f"environment broken, no verdict for 1 result (not QEMU's doing): {full} {ABORT}",
+    )
+
+
 def test_a_case_file_that_does_not_import_aborts() -> None:
     v = verdict(result(2, IMPORT), False, WHERE)
     assert v.code == BISECT_ABORT

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from cli_helpers import installed, qrc
 
+import harness.bisect
+import harness.cli
 from harness import environment
 from harness.bisect import verdict
 from harness.builds import known_builds
@@ -141,6 +143,22 @@ def test_the_run_says_so_in_one_line_and_exits_15() -> None:
     assert exit_code(result) == EnvironmentBroken.exit_code == 15
     v = verdict(result, False, "QEMU 7.2.22 at /b")
     assert v.code == BISECT_ABORT and FULL_LINE in v.line
+
+
+def test_qrc_itself_on_a_full_disk_says_one_line(
+    disks: object, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, ENOSPC_TEXT, "/mnt/full/qrc-bisect-x/pytest.log")
+
+    monkeypatch.setattr(harness.cli, "fetch", full)
+    assert harness.cli.main(["fetch"]) == 15
+    assert capsys.readouterr().err == f"qrc: the environment failed the run: {FULL_LINE}\n"
+    monkeypatch.setattr(harness.bisect, "find_build", full)
+    assert harness.cli.main(["bisect", "--qemu-dir", "/nowhere"]) == BISECT_ABORT
+    assert capsys.readouterr().err == (
+        f"qrc bisect: the environment failed the run: {FULL_LINE} (aborting the bisection: 128)\n"
+    )
 
 
 # ---- for real: a small tmpfs that fills up

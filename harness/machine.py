@@ -201,6 +201,8 @@ def spawn(
     )
 
 
+# qemu-system's machine type when no guest runs
+NO_MACHINE = "none"
 # binary -> the -accel arguments it takes (asked once per process)
 _lean_accel: dict[str, tuple[str, ...]] = {}
 LEAN_ACCEL = ("-accel", "tcg,tb-size=1")
@@ -216,25 +218,44 @@ def lean_accel(build: Build) -> tuple[str, ...]:
     """
     key = os.fspath(build.system)
     if key not in _lean_accel:
-        argv = [*build.command(key), "-M", "none", "-nodefaults", "-display", "none", "-S"]
-        argv += LEAN_ACCEL
-        script = b'{"execute": "qmp_capabilities"}\n{"execute": "quit"}\n'
-        try:
-            ok = (
-                subprocess.run(
-                    [*argv, "-qmp", "stdio"],
-                    input=script,
-                    env=build_env(build),
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    timeout=10,
-                ).returncode
-                == 0
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            ok = False  # the real launch reports what is wrong with the binary
-        _lean_accel[key] = LEAN_ACCEL if ok else ()
+        _lean_accel[key] = LEAN_ACCEL if _quits(build, LEAN_ACCEL) else ()
     return _lean_accel[key]
+
+
+# binary -> whether it runs a guest under KVM here (asked once per process)
+_kvm: dict[str, bool] = {}
+
+
+def kvm_usable(build: Build) -> bool:
+    """Can `build` run a guest under KVM on this machine: /dev/kvm opens read-write and
+    the build starts with `-accel kvm` (which opens it and creates a VM). Asked once a
+    binary."""
+    key = os.fspath(build.system)
+    if key not in _kvm:
+        _kvm[key] = os.access("/dev/kvm", os.R_OK | os.W_OK) and _quits(build, ("-accel", "kvm"))
+    return _kvm[key]
+
+
+def _quits(build: Build, accel: Sequence[str]) -> bool:
+    """Does qemu-system -M none with `accel` start and quit cleanly (a short QMP session
+    on stdio)?"""
+    argv = [*build.command(build.system), "-M", NO_MACHINE, "-nodefaults", "-display", "none"]
+    argv += ["-S", *accel, "-qmp", "stdio"]
+    script = b'{"execute": "qmp_capabilities"}\n{"execute": "quit"}\n'
+    try:
+        return (
+            subprocess.run(
+                argv,
+                input=script,
+                env=build_env(build),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=10,
+            ).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False  # the real launch reports what is wrong with the binary
 
 
 def wait_process(proc: subprocess.Popen[bytes], timeout: float, pidfd: int = -1) -> int:
@@ -405,16 +426,21 @@ class Machine:
         kind: Kind = "system",
         args: Sequence[str] = (),
         timeout: float = 10.0,
+        machine_type: str = NO_MACHINE,
     ) -> Machine:
-        """Spawn QEMU, wait (with a deadline) until it connects to our QMP socket."""
+        """Spawn QEMU, wait (with a deadline) until it connects to our QMP socket.
+
+        `machine_type`: qemu-system's -M; "none" (no guest, the lean TCG buffer) unless
+        a case needs a guest with a vCPU, whose -accel and -m are then in `args`."""
         logdir = workdir / name
         logdir.mkdir(parents=True, exist_ok=True)
         sockdir = private_dir()
         sock = sockdir / "qmp.sock"
         if kind == "system":
-            argv = [*build.command(build.system), "-M", "none", "-nodefaults", "-display", "none"]
-            argv += ["-S", *build.data_args()]
-            argv += list(lean_accel(build))
+            argv = [*build.command(build.system), "-M", machine_type, "-nodefaults"]
+            argv += ["-display", "none", "-S", *build.data_args()]
+            if machine_type == NO_MACHINE:
+                argv += list(lean_accel(build))
             argv += ["-qmp", f"unix:{sock}"]
         else:
             argv = [*build.command(build.qsd), "--chardev", f"socket,id=qmp0,path={sock}"]
@@ -754,16 +780,19 @@ class MachineSet:
         kind: Kind = "system",
         args: Sequence[str] = (),
         timeout: float = 10.0,
+        machine_type: str = NO_MACHINE,
     ) -> Machine:
+        """A machine of this set (Machine.launch); only a machine without a guest may
+        come from the pool."""
         if name in self.machines:
             raise ValueError(f"machine {name!r} already launched in this set")
         m = (
             None
-            if self.pool is None
+            if self.pool is None or machine_type != NO_MACHINE
             else self.pool.take(build, self.workdir, name, kind, args, timeout)
         )
         if m is None:
-            m = Machine.launch(build, self.workdir, name, kind, args, timeout)
+            m = Machine.launch(build, self.workdir, name, kind, args, timeout, machine_type)
         self.machines[name] = m
         self.pids.append(m.pid)
         return m

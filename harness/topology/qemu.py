@@ -17,7 +17,7 @@ from harness.builds import QemuBuild
 from harness.colo_link import ColoLink
 from harness.drive import drive_add
 from harness.images import FROM_HEADER, Chain, build_chain
-from harness.machine import Machine, MachineSet
+from harness.machine import NO_MACHINE, Machine, MachineSet
 from harness.model import Model, Profile
 from harness.model import build as model_build
 from harness.nbd_client import NbdClient as NbdSession
@@ -91,7 +91,13 @@ def open_topology(
     builder = _Builder(graph, build, chain, {})
     for mg in graph.machines:
         qsd = mg.daemon and profile.qsd_closes_images_on_exit
-        m = machines.launch(build, mg.name, kind="qsd" if qsd else "system", args=_args(graph, mg))
+        m = machines.launch(
+            build,
+            mg.name,
+            kind="qsd" if qsd else "system",
+            args=_args(graph, mg),
+            machine_type=NO_MACHINE if mg.vm is None else mg.vm.machine_type,
+        )
         for throttle in mg.throttles():
             for obj in throttle.objects():
                 m.qmp_ok("object-add", **obj)
@@ -117,13 +123,15 @@ def open_topology(
 
 
 def _args(graph: Graph, mg: MachineValue) -> tuple[str, ...]:
-    """A COLO secondary waits for its migration; both sides of a COLO pair are a case's
-    own (never pooled: a migration leaves QEMU in a state the pool does not undo)."""
+    """A guest's accelerator and memory; a COLO secondary waits for its migration; both
+    sides of a COLO pair are a case's own (never pooled: a migration leaves QEMU in a
+    state the pool does not undo)."""
+    vm = () if mg.vm is None else mg.vm.args()
     if mg.incoming:
-        return ("-incoming", "defer")
+        return (*vm, "-incoming", "defer")
     if graph.colo is not None and mg.name in (graph.colo.primary, graph.colo.secondary):
-        return ("-name", mg.name)
-    return ()
+        return (*vm, "-name", mg.name)
+    return vm
 
 
 def _late(node: Node) -> bool:

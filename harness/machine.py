@@ -414,6 +414,8 @@ class Machine:
         self._pidfd = -1
         self._conn: QmpConnection | None = None
         self._stdout_fd = -1
+        # shutdown(): the quit QEMU did not answer or did not exit after (a hang)
+        self.quit_hung: MachineHung | None = None
 
     # ---- life cycle
 
@@ -482,14 +484,27 @@ class Machine:
         self._connected = True
 
     def shutdown(self) -> None:
-        """`quit`, wait with a deadline, SIGKILL as last resort; idempotent, never raises."""
+        """`quit`, wait with a deadline, SIGKILL as last resort; idempotent, never raises.
+        A quit that went unanswered, or a process still there QUIT_DEADLINE after it, is
+        kept in `quit_hung` (what a caller that judges the quit raises)."""
         if self._closed:
             return
         try:
             if self._connected and self.alive() and not self._stopped():
-                with contextlib.suppress(MachineError, subprocess.TimeoutExpired):
-                    self._exchange("quit", {}, min(self.timeout, QUIT_DEADLINE))
-                    self._wait(QUIT_DEADLINE)
+                with contextlib.suppress(MachineError):
+                    try:
+                        self._exchange("quit", {}, min(self.timeout, QUIT_DEADLINE))
+                        self._wait(QUIT_DEADLINE)
+                    except MachineHung as e:
+                        self.quit_hung = e
+                    except subprocess.TimeoutExpired:
+                        self._force_kill()
+                        self.quit_hung = MachineHung(
+                            f"{self.name}: still running {QUIT_DEADLINE} s after quit; SIGKILLed",
+                            self.failure_report(),
+                            self.name,
+                            QUIT_DEADLINE,
+                        )
         finally:
             self._force_kill()
             self._release()

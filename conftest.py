@@ -157,11 +157,37 @@ def _quick_only_builds(config: pytest.Config) -> set[str]:
     return {p.version for _, p in selected[1:-1]}
 
 
+# Cases outside the default run: a flaky QEMU hang of their own (cases/test_colo_vcpu.py).
+# They run when -m names the marker, when their file is named, or with this variable set.
+OPT_IN_MARKER = "colo_vcpu"
+OPT_IN_ENV = "QRC_COLO_VCPU"
+
+
+def _opted_in(config: pytest.Config, item: pytest.Item) -> bool:
+    """Was OPT_IN_MARKER's `item` asked for: by -m, by its file, or by OPT_IN_ENV?"""
+    if OPT_IN_MARKER in (config.getoption("markexpr", "") or ""):
+        return True
+    if os.environ.get(OPT_IN_ENV, "").strip().lower() not in ("", "0", "no", "false"):
+        return True
+    path = Path(str(item.path))
+    for arg in config.args:
+        named = Path(arg.split("::")[0])
+        if (named if named.is_absolute() else Path(config.invocation_params.dir, named)) == path:
+            return True
+    return False
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`--full-on ends`: the builds between the oldest and the newest keep only their
-    quick cases. Under xdist, hand out `slow` cases first (longest-first scheduling): a
-    multi-second case dealt last keeps one worker busy while the others have nothing
-    left to do. Serial runs keep the files' order."""
+    """OPT_IN_MARKER's cases leave the run unless asked for (_opted_in). `--full-on
+    ends`: the builds between the oldest and the newest keep only their quick cases.
+    Under xdist, hand out `slow` cases first (longest-first scheduling): a multi-second
+    case dealt last keeps one worker busy while the others have nothing left to do.
+    Serial runs keep the files' order."""
+    opt_out = [i for i in items if i.get_closest_marker(OPT_IN_MARKER) and not _opted_in(config, i)]
+    if opt_out:
+        config.hook.pytest_deselected(items=opt_out)
+        dropped = set(opt_out)
+        items[:] = [i for i in items if i not in dropped]
     quick_only = _quick_only_builds(config)
     if quick_only:
         keep, drop = [], []

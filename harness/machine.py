@@ -39,7 +39,7 @@ from harness.machine_errors import (
     QmpCommandFailed,
 )
 from harness.observe import QmpResult
-from harness.process import Build, Child, build_env, lean_accel, spawn
+from harness.process import NO_MACHINE, Build, Child, build_env, lean_accel, spawn
 from harness.qmp import QmpConnection
 from harness.tmp import private_dir as short_private_dir
 from harness.verdicts import describe_exit, signal_name
@@ -116,6 +116,8 @@ class Machine:
         self._conn = QmpConnection(name)
         self._child: Child | None = None  # from CONNECTING on
         self._stdout_fd: int | None = None  # QEMU's stdout, to read back (until CLOSED)
+        # shutdown(): the quit QEMU did not answer or did not exit after (a hang)
+        self.quit_hung: MachineHung | None = None
 
     # ---- life cycle
 
@@ -128,16 +130,21 @@ class Machine:
         kind: Kind = "system",
         args: Sequence[str] = (),
         timeout: float = 10.0,
+        machine_type: str = NO_MACHINE,
     ) -> Machine:
-        """Spawn QEMU, wait (with a deadline) until it connects to our QMP socket."""
+        """Spawn QEMU, wait (with a deadline) until it connects to our QMP socket.
+
+        `machine_type`: qemu-system's -M; "none" (no guest, the lean TCG buffer) unless
+        a case needs a guest with a vCPU, whose -accel and -m are then in `args`."""
         logdir = workdir / name
         logdir.mkdir(parents=True, exist_ok=True)
         sockdir = private_dir()
         sock = sockdir / "qmp.sock"
         if kind == "system":
-            argv = [*build.command(build.system), "-M", "none", "-nodefaults", "-display", "none"]
-            argv += ["-S", *build.data_args()]
-            argv += list(lean_accel(build))
+            argv = [*build.command(build.system), "-M", machine_type, "-nodefaults"]
+            argv += ["-display", "none", "-S", *build.data_args()]
+            if machine_type == NO_MACHINE:
+                argv += list(lean_accel(build))
             argv += ["-qmp", f"unix:{sock}"]
         else:
             argv = [*build.command(build.qsd), "--chardev", f"socket,id=qmp0,path={sock}"]
@@ -177,14 +184,27 @@ class Machine:
         self.state = Runstate.RUNNING
 
     def shutdown(self) -> None:
-        """`quit`, wait with a deadline, SIGKILL as last resort; idempotent, never raises."""
+        """`quit`, wait with a deadline, SIGKILL as last resort; idempotent, never raises.
+        A quit that went unanswered, or a process still there QUIT_DEADLINE after it, is
+        kept in `quit_hung` (what a caller that judges the quit raises)."""
         if self.state is Runstate.CLOSED:
             return
         try:
             if self.state is Runstate.RUNNING and self.alive() and not self.stopped():
-                with contextlib.suppress(MachineError, subprocess.TimeoutExpired):
-                    self._exchange("quit", {}, min(self.timeout, QUIT_DEADLINE))
-                    self._wait(QUIT_DEADLINE)
+                with contextlib.suppress(MachineError):
+                    try:
+                        self._exchange("quit", {}, min(self.timeout, QUIT_DEADLINE))
+                        self._wait(QUIT_DEADLINE)
+                    except MachineHung as e:
+                        self.quit_hung = e
+                    except subprocess.TimeoutExpired:
+                        self._force_kill()
+                        self.quit_hung = MachineHung(
+                            f"{self.name}: still running {QUIT_DEADLINE} s after quit; SIGKILLed",
+                            self.failure_report(),
+                            self.name,
+                            QUIT_DEADLINE,
+                        )
         finally:
             self._force_kill()
             self._release()
@@ -444,16 +464,19 @@ class MachineSet:
         kind: Kind = "system",
         args: Sequence[str] = (),
         timeout: float = 10.0,
+        machine_type: str = NO_MACHINE,
     ) -> Machine:
+        """A machine of this set (Machine.launch); only a machine without a guest may
+        come from the pool."""
         if name in self.machines:
             raise ValueError(f"machine {name!r} already launched in this set")
         m = (
             None
-            if self.pool is None
+            if self.pool is None or machine_type != NO_MACHINE
             else self.pool.take(build, self.workdir, name, kind, args, timeout)
         )
         if m is None:
-            m = Machine.launch(build, self.workdir, name, kind, args, timeout)
+            m = Machine.launch(build, self.workdir, name, kind, args, timeout, machine_type)
         self.machines[name] = m
         self.pids.append(m.pid)
         return m

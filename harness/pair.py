@@ -275,6 +275,8 @@ class PairStory(Story):
 
         def real() -> Observation:
             m.shutdown()
+            if m.quit_hung is not None:
+                raise m.quit_hung  # a hang, not the SIGKILL that ended it
             rc = m.returncode
             return QMP_OK if rc == 0 else Crashed(signal_name(rc), m.stderr_tail())
 

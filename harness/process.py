@@ -112,6 +112,8 @@ def spawn(
 
 
 # binary -> the -accel arguments it takes (asked once per process)
+# qemu-system's machine type when no guest runs
+NO_MACHINE = "none"
 _lean_accel: dict[str, tuple[str, ...]] = {}
 LEAN_ACCEL = ("-accel", "tcg,tb-size=1")
 
@@ -126,25 +128,44 @@ def lean_accel(build: Build) -> tuple[str, ...]:
     """
     key = os.fspath(build.system)
     if key not in _lean_accel:
-        argv = [*build.command(key), "-M", "none", "-nodefaults", "-display", "none", "-S"]
-        argv += LEAN_ACCEL
-        script = b'{"execute": "qmp_capabilities"}\n{"execute": "quit"}\n'
-        try:
-            ok = (
-                subprocess.run(
-                    [*argv, "-qmp", "stdio"],
-                    input=script,
-                    env=build_env(build),
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    timeout=10,
-                ).returncode
-                == 0
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            ok = False  # the real launch reports what is wrong with the binary
-        _lean_accel[key] = LEAN_ACCEL if ok else ()
+        _lean_accel[key] = LEAN_ACCEL if _quits(build, LEAN_ACCEL) else ()
     return _lean_accel[key]
+
+
+# binary -> whether it runs a guest under KVM here (asked once per process)
+_kvm: dict[str, bool] = {}
+
+
+def kvm_usable(build: Build) -> bool:
+    """Can `build` run a guest under KVM on this machine: /dev/kvm opens read-write and
+    the build starts with `-accel kvm` (which opens it and creates a VM). Asked once a
+    binary."""
+    key = os.fspath(build.system)
+    if key not in _kvm:
+        _kvm[key] = os.access("/dev/kvm", os.R_OK | os.W_OK) and _quits(build, ("-accel", "kvm"))
+    return _kvm[key]
+
+
+def _quits(build: Build, accel: Sequence[str]) -> bool:
+    """Does qemu-system -M none with `accel` start and quit cleanly (a short QMP session
+    on stdio)?"""
+    argv = [*build.command(build.system), "-M", NO_MACHINE, "-nodefaults", "-display", "none"]
+    argv += ["-S", *accel, "-qmp", "stdio"]
+    script = b'{"execute": "qmp_capabilities"}\n{"execute": "quit"}\n'
+    try:
+        return (
+            subprocess.run(
+                argv,
+                input=script,
+                env=build_env(build),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=10,
+            ).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False  # the real launch reports what is wrong with the binary
 
 
 def wait_process(proc: subprocess.Popen[bytes], timeout: float, pidfd: int | None = None) -> int:

@@ -96,6 +96,21 @@ def test_launch_and_quit(build: QemuBuild, kind: str, machines: MachineSet) -> N
     assert (m.logdir / "stdout.log").exists() and (m.logdir / "stderr.log").exists()
     with pytest.raises(MachineDied, match="not running"):
         m.qmp("query-version")
+    assert m.quit_hung is None
+
+
+@with_builds
+def test_quit_without_answer_is_kept_as_a_hang(
+    build: QemuBuild, machines: MachineSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """shutdown() never raises, and SIGKILLs a QEMU whose quit goes unanswered; the hang
+    is kept for a caller that judges the quit (PairStory.quit raises it)."""
+    m = machines.launch(build, "m")
+    monkeypatch.setattr("harness.machine.QUIT_DEADLINE", 0)  # no answer can come in time
+    m.shutdown()
+    assert isinstance(m.quit_hung, MachineHung)
+    assert "quit: no QMP reply" in m.quit_hung.summary
+    assert m.returncode in (0, -signal.SIGKILL) and not alive(m.pid)
 
 
 @with_builds

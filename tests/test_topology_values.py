@@ -25,7 +25,7 @@ from harness.ops import REP
 from harness.probe import probe, replication_verdict
 from harness.topology import Graph, open_topology, standard
 from harness.topology.pair import pair
-from harness.topology.values import Export, Image, NbdClient, Quorum
+from harness.topology.values import Export, Image, NbdClient, Quorum, Vm
 
 VALUES: dict[str, Callable[[], Graph]] = {
     "secondary": lambda: standard.secondary("secondary"),
@@ -43,6 +43,7 @@ VALUES: dict[str, Callable[[], Graph]] = {
     ),
     "pair": lambda: pair(secondary_quorum=True, hidden_fault=faults.under_layer("hidden")),
     "pair-held": lambda: pair(over_secondary=faults.Throttle(), guest_over_nbd=True),
+    "pair-colo-guest": lambda: pair(colo=True, vm=Vm(accel="tcg", memory="16M")),
 }
 
 
@@ -136,3 +137,24 @@ def test_value_builds_twice(name: str, system_build: Any, tmp_path: Path) -> Non
 def _inline(node: object) -> bool:
     """Opened inside its parent's options (created with it)."""
     return isinstance(node, NbdClient) or (isinstance(node, Image) and node.inline)
+
+
+def test_a_guest_reaches_qemu(system_build: Any, tmp_path: Path) -> None:
+    """A machine value with a Vm runs that machine type with its vCPU (-M pc: one CPU),
+    never from the pool; one without runs -M none (no CPU)."""
+    build, found = system_build
+    profile = profile_for(found.version_tuple)
+    graphs = {"guest": pair(colo=True, vm=Vm(accel="tcg", memory="16M")), "none": pair()}
+    for name, graph in graphs.items():
+        with MachineSet(tmp_path / name) as machines:
+            topo = open_topology(graph, build, profile, machines, tmp_path / name)
+            try:
+                for mg in graph.machines:
+                    m = topo.machine(mg.name)
+                    cpus = m.qmp_ok("query-cpus-fast")
+                    assert len(cpus) == (1 if mg.vm is not None else 0), m.argv
+                    assert ("-M", mg.vm.machine_type if mg.vm else "none") in zip(
+                        m.argv, m.argv[1:], strict=False
+                    )
+            finally:
+                topo.close()

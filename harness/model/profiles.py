@@ -103,6 +103,20 @@ COLO_TRANSACTION_ERROR_IGNORED = Bug(
     "VMSTATE_LOADED returns 0 and colo_process_checkpoint waits for the next checkpoint "
     "instead of leaving COLO (no COLO_EXIT until a later request fails)",
 )
+COLO_TCG_VCPU_DEADLOCK = Bug(
+    "5.2, 7.2, 10.0.13 seen (under TCG with a vCPU; not with KVM, not with -M none); 4.2 "
+    "to 11.0 by the sources, since 9458a9a1df 'memory: fix race between TCG and accesses "
+    "to dirty bitmap' (4.2); fixed by Lukas Straub's 'colo: Hold the BQL while sending ram "
+    "state' (posted 2026-02-10, after master of 2026-02-15; 11.1.3 has it)",
+    "a COLO checkpoint may deadlock the primary after its STOP: "
+    "colo_do_checkpoint_transaction drops the BQL before qemu_savevm_live_state, whose RAM "
+    "bitmap sync calls TCG's tcg_log_global_after_sync -> run_on_cpu -> do_run_on_cpu, "
+    "which waits on qemu_work_cond with the BQL's mutex it does not hold; pthread_cond_wait "
+    "gives it back taken, so the COLO thread owns the BQL without knowing it, and its "
+    "qemu_mutex_lock_iothread before vm_start blocks for good (the main loop with it: QMP "
+    "stops answering; the secondary has loaded the checkpoint and runs). A race: only when "
+    "the vCPU thread has not done the work when do_run_on_cpu first checks",
+)
 BLOCK_RESIZE_NULL_DEVICE = Bug(
     "7.2, fixed in 9.0 by 'blockdev: Fix block_resize error reporting for op blockers'",
     "block_resize with node-name reports \"Device '(null)' is in use\"",
@@ -198,6 +212,9 @@ class Profile:
     colo_quit_crashes: Bug | None = None
     # a failed receive late in a checkpoint is not an error to the primary.
     colo_transaction_error_ignored: Bug | None = COLO_TRANSACTION_ERROR_IGNORED
+    # a checkpoint may deadlock the primary under TCG with a vCPU (a race; 4.2 on, the
+    # seed's 4.1 has not got it)
+    colo_tcg_vcpu_deadlock: Bug | None = None
 
     # ---- why a case that states one side of a behaviour switch cannot run here
     # (None: it can)
@@ -276,7 +293,12 @@ SEED_4_1 = Profile(
     colo_quit_crashes=COLO_QUIT_CRASHES,
 )
 V5_0 = replace(
-    SEED_4_1, name="5.0", version=(5, 0, 0), ignore_after_failover=True, get_error_only_none=True
+    SEED_4_1,
+    name="5.0",
+    version=(5, 0, 0),
+    ignore_after_failover=True,
+    get_error_only_none=True,
+    colo_tcg_vcpu_deadlock=COLO_TCG_VCPU_DEADLOCK,
 )
 V5_1 = replace(
     V5_0,
@@ -369,7 +391,16 @@ V10_2 = replace(
 )
 # 11.1.3: x-colo requires return-path. The change is newer than QEMU's master of
 # 2026-02-15 (it has not got it), so it is in 11.0 or 11.1; 11.0 was not run.
-V11_1 = replace(V10_2, name="11.1", version=(11, 1, 0), colo_needs_return_path=True)
+# It also sends the RAM of a COLO checkpoint with the BQL held (COLO_TCG_VCPU_DEADLOCK
+# fixed; seen in its colo_do_checkpoint_transaction, inlined in
+# migrate_start_colo_process: bql_unlock after the RAM, no hang in 20 runs).
+V11_1 = replace(
+    V10_2,
+    name="11.1",
+    version=(11, 1, 0),
+    colo_needs_return_path=True,
+    colo_tcg_vcpu_deadlock=None,
+)
 
 PROFILES: tuple[Profile, ...] = (
     SEED_4_1,

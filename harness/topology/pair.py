@@ -38,6 +38,7 @@ from harness.topology.values import (
     Node,
     Quorum,
     Replication,
+    Vm,
 )
 
 # node names (COLO-FT's where it has one; node names are unique across the pair
@@ -107,6 +108,7 @@ def pair(
     top_id: str | None = None,
     guest_over_nbd: bool = False,
     colo: bool = False,
+    vm: Vm | None = None,
 ) -> Graph:
     """Both machines, as far as COLO sets them up before replication starts.
 
@@ -117,7 +119,8 @@ def pair(
     NBD export (name GUEST_EXPORT) of its guest node instead of HMP qemu-io, which on 10.0
     drains the graph (and so would let a held failover commit finish); `colo`: COLO's
     migration drives the pair (the secondary waits for it with `-incoming defer`)
-    instead of the Xen hooks.
+    instead of the Xen hooks; `vm`: both machines run that guest with a vCPU instead
+    of -M none (COLO stops and starts it at each checkpoint).
     """
     sec_node = "secondary" if over_secondary is None else over_secondary.node
     guest = SQ if secondary_quorum else REP
@@ -147,7 +150,10 @@ def pair(
         guests = [g for g in guests if g.node != guest] + [Guest(guest, export=GUEST_EXPORT)]
     return Graph(
         recipe or pair_recipe(),
-        (Machine(SECONDARY, tuple(snodes), incoming=colo), Machine(PRIMARY, pnodes)),
+        (
+            Machine(SECONDARY, tuple(snodes), incoming=colo, vm=vm),
+            Machine(PRIMARY, pnodes, vm=vm),
+        ),
         tuple(guests),
         ColoMigration(PRIMARY, SECONDARY) if colo else None,
     )

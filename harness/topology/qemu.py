@@ -23,6 +23,7 @@ from harness.model import build as model_build
 from harness.nbd_client import NbdClient as NbdSession
 from harness.nbd_reader import NbdReader
 from harness.observe import QMP_OK, Observation
+from harness.process import NO_MACHINE
 from harness.qemu_io import GuestIO, QemuIoSession
 from harness.topology.values import (
     HEADER,
@@ -91,7 +92,13 @@ def open_topology(
     builder = _Builder(graph, build, chain, {})
     for mg in graph.machines:
         qsd = mg.daemon and profile.qsd_closes_images_on_exit
-        m = machines.launch(build, mg.name, kind="qsd" if qsd else "system", args=_args(graph, mg))
+        m = machines.launch(
+            build,
+            mg.name,
+            kind="qsd" if qsd else "system",
+            args=_args(graph, mg),
+            machine_type=NO_MACHINE if mg.vm is None else mg.vm.machine_type,
+        )
         for throttle in mg.throttles():
             for obj in throttle.objects():
                 m.qmp_ok("object-add", **obj)
@@ -117,13 +124,15 @@ def open_topology(
 
 
 def _args(graph: Graph, mg: MachineValue) -> tuple[str, ...]:
-    """A COLO secondary waits for its migration; both sides of a COLO pair are a case's
-    own (never pooled: a migration leaves QEMU in a state the pool does not undo)."""
+    """A guest's accelerator and memory; a COLO secondary waits for its migration; both
+    sides of a COLO pair are a case's own (never pooled: a migration leaves QEMU in a
+    state the pool does not undo)."""
+    vm = () if mg.vm is None else mg.vm.args()
     if mg.incoming:
-        return ("-incoming", "defer")
+        return (*vm, "-incoming", "defer")
     if graph.colo is not None and mg.name in (graph.colo.primary, graph.colo.secondary):
-        return ("-name", mg.name)
-    return ()
+        return (*vm, "-name", mg.name)
+    return vm
 
 
 def _late(node: Node) -> bool:

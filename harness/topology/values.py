@@ -128,15 +128,30 @@ class Guest:
 
 
 @dataclass(frozen=True)
+class Vm:
+    """A guest with a vCPU (-M `machine_type` -accel `accel` -m `memory`) where a machine
+    otherwise runs none (-M none): no disk device, no boot device; the firmware runs."""
+
+    machine_type: str = "pc"
+    accel: str = "tcg"
+    memory: str = "64M"
+
+    def args(self) -> tuple[str, ...]:
+        return ("-accel", self.accel, "-m", self.memory)
+
+
+@dataclass(frozen=True)
 class Machine:
     """One QEMU process and its graph. `daemon`: it only serves images (a
     qemu-storage-daemon where the release closes its images on exit); `incoming`: it
-    waits for a migration (`-incoming defer`), as a COLO secondary does."""
+    waits for a migration (`-incoming defer`), as a COLO secondary does; `vm`: it runs
+    a guest with a vCPU (default: -M none)."""
 
     name: str
     nodes: tuple[Node, ...]
     daemon: bool = False
     incoming: bool = False
+    vm: Vm | None = None
 
     def throttles(self) -> list[Throttle]:
         return [
@@ -195,7 +210,8 @@ class Graph:
         """A readable listing of the graph (what a test prints)."""
         lines = [f"images: {self.recipe.source}"]
         for m in self.machines:
-            lines.append(f"{m.name}{' (daemon)' if m.daemon else ''}:")
+            vm = f" ({m.vm.machine_type}, {m.vm.accel})" if m.vm is not None else ""
+            lines.append(f"{m.name}{' (daemon)' if m.daemon else ''}{vm}:")
             lines += [f"  {n!r}" for n in m.nodes]
         lines += [f"guest {g!r}" for g in self.guests]
         if self.colo is not None:

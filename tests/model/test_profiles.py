@@ -112,6 +112,8 @@ BUGS = {
     "colo_plain_migration": (V10_0, V10_1),
     "colo_quit_crashes": (SEED_4_1, V5_0, V5_1, V5_2, V6_0, V6_1),
     "colo_transaction_error_ignored": PROFILES,
+    # 4.2 (9458a9a1df) to the fix that 11.1.3 has: 5.0 up to 11.1
+    "colo_tcg_vcpu_deadlock": PROFILES[PROFILES.index(V5_0) : PROFILES.index(V11_1)],
 }
 
 
@@ -187,6 +189,11 @@ def test_neighbours_differ_only_where_a_release_changed() -> None:
         da, db = dataclasses.asdict(a), dataclasses.asdict(b)
         return {k for k in da if da[k] != db[k]} - {"name", "version"}
 
+    assert diff(SEED_4_1, V5_0) == {
+        "ignore_after_failover",
+        "get_error_only_none",
+        "colo_tcg_vcpu_deadlock",
+    }
     assert diff(V5_1, V5_2) == {
         "stream_looks_through_filters",
         "block_stream_aborts",
@@ -215,7 +222,7 @@ def test_neighbours_differ_only_where_a_release_changed() -> None:
     assert diff(V10_0, V10_0_7) == {"colo_plain_migration"}
     assert diff(V10_0_7, V10_1) == {"colo_plain_migration"}
     assert diff(V10_1, V10_2) == {"texts", "colo_plain_migration"}
-    assert diff(V10_2, V11_1) == {"colo_needs_return_path"}
+    assert diff(V10_2, V11_1) == {"colo_needs_return_path", "colo_tcg_vcpu_deadlock"}
     assert V10_2.texts.hmp_error("x") == "Error: x" and V10_0.texts.hmp_error("x") == "x"
 
 

@@ -40,10 +40,11 @@ from harness.model import messages as msg
 from harness.model import replication as rep
 from harness.model.disks import copy_range, make_empty, write_layer
 from harness.model.quorum import Quorum
-from harness.model.replication import EIO, Backup, Mode, ReplicationNode, Stage
+from harness.model.replication import EIO, Backup, ReplicationNode, Stage
 from harness.model.system import Model
 from harness.observe import IO_EIO, IO_OK, Observation
 from harness.probe import Probe, probe, replication_verdict
+from harness.topology.values import Mode
 
 pytestmark = [pytest.mark.differential]
 

@@ -73,9 +73,10 @@ from harness.faults import LinkDown
 from harness.machine import MachineSet
 from harness.model import Profile
 from harness.model.disks import allocated_above
-from harness.model.replication import Mode, ReplicationNode, Stage
+from harness.model.replication import ReplicationNode, Stage
 from harness.ops import PRIMARY, SECONDARY
 from harness.topology.pair import PQ
+from harness.topology.values import Mode
 from harness.verdicts import QemuMisbehaved
 
 

@@ -105,15 +105,17 @@ from harness.images import Recipe, format_size
 from harness.machine import MachineSet
 from harness.model import Model, Profile
 from harness.model.disks import allocated_above, view
-from harness.model.replication import Mode, ReplicationNode, Stage, commit_chunk
+from harness.model.replication import ReplicationNode, Stage, commit_chunk
 from harness.observe import Crashed, IoResult, Observation, OneOf
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.pair import PairStory, read_pieces
+from harness.real import LiveTopology
 from harness.story import Story
-from harness.topology import Graph, Topology, open_topology, standard
+from harness.topology import Graph, standard
 from harness.topology.pair import LOCAL
 from harness.topology.pair import pair as pair_graph
 from harness.topology.standard import NodeSpec, many_nodes_recipe
+from harness.topology.values import Mode
 from harness.units import SECTOR, KiB
 from harness.verdicts import Step
 
@@ -287,12 +289,14 @@ class Session:
     ) -> None:
         self.spec = spec
         self.build = build
-        topo = open_topology(graph_of(spec), build, profile, machines, workdir)
         label = label or f"QEMU {build.label}, profile {profile.name}"
+        graph = graph_of(spec)
         if spec.kind == PAIR_KIND:
-            self.story: Story = PairStory(topo, label, auto_check=False)
+            pair = PairStory.open(graph, build, profile, machines, workdir, label)
+            pair.auto_check = False
+            self.story: Story = pair
         else:
-            self.story = Story(topo, label)
+            self.story = Story.open(graph, build, profile, machines, workdir, label)
         self.story.label += f", topology {spec.label}"
         # where a failure happened (None: nowhere yet)
         self.where: str | None = None
@@ -329,7 +333,7 @@ class Session:
         self.whole_views = whole_views
 
     @property
-    def topo(self) -> Topology:
+    def topo(self) -> LiveTopology:
         return self.story.topo
 
     @property

@@ -18,9 +18,9 @@ from functools import lru_cache
 from hypothesis import strategies as st
 
 from harness.differential.session import NODES_KIND, OLD, PAIR_KIND, PRIMARY_KIND, TopologySpec
-from harness.model.replication import Mode
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.topology.pair import PQ
+from harness.topology.values import Mode
 from harness.units import KiB, MiB
 
 PATTERNS = (0x11, 0x22, 0x33, 0x00, 0xFF, 0x5A)

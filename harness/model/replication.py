@@ -23,6 +23,7 @@ from harness.model.disks import (
 from harness.model.extents import UNDEF, ExtentMap
 from harness.model.profiles import Profile
 from harness.observe import EIO
+from harness.topology.values import Mode
 from harness.units import SECTOR
 
 BACKUP_CLUSTER_MIN = 65536
@@ -34,13 +35,6 @@ class Stage(enum.Enum):
     FAILOVER = "failover"
     FAILOVER_FAILED = "failover_failed"
     DONE = "done"
-
-
-class Mode(enum.IntEnum):
-    """ReplicationMode: the numbers appear in QEMU's mode-mismatch message."""
-
-    PRIMARY = 0
-    SECONDARY = 1
 
 
 @dataclass(eq=False)

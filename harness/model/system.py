@@ -18,7 +18,7 @@ from harness.model.disks import Disk, view, write_layer
 from harness.model.extents import UNDEF
 from harness.model.profiles import Profile
 from harness.model.quorum import Quorum
-from harness.model.replication import Abort, Mode, ReplicationNode, Stage
+from harness.model.replication import Abort, ReplicationNode, Stage
 from harness.observe import (
     EIO,
     IO_EIO,
@@ -33,6 +33,7 @@ from harness.observe import (
     qmp_error,
     status,
 )
+from harness.topology.values import Mode
 from harness.units import SECTOR
 
 SETTLED = QmpResult(True, "settled")

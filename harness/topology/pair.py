@@ -23,7 +23,6 @@ from typing import Any
 
 from harness.faults import FailingWrites, Throttle
 from harness.images import Recipe
-from harness.model.replication import Mode
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.topology.standard import EXPORT, GUEST_EXPORT
 from harness.topology.values import (
@@ -33,6 +32,7 @@ from harness.topology.values import (
     Guest,
     Image,
     Machine,
+    Mode,
     NbdClient,
     Node,
     Quorum,

@@ -19,7 +19,6 @@ from typing import Any
 
 from harness.faults import CHILD, FailingWrites, Throttle
 from harness.images import Recipe, load_recipe
-from harness.model.replication import Mode
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.topology.values import (
     HEADER,
@@ -29,6 +28,7 @@ from harness.topology.values import (
     Guest,
     Image,
     Machine,
+    Mode,
     NbdClient,
     Node,
     Replication,

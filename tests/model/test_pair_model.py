@@ -14,8 +14,9 @@ from harness.model.build import secondary_model
 from harness.model.disks import Disk
 from harness.model.extents import UNDEF
 from harness.model.quorum import Quorum
-from harness.model.replication import Mode, ReplicationNode, Stage
+from harness.model.replication import ReplicationNode, Stage
 from harness.observe import EIO, IO_OK, QMP_OK, IoResult, qmp_error, status
+from harness.topology.values import Mode
 from harness.units import KiB, MiB
 
 P = ops.PRIMARY

@@ -21,7 +21,7 @@ from harness.nbd_client import NbdClient
 from harness.nbd_reader import NbdReader, NbdReaderError
 from harness.observe import Crashed, IoResult, Observation, OneOf, QmpResult
 from harness.qemu_io import QemuIoSession
-from harness.topology import Topology
+from harness.real.topology import LiveTopology
 from harness.verdicts import signal_name
 
 KILL_DEADLINE = 10.0
@@ -53,7 +53,7 @@ def _hint(expected: Observation) -> Any:
 class RealSide:
     """Performs operations on the topology's QEMU processes."""
 
-    def __init__(self, topo: Topology) -> None:
+    def __init__(self, topo: LiveTopology) -> None:
         self.topo = topo
         self.died: MachineDied | None = None
         self._dispatch: dict[type[ops.Op], Callable[[Any, Observation], Observation]] = {

@@ -23,7 +23,7 @@ from harness.images import Recipe
 from harness.ops import REP, SECONDARY
 from harness.qemu_io_process import InteractiveQemuIo
 from harness.real import open_live
-from harness.topology.values import Export, Filter, Graph, Image, Machine, Mode, Replication
+from harness.topology.values import Export, Filter, Graph, Image, MachineSpec, Mode, Replication
 from harness.units import KiB
 
 RECIPE = {
@@ -40,7 +40,7 @@ THROTTLE = Throttle("other-thr", "other", "slow", (("slow", {"bps-write": 4 * Ki
 GRAPH = Graph(
     Recipe.from_dict(RECIPE, source="<drain>"),
     (
-        Machine(
+        MachineSpec(
             SECONDARY,
             (
                 Image("other"),

@@ -1,7 +1,7 @@
 """A story on the COLO pair (harness.topology.pair): the pair's life cycle as steps.
 
 Guest I/O is qemu-io through the quorums (and rep when the secondary has no quorum).
-The model mirrors the graph (harness.model.build): a Quorum per quorum node, the
+The model mirrors the graph (harness.model.build): a QuorumNode per quorum node, the
 primary's replication node forwarding each write into the secondary's export (so the
 secondary's copy-before-write runs), reads of the primary's quorum answered by the
 local disk (fifo; the primary replication child refuses reads).

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from harness.images import Recipe
 from harness.model.disks import Disk, write_layer
 from harness.model.profiles import Profile
-from harness.model.quorum import Quorum as QuorumModel
+from harness.model.quorum import QuorumNode
 from harness.model.replication import ReplicationNode
 from harness.model.system import Model
 from harness.ops import PRIMARY, REP, SECONDARY
@@ -25,7 +25,7 @@ from harness.topology.values import (
     Filter,
     Graph,
     Image,
-    Machine,
+    MachineSpec,
     Mode,
     NbdClient,
     Quorum,
@@ -88,17 +88,17 @@ def add_late(model: Model, graph: Graph, name: str) -> None:
     add_node(model, graph, m, node)
 
 
-def add_node(model: Model, graph: Graph, m: Machine, node: object) -> None:
+def add_node(model: Model, graph: Graph, m: MachineSpec, node: object) -> None:
     """The model of one replication or quorum node (other nodes need none)."""
     if isinstance(node, Replication):
         _replication(model, graph, m, node)
     elif isinstance(node, Quorum):
-        q = model.quorums.setdefault(node.name, QuorumModel(node.name, m.name))
+        q = model.quorums.setdefault(node.name, QuorumNode(node.name, m.name))
         for child in node.children:
             q.add_child(model.nodes.get(child) or model.disks[child])
 
 
-def _replication(model: Model, graph: Graph, m: Machine, node: Replication) -> None:
+def _replication(model: Model, graph: Graph, m: MachineSpec, node: Replication) -> None:
     _, file = graph.find(node.file)
     link: NbdClient | None = file if isinstance(file, NbdClient) else None
     if link is not None:

@@ -17,7 +17,7 @@ from harness import faults, graph, ops
 from harness.graph import CommitProgress, commit_progress
 from harness.machine import Machine, MachineDied
 from harness.model.system import SETTLED
-from harness.nbd_client import NbdClient
+from harness.nbd_client import NbdSession
 from harness.nbd_reader import NbdReader, NbdReaderError
 from harness.observe import Crashed, IoResult, Observation, OneOf, QmpResult
 from harness.qemu_io import QemuIoSession
@@ -127,7 +127,7 @@ class RealSide:
         if isinstance(op, ops.Read):
             return self.topo.checkers.get(op.node)
         io = self.topo.export_io
-        return io.checker if isinstance(io, NbdClient) else None
+        return io.checker if isinstance(io, NbdSession) else None
 
     def _link_down(self, op: faults.LinkDown, expected: Observation) -> Observation:
         m = self._m(op.machine)

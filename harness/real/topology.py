@@ -22,7 +22,7 @@ from harness.drive import drive_add
 from harness.images import FROM_HEADER, Chain, build_chain
 from harness.machine import Machine, MachineSet
 from harness.model.profiles import Profile
-from harness.nbd_client import NbdClient as NbdSession
+from harness.nbd_client import NbdSession
 from harness.nbd_reader import NbdReader
 from harness.observe import QMP_OK, Observation
 from harness.qemu_io import GuestIO, QemuIoSession

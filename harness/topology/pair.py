@@ -31,7 +31,7 @@ from harness.topology.values import (
     Graph,
     Guest,
     Image,
-    Machine,
+    MachineSpec,
     Mode,
     NbdClient,
     Node,
@@ -143,6 +143,6 @@ def pair(
         guests = [g for g in guests if g.node != guest] + [Guest(guest, export=GUEST_EXPORT)]
     return Graph(
         recipe or pair_recipe(),
-        (Machine(SECONDARY, tuple(snodes)), Machine(PRIMARY, pnodes)),
+        (MachineSpec(SECONDARY, tuple(snodes)), MachineSpec(PRIMARY, pnodes)),
         tuple(guests),
     )

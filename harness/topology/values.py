@@ -151,7 +151,7 @@ class Guest:
 
 
 @dataclass(frozen=True)
-class Machine:
+class MachineSpec:
     """One QEMU process and its graph. `daemon`: it only serves images (a
     qemu-storage-daemon where the release closes its images on exit)."""
 
@@ -170,21 +170,21 @@ class Graph:
     """The whole topology: images, machines (in launch order) and guests."""
 
     recipe: Recipe
-    machines: tuple[Machine, ...]
+    machines: tuple[MachineSpec, ...]
     guests: tuple[Guest, ...] = field(default=())
 
-    def machine(self, name: str) -> Machine:
+    def machine(self, name: str) -> MachineSpec:
         for m in self.machines:
             if m.name == name:
                 return m
         raise KeyError(f"no machine {name!r} in this topology")
 
-    def nodes(self) -> Iterator[tuple[Machine, Node]]:
+    def nodes(self) -> Iterator[tuple[MachineSpec, Node]]:
         for m in self.machines:
             for n in m.nodes:
                 yield m, n
 
-    def find(self, name: str) -> tuple[Machine, Node]:
+    def find(self, name: str) -> tuple[MachineSpec, Node]:
         """The machine and node named `name` (an export by its id)."""
         for m, n in self.nodes():
             if (n.id if isinstance(n, Export) else n.name) == name:

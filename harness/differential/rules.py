@@ -57,7 +57,6 @@ from harness.differential.session import (
     PRIMARY_KIND,
     Session,
     TopologySpec,
-    commit_copies,
 )
 from harness.differential.specs import KINDS, weighted_kinds
 from harness.differential.strategies import (
@@ -72,8 +71,7 @@ from harness.differential.trace import session_trace
 from harness.faults import LinkDown
 from harness.machine import MachineSet
 from harness.model import Profile
-from harness.model.disks import allocated_above
-from harness.model.replication import ReplicationNode, Stage
+from harness.model.replication import Stage
 from harness.ops import PRIMARY, SECONDARY
 from harness.topology.pair import PQ
 from harness.topology.values import Mode
@@ -107,14 +105,6 @@ def _indices(n: int) -> st.SearchStrategy[int]:
 # the weighted choice, and hypothesis' simplest examples (i = 0 throughout, which it
 # always tries first) walk through every kind instead of repeating the first.
 STRIDE = 7
-
-
-def _has_dirty(node: ReplicationNode) -> bool:
-    """Does the active or hidden disk hold anything a failover commit would copy?"""
-    if node.active is None or node.secondary is None:
-        return False
-    size = node.secondary.size
-    return any(a for _, _, a in allocated_above(node.active, node.secondary, 0, size))
 
 
 def _avoid_for_guest(session: Session) -> bool:
@@ -256,7 +246,7 @@ class DifferentialStateMachine(RuleBasedStateMachine):
         if kind == "failover":
             if s.node.stage is not Stage.RUNNING:
                 return False
-            return not self.config.failover_dirty or _has_dirty(s.node)
+            return not self.config.failover_dirty or bool(s.node.dirty())
         if kind == "link_down":
             return s.spec.kind in (PRIMARY_KIND, PAIR_KIND) and s.link_up()
         return True
@@ -271,7 +261,7 @@ class DifferentialStateMachine(RuleBasedStateMachine):
         if node.stage is Stage.NONE:
             # before start the commands' refusals are what there is to see
             changes += (("status", 4), ("checkpoint", 2))
-        elif poison is not None and commit_copies(node, poison):
+        elif poison is not None and node.commit_copies(poison):
             # a failover now fails its commit: what the faults topology is for
             changes += (("failover", 10),)
         kinds = weighted_kinds(tuple(k for k in KINDS if self.allowed(k)), changes)

@@ -104,8 +104,8 @@ from harness.faults import CHILD
 from harness.images import Recipe, format_size
 from harness.machine import MachineSet
 from harness.model import Model, Profile
-from harness.model.disks import allocated_above, view
-from harness.model.replication import ReplicationNode, Stage, commit_chunk
+from harness.model.disks import view
+from harness.model.replication import ReplicationNode, Stage
 from harness.observe import Crashed, IoResult, Observation, OneOf
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.pair import PairStory, read_pieces
@@ -257,20 +257,6 @@ class TopologySpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "poison": self.poison}
-
-
-def commit_copies(node: ReplicationNode, offset: int) -> bool:
-    """Does a failover commit starting now copy the chunk holding byte `offset`?
-
-    The commit (a mirror of active into the secondary disk) copies the chunks of
-    clamp(secondary cluster, 4 KiB, 64 KiB) that hold anything allocated in the
-    active or the hidden disk (docs/qemu-sources.md, section 3).
-    """
-    active, secondary = node.active, node.secondary
-    if node.stage is not Stage.RUNNING or active is None or secondary is None:
-        return False
-    start, end = commit_chunk(secondary, offset)
-    return any(a for _, _, a in allocated_above(active, secondary, start, end))
 
 
 class Session:
@@ -464,14 +450,7 @@ class Session:
 
     def _dirty(self) -> list[tuple[int, int]]:
         """What the active and hidden disks of every replication node hold (the model)."""
-        out: list[tuple[int, int]] = []
-        for node in self.model.nodes.values():
-            active, secondary = node.active, node.secondary
-            if active is None or secondary is None or active.closed:
-                continue
-            pieces = allocated_above(active, secondary, 0, secondary.size)
-            out += [(s, e) for s, e, allocated in pieces if allocated]
-        return out
+        return [r for node in self.model.nodes.values() for r in node.dirty()]
 
     def _heads(self) -> list[tuple[int, int]]:
         """The first SAMPLE bytes (a view clips them): after a start, every view shows at
@@ -624,6 +603,5 @@ __all__ = [
     "SECONDARY_KIND",
     "Session",
     "TopologySpec",
-    "commit_copies",
     "nodes_recipe",
 ]

@@ -75,7 +75,7 @@ if OUT:
 
     # Patched before conftest.py and the cases import them (a `-p` plugin is imported
     # before any conftest), so names they import from these modules are the wrappers.
-    from harness import layer_inspector, machine, pool, qemu_io_process, story
+    from harness import layer_inspector, machine, pool, process, qemu_io_process, story
     from harness.images import builder
     from harness.model import system
     from harness.real import side, topology
@@ -87,7 +87,7 @@ if OUT:
     _wrap(pool.Pool, "take", "launch: the pool's take (an idle QEMU's pristine check)")
     _wrap(pool.Pool, "give_back", "teardown: the pool's give-back (the graph torn down)")
     _wrap(machine, "lean_accel", "launch: -accel probe (a QEMU, first launch only)")
-    _wrap(machine, "pdeathsig_wrapper", "launch: setpriv probe (first spawn only)")
+    _wrap(process, "pdeathsig_wrapper", "launch: setpriv probe (first spawn only)")
     # Story.open: the graph in QEMU, then the model's of the same value
     _wrap(story, "open_live", "graph: blockdev-add, NBD export, the model's graph")
     _wrap(story, "build_model", "graph: blockdev-add, NBD export, the model's graph")

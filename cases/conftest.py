@@ -11,6 +11,7 @@ import pytest
 
 from harness import pool
 from harness.builds import QemuBuild
+from harness.colo_story import ColoStory
 from harness.images import Recipe
 from harness.judge import judging_profile
 from harness.machine import MachineSet
@@ -122,6 +123,17 @@ def pair(_maker: _Maker) -> Callable[..., PairStory]:
 
     def make(recipe: Recipe | None = None, **kw: Any) -> PairStory:
         return _maker.story(pair_graph(recipe, **kw), PairStory)
+
+    return make
+
+
+@pytest.fixture
+def colo(_maker: _Maker) -> Callable[..., ColoStory]:
+    """make(recipe=None, **options) -> a ColoStory on a fresh COLO pair that COLO's
+    migration drives (harness.topology.pair with colo=True)."""
+
+    def make(recipe: Recipe | None = None, **kw: Any) -> ColoStory:
+        return _maker.story(pair_graph(recipe, colo=True, **kw), ColoStory)
 
     return make
 

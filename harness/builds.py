@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import project_root
 from harness.errors import BinaryMissing, BinaryNotExecutable, BuildNotFound
 from harness.releases import RELEASES
 
@@ -362,3 +363,12 @@ def known_builds(
             seen.add(key)
             unique.append(build)
     return unique
+
+
+def installed_builds() -> list[QemuBuild]:
+    """known_builds of this checkout (PATH's QEMU and each .qemu/<release>);
+    BuildNotFound when there is none."""
+    builds = known_builds(project_root())
+    if not builds:
+        raise BuildNotFound("no QEMU on PATH and no .qemu/<release>: run scripts/setup.sh")
+    return builds

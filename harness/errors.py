@@ -88,10 +88,16 @@ class ProbeError(HarnessError):
     exit_code = 11
 
 
-class ReplayUnavailable(HarnessError):
-    """`qrc replay` (or `qrc bisect --trace`) without the differential replayer installed."""
+class EnvironmentBroken(HarnessError):
+    """The machine the harness runs on failed it: a full filesystem (its directory and how
+    much was free are in the message), no file descriptors left, a binary of the build
+    gone. Not QEMU's doing (outside harness.verdicts' QemuMisbehaved tree) and not a case's
+    verdict: the case has none. harness.environment tells one from QEMU's answer."""
 
-    exit_code = 13
+    exit_code = 15
+
+    def one_line(self) -> str:
+        return f"qrc: the environment failed the run: {self}"
 
 
 class RunnerError(HarnessError):

@@ -5,34 +5,58 @@ their life cycle so that no QEMU outlives its test and every failure explains
 itself: QEMU connects to our QMP server socket in a private short-path
 directory, every command has a deadline, every command and reply is kept in a
 transcript, and a crash or hang becomes an exception of harness.verdicts' tree
-(MachineDied, MachineHung: QEMU misbehaved) that carries the command line, the exit
-status or signal, and the tail of stderr.
+(MachineDied, MachineHung: QEMU misbehaved; harness.machine_errors) that carries the
+command line, the exit status or signal, and the tail of stderr.
+
+A machine is in one `Runstate` at a time, as qemu.qmp's client is: IDLE, CONNECTING,
+RUNNING, DISCONNECTED, then CLOSED from any of them. Spawning the process and waiting
+for it is harness.process's; the QMP connection, harness.qmp's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import ctypes
+import enum
 import json
-import logging
 import os
-import select
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
-from qemu.qmp import ExecuteError, QMPClient, QMPError
-from qemu.qmp.message import Message
+from qemu.qmp import QMPError
 
+from harness.environment import check_answer, check_binaries
+from harness.machine_errors import (
+    MachineAborted,
+    MachineDied,
+    MachineError,
+    MachineHung,
+    QmpCommandFailed,
+)
 from harness.observe import QmpResult
+from harness.process import Build, Child, build_env, lean_accel, spawn
+from harness.qmp import QmpConnection
 from harness.tmp import private_dir as short_private_dir
-from harness.verdicts import QemuAborted, QemuCrashed, QemuHung, describe_exit, signal_name
+from harness.verdicts import describe_exit, signal_name
+
+# harness.machine_errors' classes are raised here, and imported from here
+__all__ = [
+    "Kind",
+    "Machine",
+    "MachineAborted",
+    "MachineDied",
+    "MachineError",
+    "MachineHung",
+    "MachineSet",
+    "QmpCommandFailed",
+    "Reuse",
+    "Runstate",
+]
 
 Kind = Literal["system", "qsd"]
 
@@ -47,320 +71,21 @@ TRANSCRIPT_TAIL = 10
 TRANSCRIPT_LINE = 1000
 
 
-class Build(Protocol):
-    """What a launcher needs from a QEMU build (harness.builds.QemuBuild has it)."""
-
-    @property
-    def system(self) -> str | os.PathLike[str]: ...
-
-    @property
-    def io(self) -> str | os.PathLike[str]: ...
-
-    @property
-    def qsd(self) -> str | os.PathLike[str]: ...
-
-    @property
-    def label(self) -> str: ...
-
-    def env(self) -> dict[str, str]: ...
-
-    def command(self, binary: str | os.PathLike[str]) -> list[str]: ...
-
-    def data_args(self) -> list[str]: ...
-
-
-def build_env(build: Build) -> dict[str, str]:
-    """The environment to run a build's binaries: ours plus what the build adds."""
-    return {**os.environ, **build.env()}
-
-
-class MachineError(AssertionError):
-    """Something about a QEMU process ended the case; pytest shows it as a failure with
-    this report. Its QEMU-misbehaving kinds (MachineDied, MachineHung) are also in
-    harness.verdicts' tree; QmpCommandFailed is not (a command the harness needs)."""
-
-    def __init__(self, message: str, report: str) -> None:
-        # not super(): in MachineDied's and MachineHung's MRO the next class is a verdict
-        AssertionError.__init__(self, f"{message}\n{report}")
-        self.summary = message
-        self.report = report
-
-    @property
-    def headline(self) -> str:
-        return self.summary
-
-    def __str__(self) -> str:
-        return f"{self.summary}\n{self.report}"
-
-
-class MachineDied(MachineError, QemuCrashed):
-    """QEMU exited (crash, abort, signal) while we needed it."""
-
-    def __init__(
-        self,
-        message: str,
-        report: str,
-        returncode: int | None,
-        stderr_tail: str,
-        machine: str = "QEMU",
-    ) -> None:
-        super().__init__(message, report)
-        self.machine = machine
-        self.returncode = returncode
-        self.signal = signal_name(returncode)
-        self.stderr_tail = stderr_tail
-
-
-class MachineAborted(MachineDied, QemuAborted):
-    """QEMU died on SIGABRT (an assertion, abort(), &error_abort) while we needed it."""
-
-
-class MachineHung(MachineError, QemuHung):
-    """A QMP command missed its deadline; the process was SIGKILLed."""
-
-    def __init__(
-        self, message: str, report: str, machine: str = "QEMU", deadline: float | None = None
-    ) -> None:
-        super().__init__(message, report)
-        self.machine = machine
-        self.deadline = deadline
-
-
-class QmpCommandFailed(MachineError):
-    """qmp_ok() got a QMP error where the caller required success: not in the verdicts'
-    tree (the model has no say in the commands the harness needs), a plain failure."""
-
-    def __init__(self, message: str, report: str, result: QmpResult) -> None:
-        super().__init__(message, report)
-        self.result = result
-
-
-# ---- spawning: a child that dies with us
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent: int) -> Callable[[], None]:
-    """preexec_fn: SIGKILL the child when the spawning thread dies, even if it died already."""
-
-    def setup() -> None:
-        _libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return setup
-
-
-_setpriv: list[str] | None = None
-
-
-def pdeathsig_wrapper() -> list[str]:
-    """`setpriv --pdeathsig KILL --` when util-linux's setpriv can do it, else [].
-
-    A preexec_fn makes subprocess fork the whole Python process (page tables, then
-    copy-on-write faults in the parent); exec'ing setpriv from a vfork is cheaper and
-    sets the same parent-death signal before it execs QEMU (the pid stays QEMU's).
-    """
-    global _setpriv
-    if _setpriv is None:
-        path = shutil.which("setpriv")
-        ok = (
-            path is not None
-            and subprocess.run(
-                [path, "--pdeathsig", "KILL", "--", "true"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=10,
-            ).returncode
-            == 0
-        )
-        _setpriv = [path, "--pdeathsig", "KILL", "--"] if ok and path else []
-    return _setpriv
-
-
-def spawn(
-    argv: Sequence[str],
-    env: dict[str, str],
-    stdout: Any,
-    stderr: Any,
-    stdin: Any = subprocess.DEVNULL,
-) -> subprocess.Popen[bytes]:
-    """Start a helper process in its own session that cannot outlive this Python process."""
-    wrapper = pdeathsig_wrapper()
-    return subprocess.Popen(
-        [*wrapper, *argv],
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        env=env,
-        start_new_session=True,
-        preexec_fn=None if wrapper else die_with_parent(os.getpid()),
-        close_fds=True,
-    )
-
-
-# binary -> the -accel arguments it takes (asked once per process)
-_lean_accel: dict[str, tuple[str, ...]] = {}
-LEAN_ACCEL = ("-accel", "tcg,tb-size=1")
-
-
-def lean_accel(build: Build) -> tuple[str, ...]:
-    """`-accel tcg,tb-size=1` when the build accepts it, else nothing.
-
-    -M none runs no guest code, and a 1 MiB TCG buffer instead of the default 1 GiB
-    takes about a quarter off QEMU's start-up CPU (mapping and splitting it is not
-    free). Builds without TCG, or older than the tb-size property (5.0), are asked
-    once: a short QMP session that only quits tells whether the option is taken.
-    """
-    key = os.fspath(build.system)
-    if key not in _lean_accel:
-        argv = [*build.command(key), "-M", "none", "-nodefaults", "-display", "none", "-S"]
-        argv += LEAN_ACCEL
-        script = b'{"execute": "qmp_capabilities"}\n{"execute": "quit"}\n'
-        try:
-            ok = (
-                subprocess.run(
-                    [*argv, "-qmp", "stdio"],
-                    input=script,
-                    env=build_env(build),
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    timeout=10,
-                ).returncode
-                == 0
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            ok = False  # the real launch reports what is wrong with the binary
-        _lean_accel[key] = LEAN_ACCEL if ok else ()
-    return _lean_accel[key]
-
-
-def wait_process(proc: subprocess.Popen[bytes], timeout: float, pidfd: int = -1) -> int:
-    """Popen.wait(timeout) without its polling sleeps (0.5 ms, doubling up to 50 ms: a
-    process that exits just after a sleep began is seen late): a pidfd (`pidfd`, else one
-    opened here) becomes readable the moment the process exits.
-    subprocess.TimeoutExpired if it does not."""
-    if proc.returncode is not None:
-        return proc.returncode
-    own = pidfd < 0
-    if own:
-        try:
-            pidfd = os.pidfd_open(proc.pid)
-        except (AttributeError, OSError):
-            return proc.wait(timeout)
-    try:
-        p = select.poll()
-        p.register(pidfd, select.POLLIN)
-        if not p.poll(max(0, int(timeout * 1000))):
-            raise subprocess.TimeoutExpired(proc.args, timeout)
-    finally:
-        if own:
-            os.close(pidfd)
-    return proc.wait()
-
-
 def private_dir() -> Path:
     """A 0700 directory with a short path: unix socket paths are limited to 107 bytes."""
     return short_private_dir("qrc-")
 
 
-class _QuietClient(QMPClient):
-    """QMPClient without its eager pretty-printing: the base class's message hooks format
-    every message (json.dumps, indent=2) for a debug log record even when debug logging
-    is off, 0.3 ms of a 1.6 kB reply. With debug logging on they log as before.
+class Runstate(enum.Enum):
+    """Where a machine is in its life; CLOSED can follow any other state."""
 
-    The hooks are the ones qemu.qmp's AsyncProtocol documents for subclasses, but their
-    names are private: pyproject.toml pins the qemu.qmp releases checked, and
-    tests/test_qmp_client.py fails if an upgrade stops calling them."""
-
-    def _cb_outbound(self, msg: Message) -> Message:
-        if self.logger.isEnabledFor(logging.DEBUG):
-            return super()._cb_outbound(msg)
-        return msg
-
-    def _cb_inbound(self, msg: Message) -> Message:
-        if self.logger.isEnabledFor(logging.DEBUG):
-            return super()._cb_inbound(msg)
-        return msg
-
-
-_T = TypeVar("_T")
-
-
-class QmpConnection:
-    """One QMP connection, driven synchronously: qemu.qmp's QMPClient, through its public
-    coroutines, on an event loop of this connection's own (so two machines may be driven
-    from two threads)."""
-
-    def __init__(self, nickname: str) -> None:
-        self.client = _QuietClient(nickname)
-        self._loop = asyncio.new_event_loop()
-
-    def _run(self, aw: Awaitable[_T], timeout: float | None) -> _T:
-        """Run `aw` to its end; TimeoutError (and `aw` cancelled) after `timeout` s."""
-        return self._loop.run_until_complete(asyncio.wait_for(aw, timeout))
-
-    def listen(self, path: str) -> None:
-        """Listen on the unix socket `path` (QEMU connects to it)."""
-        self._run(self.client.start_server(path), None)
-
-    def accept_unless_exited(self, pidfd: int, timeout: float) -> bool:
-        """Accept QEMU's connection and negotiate; False if the process (its `pidfd`)
-        exited before connecting. TimeoutError after `timeout` s."""
-        return self._run(self._accept_race(pidfd), timeout)
-
-    async def _accept_race(self, pidfd: int) -> bool:
-        loop = asyncio.get_running_loop()
-        exited: asyncio.Future[None] = loop.create_future()
-
-        def on_exit() -> None:
-            if not exited.done():
-                exited.set_result(None)
-
-        loop.add_reader(pidfd, on_exit)
-        accepting = asyncio.ensure_future(self.client.accept())
-        try:
-            await asyncio.wait({accepting, exited}, return_when=asyncio.FIRST_COMPLETED)
-            if accepting.done():
-                accepting.result()
-                return True
-            return False
-        finally:
-            loop.remove_reader(pidfd)
-            if not accepting.done():
-                accepting.cancel()
-                with contextlib.suppress(BaseException):
-                    await accepting
-
-    def command(self, cmd: str, args: Mapping[str, Any], timeout: float) -> dict[str, Any]:
-        """Run one command; QEMU's reply, {"return": ...} or {"error": {...}}.
-        TimeoutError after `timeout` s; QMPError, OSError or EOFError if the connection
-        broke."""
-        msg = QMPClient.make_execute_msg(cmd, args or None)
-        try:
-            value = self._run(self.client.execute_msg(msg), timeout)
-        except ExecuteError as e:
-            return {"error": e.received["error"]}
-        return {"return": value}
-
-    def events(self) -> list[dict[str, Any]]:
-        """The events received so far (and not yet taken), after letting the loop read
-        what QEMU sent since the last command."""
-        evs = self.client.events.clear()
-        if not evs:
-            self._run(asyncio.sleep(0), None)
-            evs = self.client.events.clear()
-        return [dict(ev) for ev in evs]
-
-    def close(self) -> None:
-        """Disconnect (re-raising what broke the connection, if anything) and close the
-        loop."""
-        try:
-            self._run(self.client.disconnect(), KILL_DEADLINE)
-        finally:
-            self._loop.close()
+    IDLE = "idle"  # not launched yet
+    CONNECTING = "connecting"  # QEMU spawned, not yet connected to our QMP socket
+    RUNNING = "running"  # connected: commands go through
+    # the connection is unusable (a command cut short or unanswered, the connection
+    # lost); the process may still be there, and only signals reach it
+    DISCONNECTED = "disconnected"
+    CLOSED = "closed"  # shut down: connection, descriptors, socket directory released
 
 
 class Machine:
@@ -387,12 +112,10 @@ class Machine:
         self.stderr_path = logdir / "stderr.log"
         self.transcript: list[dict[str, Any]] = []
         self._t0 = time.monotonic()
-        self._closed = False
-        self._connected = False
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._pidfd = -1
-        self._conn: QmpConnection | None = None
-        self._stdout_fd = -1
+        self.state = Runstate.IDLE
+        self._conn = QmpConnection(name)
+        self._child: Child | None = None  # from CONNECTING on
+        self._stdout_fd: int | None = None  # QEMU's stdout, to read back (until CLOSED)
 
     # ---- life cycle
 
@@ -430,37 +153,35 @@ class Machine:
         return m
 
     def _start(self, sock: Path) -> None:
-        self._conn = QmpConnection(self.name)
         self._conn.listen(str(sock))
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self._proc = spawn(self.argv, build_env(self.build), out, err)
+            self._child = child = Child(spawn(self.argv, build_env(self.build), out, err))
+        self.state = Runstate.CONNECTING
         self._stdout_fd = os.open(self.stdout_path, os.O_RDONLY | os.O_CLOEXEC)
-        self._pidfd = os.pidfd_open(self._proc.pid)
-        self._record({"event": "spawn", "argv": self.argv, "pid": self._proc.pid})
+        self._record({"event": "spawn", "argv": self.argv, "pid": child.pid})
         try:
-            connected = self._conn.accept_unless_exited(self._pidfd, self.timeout)
+            connected = self._conn.accept_unless_exited(child.pidfd, self.timeout)
+            why = "QEMU exited before connecting to QMP"
         except TimeoutError:
             self._force_kill()
-            raise MachineHung(
-                f"{self.name}: QEMU did not connect to QMP within {self.timeout} s",
-                self.failure_report(),
-                self.name,
-                self.timeout,
+            raise self._hung(
+                f"QEMU did not connect to QMP within {self.timeout} s", self.timeout
             ) from None
         except (QMPError, OSError, EOFError) as e:
-            self._await_exit()
-            raise self._died(f"{self.name}: QMP handshake failed ({e!r})") from None
+            connected, why = False, f"QMP handshake failed ({e!r})"
         if not connected:
             self._await_exit()
-            raise self._died(f"{self.name}: QEMU exited before connecting to QMP")
-        self._connected = True
+            binary = self.build.system if self.kind == "system" else self.build.qsd
+            check_binaries(self.argv[0], binary)  # gone during the run: not QEMU's doing
+            raise self._died(f"{self.name}: {why}")
+        self.state = Runstate.RUNNING
 
     def shutdown(self) -> None:
         """`quit`, wait with a deadline, SIGKILL as last resort; idempotent, never raises."""
-        if self._closed:
+        if self.state is Runstate.CLOSED:
             return
         try:
-            if self._connected and self.alive() and not self._stopped():
+            if self.state is Runstate.RUNNING and self.alive() and not self.stopped():
                 with contextlib.suppress(MachineError, subprocess.TimeoutExpired):
                     self._exchange("quit", {}, min(self.timeout, QUIT_DEADLINE))
                     self._wait(QUIT_DEADLINE)
@@ -468,46 +189,36 @@ class Machine:
             self._force_kill()
             self._release()
 
-    def _stopped(self) -> bool:
-        """SIGSTOPped (a fault test's doing): it cannot answer `quit`, so do not wait for it."""
-        try:
-            with open(f"/proc/{self.pid}/stat") as f:
-                st = f.read()
-        except OSError:
-            return False
-        return st[st.rindex(")") + 2] in "Tt"
+    def stopped(self) -> bool:
+        """SIGSTOPped (a fault case's doing): it can answer nothing, not even `quit`."""
+        return self._child is not None and self._child.stopped()
 
     def _release(self) -> None:
-        """Close the connection and descriptors and remove the private directory."""
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = None
-        self._connected = False
-        for fd in (self._pidfd, self._stdout_fd):
-            if fd >= 0:
-                os.close(fd)
-        self._pidfd = self._stdout_fd = -1
+        """Close the connection and descriptors and remove the private directory: CLOSED."""
+        if self.state is Runstate.CLOSED:
+            return
+        with contextlib.suppress(Exception):
+            self._conn.close(KILL_DEADLINE)
+        if self._child is not None:
+            self._child.close()
+        if self._stdout_fd is not None:
+            os.close(self._stdout_fd)
+            self._stdout_fd = None
         shutil.rmtree(self.sockdir, ignore_errors=True)
-        self._closed = True
+        self.state = Runstate.CLOSED
 
     def _force_kill(self) -> None:
         """SIGKILL and reap, if the process is still there (a process that SIGKILL
         cannot end, stuck in the kernel, is left after KILL_DEADLINE, recorded)."""
-        if self._proc is not None and self._proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.kill()
-            try:
-                self._wait(KILL_DEADLINE)
-            except subprocess.TimeoutExpired:
-                self._record({"event": f"still there {KILL_DEADLINE} s after SIGKILL"})
+        if self._child is not None and not self._child.kill(KILL_DEADLINE):
+            self._record({"event": f"still there {KILL_DEADLINE} s after SIGKILL"})
 
     def _await_exit(self) -> None:
         """After the connection broke: let QEMU finish dying, SIGKILL it if it does not."""
-        if self._proc is None:
+        if self._child is None:
             return
         try:
-            self._wait(min(self.timeout, QUIT_DEADLINE))
+            self._child.wait(min(self.timeout, QUIT_DEADLINE))
         except subprocess.TimeoutExpired:
             self._record({"event": "connection lost but process alive: SIGKILL"})
             self._force_kill()
@@ -515,22 +226,10 @@ class Machine:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send a signal (fault tests: SIGKILL, SIGSTOP, SIGABRT...). SIGSTOP returns once
         the process has stopped, so the caller knows what state QEMU is in."""
-        if self._proc is not None and self._proc.poll() is None:
+        if self._child is not None and self._child.alive():
             self._record({"event": f"sent {signal.Signals(sig).name}"})
-            self._proc.send_signal(sig)
-            if sig == signal.SIGSTOP:
-                # Until stopped (or dead); WNOWAIT leaves the status for Popen.
-                flags = os.WSTOPPED | os.WEXITED | os.WNOWAIT | os.WNOHANG
-                end = time.monotonic() + KILL_DEADLINE
-                while os.waitid(os.P_PID, self._proc.pid, flags) is None:
-                    if time.monotonic() >= end:
-                        raise MachineHung(
-                            f"{self.name}: not stopped {KILL_DEADLINE} s after SIGSTOP",
-                            self.failure_report(),
-                            self.name,
-                            KILL_DEADLINE,
-                        )
-                    time.sleep(0.001)
+            if not self._child.signal(sig, KILL_DEADLINE):
+                raise self._hung(f"not stopped {KILL_DEADLINE} s after SIGSTOP", KILL_DEADLINE)
 
     def wait_exit(self, timeout: float) -> int:
         """The exit status (negative: signal) once QEMU exits; MachineHung if it does not."""
@@ -538,29 +237,23 @@ class Machine:
             return self._wait(timeout)
         except subprocess.TimeoutExpired:
             self._force_kill()
-            raise MachineHung(
-                f"{self.name}: did not exit within {timeout} s; SIGKILLed",
-                self.failure_report(),
-                self.name,
-                timeout,
-            ) from None
+            raise self._hung(f"did not exit within {timeout} s; SIGKILLed", timeout) from None
 
     def _wait(self, timeout: float) -> int:
-        """wait_process on this machine's own pidfd (while it has one)."""
-        assert self._proc is not None
-        return wait_process(self._proc, timeout, self._pidfd)
+        assert self._child is not None
+        return self._child.wait(timeout)
 
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._child is not None and self._child.alive()
 
     @property
     def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
+        assert self._child is not None
+        return self._child.pid
 
     @property
     def returncode(self) -> int | None:
-        return None if self._proc is None else self._proc.poll()
+        return None if self._child is None else self._child.returncode
 
     def sock_path(self, name: str) -> str:
         """A path for another unix socket (NBD...) in this machine's private short directory."""
@@ -597,6 +290,7 @@ class Machine:
         reply = self._exchange(cmd, dict(args or {}), self.timeout if timeout is None else timeout)
         if "error" in reply:
             err = reply["error"]
+            check_answer(str(err.get("desc")), self.logdir)  # a full disk is not QEMU's
             return QmpResult(False, None, err.get("class"), err.get("desc"))
         return QmpResult(True, reply.get("return"))
 
@@ -606,22 +300,20 @@ class Machine:
         """execute() for a command that must succeed; QmpCommandFailed otherwise."""
         res = self.execute(cmd, args, timeout)
         if not res.ok:
-            raise QmpCommandFailed(
-                f"{self.name}: {cmd} failed: {res.error_class}: {res.desc}",
-                self.failure_report(),
-                res,
-            )
+            what = f"{self.name}: {cmd} failed: {res.error_class}: {res.desc}"
+            raise QmpCommandFailed(what, self.failure_report(), res)
         return res.value
 
     def hmp(self, cmdline: str, timeout: float | None = None) -> str:
         """An HMP command line through human-monitor-command; its text reply."""
         out = self.execute_ok("human-monitor-command", {"command-line": cmdline}, timeout)
         assert isinstance(out, str)
+        check_answer(out, self.logdir)
         return out
 
     def events(self) -> list[dict[str, Any]]:
         """QMP events received so far (and not yet taken); they go into the transcript too."""
-        if self._conn is None or not self._connected:
+        if self.state is not Runstate.RUNNING:
             return []
         evs = self._conn.events()
         for ev in evs:
@@ -629,7 +321,7 @@ class Machine:
         return evs
 
     def _exchange(self, cmd: str, args: dict[str, Any], deadline: float) -> dict[str, Any]:
-        if self._conn is None or not self._connected or self._closed:
+        if self.state is not Runstate.RUNNING:
             raise self._died(f"{self.name}: {cmd}: the machine is not running")
         entry: dict[str, Any] = {"t": time.monotonic() - self._t0, "cmd": cmd}
         if args:
@@ -640,17 +332,14 @@ class Machine:
             reply = self._conn.command(cmd, args, deadline)
         except TimeoutError:
             entry["outcome"] = f"no reply within {deadline} s"
-            self._connected = False
+            self.state = Runstate.DISCONNECTED
             self._force_kill()
-            raise MachineHung(
-                f"{self.name}: {cmd}: no QMP reply within {deadline} s; SIGKILLed",
-                self.failure_report(),
-                self.name,
-                deadline,
+            raise self._hung(
+                f"{cmd}: no QMP reply within {deadline} s; SIGKILLed", deadline
             ) from None
         except (QMPError, OSError, EOFError) as e:
             entry["outcome"] = f"connection lost: {e!r}"
-            self._connected = False
+            self.state = Runstate.DISCONNECTED
             self._await_exit()
             raise self._died(f"{self.name}: QEMU died during {cmd}") from None
         except BaseException as e:
@@ -658,7 +347,7 @@ class Machine:
             # unread, so the connection is unusable; shutdown() goes straight to SIGKILL
             waited = time.perf_counter() - t
             entry["outcome"] = f"interrupted ({type(e).__name__}) after {waited:.3f} s"
-            self._connected = False
+            self.state = Runstate.DISCONNECTED
             raise
         entry["ms"] = round((time.perf_counter() - t) * 1000, 3)
         entry["reply"] = reply
@@ -668,13 +357,12 @@ class Machine:
         """MachineDied (MachineAborted for SIGABRT) with this machine's exit state."""
         rc = self.returncode
         cls = MachineAborted if signal_name(rc) == "SIGABRT" else MachineDied
-        return cls(
-            f"{message} ({describe_exit(rc)})",
-            self.failure_report(),
-            rc,
-            self.stderr_tail(),
-            self.name,
-        )
+        report, tail = self.failure_report(), self.stderr_tail()
+        return cls(f"{message} ({describe_exit(rc)})", report, rc, tail, self.name)
+
+    def _hung(self, what: str, deadline: float) -> MachineHung:
+        """MachineHung: `what` this machine did not do within `deadline` s."""
+        return MachineHung(f"{self.name}: {what}", self.failure_report(), self.name, deadline)
 
     def _record(self, entry: dict[str, Any]) -> None:
         entry["t"] = time.monotonic() - self._t0
@@ -683,11 +371,13 @@ class Machine:
     # ---- logs and reports
 
     def stdout_mark(self) -> int:
-        """The current end of QEMU's stdout, for stdout_since()."""
-        return os.fstat(self._stdout_fd).st_size
+        """The current end of QEMU's stdout, for stdout_since() (0 once CLOSED)."""
+        return 0 if self._stdout_fd is None else os.fstat(self._stdout_fd).st_size
 
     def stdout_since(self, mark: int) -> str:
-        """What QEMU wrote to stdout after `mark`."""
+        """What QEMU wrote to stdout after `mark` ("" once CLOSED)."""
+        if self._stdout_fd is None:
+            return ""
         size = os.fstat(self._stdout_fd).st_size
         return os.pread(self._stdout_fd, size - mark, mark).decode(errors="replace")
 
@@ -707,7 +397,7 @@ class Machine:
         """Command line, exit status, stderr tail and transcript tail: what a failure needs."""
         lines = [
             f"machine {self.name!r} ({self.kind}, {self.build.label}), pid "
-            f"{self._proc.pid if self._proc else '-'}: {describe_exit(self.returncode)}",
+            f"{self._child.pid if self._child else '-'}: {describe_exit(self.returncode)}",
             "command line: " + " ".join(self.argv),
             f"logs: {self.logdir}",
         ]

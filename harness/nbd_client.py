@@ -15,8 +15,8 @@ import os
 import time
 from urllib.parse import quote
 
-from harness.machine import Build
 from harness.nbd_reader import NbdReader
+from harness.process import Build
 from harness.qemu_io_process import InteractiveQemuIo
 
 

@@ -241,3 +241,38 @@ def _compare_io(expected: IoResult, actual: IoResult) -> Difference | None:
 def defined_extents(data: Sequence[Extent]) -> list[Extent]:
     """The extents whose content is defined, for the real side to verify."""
     return [e for e in data if e[2] is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class ColoSideState:
+    """One side of a COLO pair after a step: query-colo-status's mode, last-mode and
+    reason, whether its VM runs (query-status), its VM's STOP and RESUME events during
+    the step, in order, and the reason of the COLO_EXIT event it emitted (None: none;
+    its order among the others races COLO's thread, so it stands apart)."""
+
+    machine: str
+    mode: str
+    last_mode: str
+    reason: str
+    running: bool
+    runs: tuple[str, ...] = ()
+    exit: str | None = None
+
+    def describe(self) -> str:
+        run = "running" if self.running else "stopped"
+        ev = " ".join(self.runs) or "none"
+        ex = f", COLO_EXIT {self.exit}" if self.exit is not None else ""
+        return (
+            f"{self.machine}: mode {self.mode} (last {self.last_mode}, reason {self.reason}),"
+            f" VM {run} (events: {ev}){ex}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ColoState(Observation):
+    """What a COLO step showed on each living side of the pair."""
+
+    sides: tuple[ColoSideState, ...]
+
+    def describe(self) -> str:
+        return "COLO: " + "; ".join(s.describe() for s in self.sides)

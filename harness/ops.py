@@ -277,4 +277,48 @@ class BlockdevDel(Op):
         return f"{self.machine}: blockdev-del node-name={self.node}"
 
 
+# ---- COLO (migration/colo.c): the pair's migration drives the replication nodes
+
+
+@dataclass(frozen=True, slots=True)
+class ColoStart(Op):
+    """The migration with x-colo (migrate-incoming on the secondary, migrate on the
+    primary), waited for until each side has started its VM or left COLO: COLO calls
+    replication_start_all on the secondary, then on the primary."""
+
+    kind: ClassVar[str] = "colo_start"
+
+    def describe(self) -> str:
+        return "COLO: migrate with x-colo until both VMs run"
+
+
+@dataclass(frozen=True, slots=True)
+class ColoCheckpoint(Op):
+    """One COLO checkpoint, requested on the primary (migrate-set-parameters
+    x-checkpoint-delay) and waited for until the primary's VM runs again or a side
+    leaves COLO: the secondary calls replication_get_error_all, then
+    replication_do_checkpoint_all, with both VMs stopped. `kill`: that machine is
+    SIGKILLed in the middle of it, as soon as the other side's VM has stopped."""
+
+    kill: str | None = None
+    kind: ClassVar[str] = "colo_checkpoint"
+
+    def describe(self) -> str:
+        if self.kill is None:
+            return "COLO: checkpoint"
+        return f"COLO: checkpoint, {self.kill} SIGKILLed once the other VM stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class LostHeartbeat(Op):
+    """x-colo-lost-heartbeat on `machine`, waited for until it has left COLO and its VM
+    runs: replication_stop_all(failover=true) there."""
+
+    machine: str = SECONDARY
+    kind: ClassVar[str] = "lost_heartbeat"
+
+    def describe(self) -> str:
+        return f"{self.machine}: x-colo-lost-heartbeat"
+
+
 OPS: tuple[type[Op], ...] = tuple(Op.registry.values())

@@ -44,8 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.machine import Build, Kind, Machine, MachineError
+from harness.machine import Kind, Machine, MachineError, Runstate
 from harness.pristine import Fresh, TeardownRefused, fresh_state, leftovers, teardown
+from harness.process import Build
 from harness.tmp import private_dir
 
 ENV = "QRC_FRESH_QEMU"
@@ -95,7 +96,6 @@ class PooledMachine(Machine):
         h.logdir.mkdir(parents=True, exist_ok=True)
         h.transcript = []
         h._t0 = time.monotonic()
-        h._closed = False
         h._slot = slot
         h._released = False
         h._pool_stdout, h._pool_stderr = pool_out, pool_err
@@ -149,8 +149,7 @@ class PooledMachine(Machine):
         """The case is done with this process, which stays in the pool."""
         self._sync_logs()
         self._released = True
-        self._connected = False
-        self._closed = True
+        self.state = Runstate.CLOSED
         self._slot.handle = None
 
     def alive(self) -> bool:
@@ -167,8 +166,8 @@ class PooledMachine(Machine):
     def wait_exit(self, timeout: float) -> int:
         return 0 if self._released else super().wait_exit(timeout)
 
-    def _stopped(self) -> bool:
-        return not self._released and super()._stopped()
+    def stopped(self) -> bool:
+        return not self._released and super().stopped()
 
     def _force_kill(self) -> None:
         if not self._released:
@@ -285,13 +284,13 @@ class Pool:
 
     @staticmethod
     def _unusable(m: PooledMachine) -> str:
-        if m._closed or not m._connected:
+        if m.state is not Runstate.RUNNING:
             return "its QMP connection is closed (a command was cut short or QEMU died)"
         if not m.alive():
             return f"QEMU exited ({m.returncode})"
         if _signalled(m):
             return "the case sent it a signal"
-        if m._stopped():
+        if m.stopped():
             return "stopped"
         return ""
 

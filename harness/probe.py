@@ -383,3 +383,30 @@ def probe(build: QemuBuild, *, use_cache: bool = True, cache: Path | None = None
     if use_cache:
         _cache_store(path, key, result)
     return result
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def probe_text(build: QemuBuild, result: Probe) -> str:
+    """`qrc probe`'s answer for one build: what it can do, a row each."""
+    rows = [("path", result.path)]
+    if build.module_dir:
+        rows.append(("module dir", build.module_dir))
+    rows.append(("replication driver", _yes(result.has_replication)))
+    rows += [(cmd, _yes(result.has_command(cmd))) for cmd in REQUIRED_COMMANDS]
+    rows.append(("nbd-server-start addr form", result.nbd_addr_form or "n/a"))
+    rows.append(("verdict", replication_verdict(result) or "can run replication cases"))
+    head = f"QEMU {result.version} ({result.package or 'no package string'}) [{build.label}]"
+    return "\n".join([head, *(f"  {k:<29} {v}" for k, v in rows)])
+
+
+def probe_json(build: QemuBuild, result: Probe) -> dict[str, object]:
+    """`qrc probe --json`'s answer for one build."""
+    return {
+        "label": build.label,
+        "module_dir": build.module_dir,
+        "verdict": replication_verdict(result),
+        "probe": result.to_dict(),
+    }

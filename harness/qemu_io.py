@@ -27,8 +27,10 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.environment import check_answer
 from harness.observe import IO_OK, NOT_DUMPED, Data, Extent, IoResult, data_from_bytes, normalize
 
 if TYPE_CHECKING:
@@ -146,6 +148,18 @@ class QemuIoSession(ABC):
         """Which qemu-io this is, for error messages."""
         return type(self).__name__
 
+    def _dirs(self) -> tuple[Path, ...]:
+        """The directories of the images this qemu-io serves, when it knows them."""
+        return ()
+
+    def _error_line(self, lines: list[str], verb: str) -> IoResult | None:
+        """`<verb> failed: <strerror>` as the only line: the request's error, unless it
+        is the environment's (harness.environment: EnvironmentBroken)."""
+        err = _error_line(lines, verb)
+        if err is not None and err.errno is not None:
+            check_answer(err.errno, *self._dirs())
+        return err
+
     # ---- requests
 
     def write(self, offset: int, length: int, pattern: int) -> IoResult:
@@ -214,7 +228,7 @@ class QemuIoSession(ABC):
         cmd = f"read -P {pat} -s {rel} -l {n} {offset} {length}"
         out = self._run(cmd)
         lines = _lines(out)
-        err = _error_line(lines, "read")
+        err = self._error_line(lines, "read")
         if err is not None:
             return err
         verified = True
@@ -229,7 +243,7 @@ class QemuIoSession(ABC):
         cmd = f"read -v {offset} {length}"
         out = self._run(cmd)
         lines = _lines(out)
-        err = _error_line(lines, "read")
+        err = self._error_line(lines, "read")
         if err is not None:
             return err
         if len(lines) < 2 or not _positive(lines[-2:], "read", offset, length):
@@ -368,7 +382,7 @@ class QemuIoSession(ABC):
     def _simple(self, cmd: str, ok_verb: str, err_verb: str, offset: int, length: int) -> IoResult:
         out = self._run(cmd)
         lines = _lines(out)
-        err = _error_line(lines, err_verb)
+        err = self._error_line(lines, err_verb)
         if err is not None:
             return err
         if _positive(lines, ok_verb, offset, length):
@@ -425,6 +439,9 @@ class GuestIO(QemuIoSession):
 
     def _where(self) -> str:
         return f"HMP qemu-io on node {self.node!r} of machine {self.machine.name!r}"
+
+    def _dirs(self) -> tuple[Path, ...]:
+        return (self.machine.logdir,)
 
     def _run(self, command: str) -> str:
         mark = self.machine.stdout_mark()

@@ -31,7 +31,8 @@ from types import TracebackType
 from pexpect import EOF, TIMEOUT, ExceptionPexpect
 from pexpect.fdpexpect import fdspawn
 
-from harness.machine import Build, build_env, spawn, wait_process
+from harness.environment import check_binaries, from_os_error
+from harness.process import Build, build_env, spawn, wait_process
 from harness.qemu_io import QemuIoError, QemuIoSession
 from harness.verdicts import QemuCrashed, QemuHung, signal_name
 
@@ -184,6 +185,9 @@ class InteractiveQemuIo(QemuIoSession):
             try:
                 child = _Child(self.argv, build_env(self.build), remaining)
             except OSError as e:
+                broken = from_os_error(e)  # no file descriptor left for its pipes...
+                if broken is not None:
+                    raise broken from None
                 failures.append(f"attempt {attempt + 1}: {e}")
                 continue
             self.pids.append(child.pid)
@@ -202,6 +206,7 @@ class InteractiveQemuIo(QemuIoSession):
                 why = child.exit_text()
                 child.kill()
             failures.append(f"attempt {attempt + 1}: {why}: {text.strip()!r}")
+        check_binaries(self.argv[0], self.build.io)  # gone during the run: not qemu-io's doing
         raise QemuIoSpawnFailed(
             f"{self.name}: qemu-io did not start ({len(failures)} attempt(s), "
             f"{self.spawn_deadline} s)",

@@ -29,11 +29,23 @@ FUNCTIONS = {
     "replication_stop": ["test_stop_failover.py", "test_unit_port.py"],
     "replication_done (failover commit completion)": ["test_stop_failover.py", "test_faults.py"],
     "backup_job_completed / backup_job_cleanup": ["test_stop_failover.py", "test_status.py"],
+    # COLO's calls into the filter (migration/colo.c), driven by its migration
+    "COLO start: replication_start_all, secondary then primary": ["test_colo_migration.py"],
+    "COLO checkpoint: replication_get_error_all, replication_do_checkpoint_all": [
+        "test_colo_migration.py",
+        "test_colo_failover.py",
+    ],
+    "COLO failover: replication_stop_all(failover) at x-colo-lost-heartbeat": [
+        "test_colo_failover.py"
+    ],
 }
 
 
 # A helper whose text is built from another message covers that one too.
-IMPLIED = {"node_busy": ["BLOCKER"]}
+IMPLIED = {
+    "node_busy": ["BLOCKER"],
+    "colo_not_enabled": ["COLO_FEATURE_DISABLED", "COLO_NOT_IN_MODE"],
+}
 # Messages no QEMU build here can print: pinned by the model's unit tests instead.
 MODEL_ONLY = {
     "SEED_CANNOT_EMPTY_ACTIVE": "QEMU < 5.1 only (5.1 prints `Failed to empty ...`)",
@@ -157,7 +169,7 @@ def main() -> int:
     quick: dict[str, set[str]] = defaultdict(set)
     quick_files: dict[str, list[str]] = defaultdict(list)
     for f in sorted((ROOT / "cases").glob("test_*.py")):
-        found, found_quick = uses_in(f, names)
+        found, found_quick = uses_in(f, names + [k for k in IMPLIED if k not in names])
         for m, tests in found.items():
             uses[m] |= tests
             for implied in IMPLIED.get(m, []):

@@ -27,10 +27,12 @@ from cli_helpers import (
 )
 
 import harness.cli
+import harness.differential.replay
 import harness.errors
 from harness.errors import HarnessError
 from harness.report import records
-from harness.report.runner import RunResult, summary_text
+from harness.report.display import summary_text
+from harness.report.runner import RunResult
 
 # pytest-xdist is not needed for one case: each run starts quicker without it
 SERIAL = ("-p", "no:xdist")
@@ -222,14 +224,6 @@ def test_pytest_internal_error(tmp_path: Path) -> None:
     )
 
 
-def test_replay_not_available_yet(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setitem(sys.modules, "harness.differential.replay", None)
-    assert harness.cli.main(["replay", "trace.json"]) == 13
-    assert capsys.readouterr().err == "qrc: replay is not available yet\n"
-
-
 def test_replay_calls_replay_main(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, str | None]] = []
 
@@ -237,7 +231,7 @@ def test_replay_calls_replay_main(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append((trace, qemu_dir))
         return 42
 
-    monkeypatch.setattr(harness.cli, "_load_replay", lambda: fake)
+    monkeypatch.setattr(harness.differential.replay, "replay_main", fake)
     assert harness.cli.main(["replay", "t.json", "--qemu-dir", "b"]) == 42
     assert calls == [(str(Path("t.json").absolute()), "b")]
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import project_root
 from harness.errors import RecipeError
 
 FORMATS = ("qcow2", "qed", "raw", "vmdk")
@@ -53,11 +54,6 @@ FILE_NODE_SUFFIX = "-file"
 _TOP_KEYS = ("description", "equal_lengths", "layers")
 _LAYER_KEYS = ("backing", "backing_file", "cluster_size", "contents", "format", "size")
 _EXTENT_KEYS = ("length", "offset", "pattern")
-
-
-def project_root() -> Path:
-    """The checkout this package lives in (holds images/)."""
-    return Path(__file__).resolve().parents[2]
 
 
 def images_dir() -> Path:

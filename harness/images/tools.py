@@ -11,8 +11,10 @@ import os
 import shlex
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.environment import check_answer, check_binaries, from_os_error
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -58,8 +60,13 @@ def run(
     except subprocess.TimeoutExpired:
         raise ImageError(f"{shown}: no answer within {timeout:g} s") from None
     except OSError as e:
-        raise ImageError(f"{shown}: cannot run: {e}") from None
+        check_binaries(args[0], argv[0])
+        raise from_os_error(e) or ImageError(f"{shown}: cannot run: {e}") from None
     if check and proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip() or "(no output)"
+        # a full disk, a binary gone: the environment's, not an image's problem
+        check_binaries(args[0], argv[0])
+        paths = [Path(a) for a in argv[1:] if os.path.isabs(a)]  # the images': where
+        check_answer(detail, *(p.parent for p in paths))
         raise ImageError(f"{shown}: exit {proc.returncode}: {detail}")
     return proc

@@ -69,6 +69,8 @@ def build_model(
     for m, node in graph.nodes():
         if not node.late:
             add_node(model, graph, m, node)
+    if graph.colo is not None:
+        model.drive_colo(graph.colo.primary, graph.colo.secondary)
     return model
 
 

@@ -57,6 +57,12 @@ IO_ERROR = "I/O error occurred"
 # qmp_xen_set_replication
 FAILOVER_ON_ENABLE = "Parameter 'failover' is only for stopping replication"
 
+# x-colo-lost-heartbeat (migration/colo-failover.c)
+COLO_FEATURE_DISABLED = "The feature 'colo' is not enabled"
+COLO_NOT_IN_MODE = "VM is not in COLO mode"
+# migrate-set-capabilities, 11.x
+COLO_NEEDS_RETURN_PATH = "Capability 'x-colo' requires capability 'return-path'"
+
 # the abort of the known start-retry bug
 ERRP_ASSERTION = "Assertion `*errp == NULL' failed"
 
@@ -120,6 +126,10 @@ class Texts:
     backup_filter_prefix: str
     # 10.2: an HMP command's error prints after "Error: " (drive_add's among them).
     hmp_error_prefix: str = ""
+    # 8.0 ("migration/colo: Improve an x-colo-lost-heartbeat error message",
+    # 43aef7e632): x-colo-lost-heartbeat outside COLO says "VM is not in COLO mode";
+    # before, QERR_FEATURE_DISABLED's "The feature 'colo' is not enabled".
+    colo_not_in_mode: bool = False
 
     MISSING_MODE: str = MISSING_MODE
     BAD_MODE: str = BAD_MODE
@@ -141,6 +151,14 @@ class Texts:
     IO_ERROR: str = IO_ERROR
     FAILOVER_ON_ENABLE: str = FAILOVER_ON_ENABLE
     ERRP_ASSERTION: str = ERRP_ASSERTION
+    COLO_FEATURE_DISABLED: str = COLO_FEATURE_DISABLED
+    COLO_NOT_IN_MODE: str = COLO_NOT_IN_MODE
+    COLO_NEEDS_RETURN_PATH: str = COLO_NEEDS_RETURN_PATH
+
+    @property
+    def colo_not_enabled(self) -> str:
+        """x-colo-lost-heartbeat on a QEMU that is not in COLO."""
+        return self.COLO_NOT_IN_MODE if self.colo_not_in_mode else self.COLO_FEATURE_DISABLED
 
     # ---- the block layer's and QAPI's (block.c, blockdev.c, block/io.c, qapi)
     SCHEMA_MISSING_FILE: str = "Parameter 'file' is missing"

@@ -74,6 +74,35 @@ NBD_CLIENT_WRITE_AFTER_DROP_ABORTS = Bug(
     "failing it: nbd_client_co_pwritev asserts `s->info.flags & NBD_FLAG_SEND_FUA' on a "
     "connection that no longer has the server's flags",
 )
+# COLO (migration/colo.c, migration/migration.c): facts of the migration that drives the
+# filter, not of the filter.
+COLO_PLAIN_MIGRATION = Bug(
+    "10.0, 10.1: 10.0.0 to 10.0.6 and 10.1.0, since 4881411136 'migration: Always set "
+    "DEVICE state'; fixed by 0b5bf4ea76 'migration: Fix transition to COLO state from "
+    "precopy' in 10.2 and 10.0.7",
+    "a migration with x-colo never enters COLO on the primary: migration_completion "
+    "expects the state ACTIVE where precopy now stands in DEVICE, so the primary completes "
+    "a plain migration (postmigrate) while the secondary starts replication, enters COLO "
+    "and leaves it with COLO_EXIT reason error when the stream ends",
+)
+COLO_QUIT_CRASHES = Bug(
+    "5.2, and 4.1 to 6.1 by the sources; fixed in 6.2 by ac183dac96 'colo: fixed "
+    "'Segmentation fault' when the simplex mode PVM poweroff'",
+    "once the primary's COLO thread has ended, quit crashes QEMU now and then (SIGSEGV): "
+    "colo_process_checkpoint closes the return path's QEMUFile without clearing "
+    "s->rp_state.from_dst_file, and migration_shutdown's migrate_fd_cancel shuts the freed "
+    "file down; the qcow2 metadata the primary still cached is lost with it",
+)
+COLO_TRANSACTION_ERROR_IGNORED = Bug(
+    "5.2, 7.2, 10.0, 11.1, and every release since COLO (4.0) by the sources, master of "
+    "2026-02-15 included",
+    "a COLO checkpoint whose secondary dies after the primary sent the device state "
+    "leaves the primary's VM stopped with COLO still running: "
+    "colo_do_checkpoint_transaction's `ret` was set to 0 by the last successful call "
+    "(qemu_file_get_error, later qemu_fflush), so failing to receive VMSTATE_RECEIVED or "
+    "VMSTATE_LOADED returns 0 and colo_process_checkpoint waits for the next checkpoint "
+    "instead of leaving COLO (no COLO_EXIT until a later request fails)",
+)
 BLOCK_RESIZE_NULL_DEVICE = Bug(
     "7.2, fixed in 9.0 by 'blockdev: Fix block_resize error reporting for op blockers'",
     "block_resize with node-name reports \"Device '(null)' is in use\"",
@@ -152,6 +181,24 @@ class Profile:
     # Not the filter's: the NBD client (the harness's primary path is a qemu-io over NBD).
     nbd_client_write_after_drop_aborts: Bug | None
 
+    # ---- COLO: the migration that drives the filter (harness.model.colo)
+    # 11.x: x-colo needs the return-path capability ("Capability 'x-colo' requires
+    # capability 'return-path'"). Before, it must stay off: COLO reads its messages from
+    # the return path itself (qemu_file_get_return_path), and a return-path thread
+    # reading the same channel takes them ("RP: Received invalid message"), so the
+    # primary's migration fails and the secondary leaves COLO.
+    colo_needs_return_path: bool = False
+    # Before 6.2 (2b9f6bf36c "Changed the last-mode to none of first start COLO"):
+    # query-colo-status's last-mode is set when COLO starts, to the mode itself; from
+    # 6.2 only a failover sets it.
+    colo_last_mode_at_start: bool = False
+    # The primary completes a plain migration instead of entering COLO.
+    colo_plain_migration: Bug | None = None
+    # quit may crash the primary once its COLO thread has ended.
+    colo_quit_crashes: Bug | None = None
+    # a failed receive late in a checkpoint is not an error to the primary.
+    colo_transaction_error_ignored: Bug | None = COLO_TRANSACTION_ERROR_IGNORED
+
     # ---- why a case that states one side of a behaviour switch cannot run here
     # (None: it can)
 
@@ -225,6 +272,8 @@ SEED_4_1 = Profile(
     block_stream_aborts=None,
     hmp_io_during_commit_hangs=None,
     nbd_client_write_after_drop_aborts=None,
+    colo_last_mode_at_start=True,
+    colo_quit_crashes=COLO_QUIT_CRASHES,
 )
 V5_0 = replace(
     SEED_4_1, name="5.0", version=(5, 0, 0), ignore_after_failover=True, get_error_only_none=True
@@ -270,6 +319,8 @@ V6_2 = replace(
     name="6.2",
     version=(6, 2, 0),
     backup_filter_driver="copy-before-write",
+    colo_last_mode_at_start=False,
+    colo_quit_crashes=None,
     texts=replace(
         V6_1.texts, enum_error_names_parameter=True, backup_filter_prefix="Could not replace node: "
     ),
@@ -281,7 +332,13 @@ V7_2 = replace(
     hmp_io_during_commit_hangs=None,
     nbd_client_write_after_drop_aborts=None,
 )
-V8_0 = replace(V7_2, name="8.0", version=(8, 0, 0), start_drains_every_node=True)
+V8_0 = replace(
+    V7_2,
+    name="8.0",
+    version=(8, 0, 0),
+    start_drains_every_node=True,
+    texts=replace(V7_2.texts, colo_not_in_mode=True),
+)
 V9_0 = replace(
     V8_0,
     name="9.0",
@@ -289,12 +346,30 @@ V9_0 = replace(
     texts=replace(V8_0.texts, block_resize_names_blocker=True),
     block_resize_null_device=None,
 )
-V10_0 = replace(V9_0, name="10.0", version=(10, 0, 0), hmp_qemu_io_drains=True)
-# 10.2 ("block/monitor: Use hmp_handle_error to report error"): drive_add's errors,
-# the filter's open refusals among them, print with HMP's "Error: " prefix.
-V10_2 = replace(
-    V10_0, name="10.2", version=(10, 2, 0), texts=replace(V10_0.texts, hmp_error_prefix="Error: ")
+V10_0 = replace(
+    V9_0,
+    name="10.0",
+    version=(10, 0, 0),
+    hmp_qemu_io_drains=True,
+    colo_plain_migration=COLO_PLAIN_MIGRATION,
 )
+# 10.0.7: the stable backport of 0b5bf4ea76 (COLO_PLAIN_MIGRATION).
+V10_0_7 = replace(V10_0, name="10.0.7", version=(10, 0, 7), colo_plain_migration=None)
+# 10.1.0 has 4881411136 and not its fix (its stable releases were not checked).
+V10_1 = replace(V10_0_7, name="10.1", version=(10, 1, 0), colo_plain_migration=COLO_PLAIN_MIGRATION)
+# 10.2 ("block/monitor: Use hmp_handle_error to report error"): drive_add's errors,
+# the filter's open refusals among them, print with HMP's "Error: " prefix; and
+# 0b5bf4ea76 (COLO_PLAIN_MIGRATION).
+V10_2 = replace(
+    V10_1,
+    name="10.2",
+    version=(10, 2, 0),
+    texts=replace(V10_1.texts, hmp_error_prefix="Error: "),
+    colo_plain_migration=None,
+)
+# 11.1.3: x-colo requires return-path. The change is newer than QEMU's master of
+# 2026-02-15 (it has not got it), so it is in 11.0 or 11.1; 11.0 was not run.
+V11_1 = replace(V10_2, name="11.1", version=(11, 1, 0), colo_needs_return_path=True)
 
 PROFILES: tuple[Profile, ...] = (
     SEED_4_1,
@@ -308,15 +383,19 @@ PROFILES: tuple[Profile, ...] = (
     V8_0,
     V9_0,
     V10_0,
+    V10_0_7,
+    V10_1,
     V10_2,
+    V11_1,
 )
 
 
 def profile_for(version: tuple[int, int, int]) -> Profile:
-    """The newest profile not newer than `version` (older than 4.1 gets the seed's)."""
+    """The newest profile not newer than `version` (older than 4.1 gets the seed's); a
+    stable release (10.0.7) counts, so 10.0.2 and 10.0.13 are judged apart."""
     chosen = SEED_4_1
     for p in PROFILES:
-        if p.version[:2] <= version[:2]:
+        if p.version <= version:
             chosen = p
     return chosen
 

@@ -7,6 +7,7 @@ first (QLIST_INSERT_HEAD), stopping at the first error.
 
 from __future__ import annotations
 
+import copy
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from functools import partial
 from typing import Any
 
 from harness import faults, ops
+from harness.model.colo import Colo
 from harness.model.disks import Disk, view, write_layer
 from harness.model.extents import UNDEF
 from harness.model.profiles import Profile
@@ -76,6 +78,21 @@ def to_data(pieces: list[tuple[int, int, int]]) -> Data:
     return tuple(out)
 
 
+@dataclass(frozen=True, eq=False)
+class Fork(Observation):
+    """QEMU's answer depends on timing, and so does the state after it: each allowed
+    answer with the model that follows from it (the story goes on with the branch
+    QEMU's answer matches)."""
+
+    branches: tuple[tuple[Observation, Model], ...]
+
+    def describe(self) -> str:
+        return "one of: " + " | ".join(o.describe() for o, _ in self.branches)
+
+    def allowed(self) -> OneOf:
+        return OneOf(tuple(o for o, _ in self.branches))
+
+
 @dataclass(eq=False)
 class MachineModel:
     """One QEMU process: its replication nodes in creation order."""
@@ -105,6 +122,8 @@ class Model:
     links: dict[str, tuple[str, str]] = field(default_factory=dict)
     # The harness's own NBD client connections (PrimaryWrite/PrimaryRead): (machine, id).
     clients: set[tuple[str, str]] = field(default_factory=set)
+    # The COLO pair that migration drives (harness.model.colo), if the topology has one.
+    colo: Colo | None = None
 
     def __post_init__(self) -> None:
         self._dispatch: dict[type[ops.Op], Callable[[Any], Observation]] = {
@@ -127,6 +146,9 @@ class Model:
             faults.Kill: self._kill,
             faults.HoldCommit: lambda op: self._hold_commit(op.machine, True),
             faults.ReleaseCommit: lambda op: self._hold_commit(op.machine, False),
+            ops.ColoStart: self._colo_start,
+            ops.ColoCheckpoint: self._colo_checkpoint,
+            ops.LostHeartbeat: self._lost_heartbeat,
         }
 
     # ---- building
@@ -177,6 +199,16 @@ class Model:
         err = self.quorums[quorum].remove_child(child, self.profile.texts)
         return QMP_OK if err is None else QmpResult(False, None, "GenericError", err)
 
+    def drive_colo(self, primary: str, secondary: str) -> Colo:
+        """COLO's migration drives the replication nodes of `primary` and `secondary`."""
+        self.colo = Colo.pair(self.profile, primary, secondary, self)
+        return self.colo
+
+    def _colo(self) -> Colo:
+        if self.colo is None:
+            raise KeyError("this topology has no COLO pair")
+        return self.colo
+
     def inject(self, fault: faults.Fault) -> None:
         """A fault built into the graph (harness.faults): what it means to the model."""
         if isinstance(fault, faults.FailingWrites):
@@ -206,15 +238,25 @@ class Model:
             for c in q.children
         )
 
-    def quits(self, machine: str) -> None:
+    def quits(self, machine: str) -> Observation:
         """QMP quit: every replication node is closed (a running one is stopped without
-        failover), and the machine's exports go with it."""
+        failover), and the machine's exports go with it. QEMU's exit: clean, or where
+        the profile knows a crash at quit, either."""
+        crash = self.colo is not None and self.colo.quit_may_crash(machine)
         for n in self.machine(machine).nodes:
             n.close()
         self._gone(machine)
+        if crash:
+            return OneOf((QMP_OK, Crashed(signal.Signals.SIGSEGV.name)))
+        return QMP_OK
 
     def _gone(self, machine: str) -> None:
         self.machine(machine).gone = True
+        if self.colo is not None and machine in (
+            self.colo.primary.machine,
+            self.colo.secondary.machine,
+        ):
+            self.colo.gone(machine)
         self._drop_exports([k for k in self.exports if k[0] == machine])
 
     def _drop_exports(self, keys: list[tuple[str, str]]) -> None:
@@ -387,29 +429,73 @@ class Model:
                 return err
         return None
 
+    def start_all(self, machine: str, mode: Mode) -> str | None:
+        """replication_start_all; Abort where QEMU aborts."""
+        return self._walk(machine, lambda n: n.start(mode, self.top_is_valid(n)))
+
+    def stop_all(self, machine: str, failover: bool) -> str | None:
+        return self._walk(machine, lambda n: n.stop(failover))
+
+    def checkpoint_all(self, machine: str) -> str | None:
+        return self._walk(machine, lambda n: n.checkpoint())
+
+    def get_error_all(self, machine: str) -> str | None:
+        return self._walk(machine, lambda n: n.get_error())
+
     def _start(self, op: ops.Start) -> Observation:
         if op.failover is not None:
             return qmp_error(self.profile.texts.FAILOVER_ON_ENABLE)
-        mode = Mode.PRIMARY if op.primary else Mode.SECONDARY
         try:
-            err = self._walk(op.machine, lambda n: n.start(mode, self.top_is_valid(n)))
+            err = self.start_all(op.machine, Mode.PRIMARY if op.primary else Mode.SECONDARY)
         except Abort as a:
             return self._crash(op.machine, a.reason)
         return QMP_OK if err is None else qmp_error(err)
 
     def _stop(self, op: ops.Stop) -> Observation:
-        err = self._walk(op.machine, lambda n: n.stop(op.failover))
+        err = self.stop_all(op.machine, op.failover)
         if op.failover or err is None:
             # With failover, QEMU passes no errp: every error is dropped.
             return QMP_OK
         return qmp_error(err)
 
     def _checkpoint(self, op: ops.Checkpoint) -> Observation:
-        err = self._walk(op.machine, lambda n: n.checkpoint())
+        err = self.checkpoint_all(op.machine)
         return QMP_OK if err is None else qmp_error(err)
 
+    def _colo_start(self, op: ops.ColoStart) -> Observation:
+        colo = self._colo()
+        try:
+            return colo.start()
+        except Abort as a:
+            # a start_all that aborts QEMU (a known bug): the secondary's is first
+            return self._crash(colo.secondary.machine, a.reason)
+
+    def fork(self) -> Model:
+        """A copy of the model that goes its own way (a Fork's branch)."""
+        other = copy.deepcopy(self)
+        other.__post_init__()  # its dispatch table's closures are its own
+        return other
+
+    def _colo_checkpoint(self, op: ops.ColoCheckpoint) -> Observation:
+        if op.kill is None:
+            return self._colo().checkpoint()
+        victim = op.kill
+        ends = self._colo().interruptions(victim)
+        models = [self.fork() for _ in ends[1:]] + [self]
+        branches = []
+        for model, end in zip(models, ends, strict=True):
+            model._colo().interrupted(victim, end)
+            model._crash(victim, "", signal.Signals.SIGKILL.name)
+            branches.append((model._colo().observe(), model))
+        return Fork(tuple(branches))
+
+    def _lost_heartbeat(self, op: ops.LostHeartbeat) -> Observation:
+        colo = self._colo()
+        err = colo.lost_heartbeat(op.machine)
+        return qmp_error(err) if err is not None else colo.observe()
+
     def _status_now(self, machine: str) -> QmpResult:
-        return status(self._walk(machine, lambda n: n.get_error()))
+        return status(self.get_error_all(machine))
 
     def _status(self, op: ops.Status) -> Observation:
         settled = self._status_now(op.machine)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from harness import faults, graph, ops
+from harness.colo_link import ColoLink
+from harness.faults import Kill
 from harness.graph import CommitProgress, commit_progress
 from harness.machine import Machine, MachineDied
 from harness.model.system import SETTLED
@@ -78,7 +80,23 @@ class RealSide:
             faults.Kill: self._kill,
             faults.HoldCommit: lambda op, e: graph.reopen(self._m(op.machine), [op.options()]),
             faults.ReleaseCommit: lambda op, e: graph.reopen(self._m(op.machine), [op.options()]),
+            ops.ColoStart: lambda op, e: self._colo().start(e),
+            ops.ColoCheckpoint: self._colo_checkpoint,
+            ops.LostHeartbeat: lambda op, e: self._colo().lost_heartbeat(self._m(op.machine), e),
         }
+
+    def _colo(self) -> ColoLink:
+        if self.topo.colo is None:
+            raise KeyError("this topology has no COLO pair")
+        return self.topo.colo
+
+    def _colo_checkpoint(self, op: ops.ColoCheckpoint, expected: Observation) -> Observation:
+        if op.kill is None:
+            return self._colo().checkpoint(expected)
+        victim = op.kill
+        return self._colo().checkpoint(
+            expected, kill=(self._m(victim), lambda: self._kill(Kill(victim), expected))
+        )
 
     def _m(self, name: str) -> Machine:
         return self.topo.machine(name)

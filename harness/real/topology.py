@@ -18,6 +18,7 @@ from typing import Any
 
 from harness import graph as queries
 from harness.builds import QemuBuild
+from harness.colo_link import ColoLink
 from harness.drive import drive_add
 from harness.images import FROM_HEADER, Chain, build_chain
 from harness.machine import Machine, MachineSet
@@ -32,6 +33,7 @@ from harness.topology.values import (
     Filter,
     Graph,
     Image,
+    MachineSpec,
     NbdClient,
     Node,
     Null,
@@ -65,6 +67,8 @@ class LiveTopology:
         self._gone: set[str] = set()
         # QEMU's bs->filename of layers QEMU's texts name differently (over a blkdebug)
         self._filenames: dict[str, str] = {}
+        # the COLO migration between two machines (Graph.colo)
+        self.colo: ColoLink | None = None
 
     # ---- what it is now
 
@@ -170,13 +174,18 @@ class LiveTopology:
         builder = _Builder(self.graph, self.build, self._chain, self._sockets)
         for mg in self.graph.machines:
             qsd = mg.daemon and profile.qsd_closes_images_on_exit
-            m = self.machines.launch(self.build, mg.name, kind="qsd" if qsd else "system")
+            m = self.machines.launch(
+                self.build, mg.name, kind="qsd" if qsd else "system", args=_args(self.graph, mg)
+            )
             for throttle in mg.throttles():
                 for obj in throttle.objects():
                     m.qmp_ok("object-add", **obj)
             for node in mg.nodes:
                 if not node.late and not node.inline:
                     builder.create_ok(m, node)
+        if self.graph.colo is not None:
+            p, sec = self.machine(self.graph.colo.primary), self.machine(self.graph.colo.secondary)
+            self.colo = ColoLink(p, sec, profile.colo_needs_return_path)
         self._layer_nodes = dict(builder.opened)
         self._filenames = {
             n.layer: queries.node_filename(self.machine(mg.name), n.layer)
@@ -207,6 +216,16 @@ class LiveTopology:
             if node.late and through not in queries.node_names(self.machine(mg.name)):
                 through = guest.node
             self._guests[guest.node] = GuestIO(self.machine(mg.name), through)
+
+
+def _args(graph: Graph, mg: MachineSpec) -> tuple[str, ...]:
+    """A COLO secondary waits for its migration; both sides of a COLO pair are a case's
+    own (never pooled: a migration leaves QEMU in a state the pool does not undo)."""
+    if mg.incoming:
+        return ("-incoming", "defer")
+    if graph.colo is not None and mg.name in (graph.colo.primary, graph.colo.secondary):
+        return ("-name", mg.name)
+    return ()
 
 
 def open_live(

@@ -39,18 +39,9 @@ def case_dir_name(nodeid: str) -> str:
     return f"{safe[:120]}-{digest}"
 
 
-def _is_stopped(m: Machine) -> bool:
-    """SIGSTOPped (a fault case's doing): asking it anything would only time out."""
-    try:
-        with open(f"/proc/{m.pid}/stat") as f:
-            st = f.read()
-    except (OSError, AssertionError):
-        return False
-    return st[st.rindex(")") + 2] in "Tt"
-
-
 def _can_ask(m: Machine) -> bool:
-    return m.kind == "system" and m.alive() and not _is_stopped(m)
+    """A QEMU that answers: running, and not stopped (asking it would only time out)."""
+    return m.kind == "system" and m.alive() and not m.stopped()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -129,7 +120,7 @@ def _write_machine(m: Machine, where: Path) -> None:
     for src, dst in ((m.stdout_path, "stdout.log"), (m.stderr_path, "stderr.log")):
         if src.exists():
             shutil.copyfile(src, where / dst)
-    pid = m.pid if m._proc is not None else "-"
+    pid = m.pid if m._child is not None else "-"
     (where / "command.txt").write_text(
         f"{' '.join(m.argv)}\n"
         f"kind: {m.kind}, build: {m.build.label}, pid {pid}: {describe_exit(m.returncode)}\n"
@@ -172,7 +163,7 @@ def write_case_artifacts(
     for i, st in enumerate(stories, 1):
         with guarded(f"trace {i}"):
             (out / f"trace-{i}.json").write_text(st.trace_json() + "\n")
-        if any(_is_stopped(m) for m in st.topo.machines if m.alive()):
+        if any(m.stopped() for m in st.topo.machines if m.alive()):
             problems.append(f"story {i}: a QEMU is stopped (SIGSTOP): no live maps asked")
             continue
         with guarded(f"story {i}"):

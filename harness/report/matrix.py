@@ -9,11 +9,14 @@ outcomes differ between builds is the interesting one: Markdown flags it with
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from harness.errors import ReportPathError
 from harness.report import records
 from harness.words import plural, verb
 
@@ -70,6 +73,23 @@ def build_matrix(
     # builds not named in `order` (a matrix drawn from reports): oldest version first
     rest = sorted(found - set(given), key=lambda c: (_version_key(c.version), c.label))
     return Matrix(given + rest, [rows[k] for k in sorted(rows)], other)
+
+
+def write_matrix(out: Path, m: Matrix) -> str:
+    """OUT/matrix.md and OUT/matrix.html; the line that says what they hold.
+    ReportPathError when they cannot be written."""
+    md, page = out / "matrix.md", out / "matrix.html"
+    try:
+        md.write_text(to_markdown(m))
+        page.write_text(to_html(m))
+    except OSError as e:
+        raise ReportPathError(f"--out {out}: cannot write the matrix: {e.strerror}") from None
+    differ = len(m.differing)
+    return (
+        f"matrix: {os.path.relpath(md)}, {os.path.relpath(page)}: {plural(len(m.rows), 'case')} "
+        f"x {plural(len(m.columns), 'build')}, {plural(differ, 'row')} "
+        f"{verb(differ, 'differs', 'differ')} between builds"
+    )
 
 
 def _version_key(version: str) -> tuple[int, ...]:

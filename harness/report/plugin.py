@@ -26,7 +26,8 @@ from typing import Any, TextIO
 
 import pytest
 
-from harness.errors import ReportPathError
+from harness.environment import from_failure
+from harness.errors import EnvironmentBroken, ReportPathError
 from harness.report import records
 from harness.report.runner import prepare_dir
 
@@ -130,23 +131,39 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if not report.failed:
+    xfailed = report.skipped and hasattr(report, "wasxfail")
+    if not (report.failed or xfailed) or (call.excinfo is None and xfailed):
         return report
     props: list[tuple[str, object]] = []
     message, divergence = _headline(call.excinfo)
     hang = _hang(item, call.excinfo)
     if hang is not None:
         message, report.longrepr = hang[0], f"{hang[1]}\n\n{report.longreprtext}"
+    broken = None if call.excinfo is None else _environment(item, call.excinfo.value)
+    if broken is not None:  # a full disk, no file descriptors...: no verdict, even an xfail's
+        message, divergence = f"EnvironmentBroken: {broken}", None
+        props.append(("environment", str(broken)))
+    elif xfailed:
+        return report
     if message:
         props.append(("message", message))
     if divergence:
         props.append(("divergence", divergence))
     base = item.config.getoption("qrc_artifacts")
-    if base:
+    if base and report.failed:
         props.append(("artifacts", _write_artifacts(item, report, Path(base))))
     item.user_properties += props
     report.user_properties += props
     return report
+
+
+def _environment(item: pytest.Item, exc: BaseException) -> EnvironmentBroken | None:
+    """The environment's failure behind the case's (harness.environment.from_failure),
+    asked of the filesystem of the case's directory (tmp_path, if it has one)."""
+    if isinstance(exc, (pytest.skip.Exception, pytest.xfail.Exception)):
+        return None  # the case's own word: it did not run, or not on
+    where = getattr(item, "funcargs", {}).get("tmp_path")
+    return from_failure(exc, *([where] if isinstance(where, Path) else []))
 
 
 _PYTEST_FRAME = re.compile(r"[/\\](?:_pytest|pluggy|pytest_timeout\.py)")

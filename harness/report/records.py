@@ -15,6 +15,9 @@ matrix.  Fields:
     message       the failure's first line ("Divergence: ...", "MachineDied: ...")
     divergence    what a story found differed: the headline of its verdict (a Divergence, a
                   crash, a stalled commit: harness.verdicts) or of a ModelDisagrees
+    environment   why the machine the harness runs on failed the case, in one line (a full
+                  disk and how much was free, no file descriptors, a binary gone:
+                  harness.environment); its outcome is then "error", and it has no verdict
     artifacts     the artifacts directory of a failed case, if written
     when          the phase that decided the outcome (setup, call, teardown, collect)
 """
@@ -24,11 +27,15 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
+from harness.errors import ReportPathError, UsageError
+
+if TYPE_CHECKING:  # the plugin's reports; imported only where pytest runs
+    import pytest
 
 FORMAT = 1
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
@@ -39,7 +46,16 @@ GOOD = frozenset({"passed", "xfailed"})
 BAD = frozenset({"failed", "error"})
 
 # user_properties keys the worker side attaches to every report of a case
-PROPS = ("case", "qemu_version", "qemu_build", "markers", "message", "divergence", "artifacts")
+PROPS = (
+    "case",
+    "qemu_version",
+    "qemu_build",
+    "markers",
+    "message",
+    "divergence",
+    "environment",
+    "artifacts",
+)
 
 
 def case_key(nodeid: str, version: str | None) -> str:
@@ -73,6 +89,7 @@ def new_record(nodeid: str) -> dict[str, Any]:
         "reason": None,
         "message": None,
         "divergence": None,
+        "environment": None,
         "artifacts": None,
         "when": None,
     }
@@ -125,6 +142,8 @@ def update(rec: dict[str, Any], report: pytest.TestReport) -> None:
         outcome = "failed"
     if outcome is None:
         return
+    if outcome in (*BAD, "xfailed") and rec.get("environment"):
+        outcome = "error"  # the environment's: no verdict, not even an expected failure
     rec["outcome"], rec["when"] = outcome, when
     if outcome == "skipped":
         rec["reason"] = _skip_reason(report)
@@ -194,3 +213,59 @@ def merge_reports(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     status = max((int(d.get("exitstatus", 0)) for d in docs), default=0)
     wall = max((float(d.get("duration", 0.0)) for d in docs), default=0.0)
     return document(records, status, wall, [a for d in docs for a in d.get("args", [])])
+
+
+def load_reports(paths: Sequence[str], marker: str | None = None) -> dict[str, Any]:
+    """Several JSON reports (shards') read and merged, only the cases with `marker` if
+    given; UsageError naming a file that cannot be read or is not a report."""
+    docs = []
+    for f in paths:
+        try:
+            docs.append(load(Path(f)))
+        except OSError as e:
+            raise UsageError(f"{f}: {e.strerror}") from None
+        except ValueError as e:
+            raise UsageError(f"{f}: not a qrc JSON report ({str(e).splitlines()[0]})") from None
+    doc = merge_reports(docs)
+    if marker:
+        doc["cases"] = [c for c in doc["cases"] if marker in (c.get("markers") or [])]
+    return doc
+
+
+def merge_junit(paths: Sequence[str]) -> ET.ElementTree[ET.Element]:
+    """Several JUnit XML files as one: every <testsuite> under one <testsuites>;
+    UsageError naming a file that cannot be read or is not JUnit XML."""
+    root = ET.Element("testsuites")
+    for f in paths:
+        try:
+            top = ET.parse(f).getroot()
+        except OSError as e:
+            raise UsageError(f"{f}: {e.strerror}") from None
+        except ET.ParseError as e:
+            raise UsageError(f"{f}: not JUnit XML ({e})") from None
+        if top.tag == "testsuites":
+            root.extend(list(top))
+        elif top.tag == "testsuite":
+            root.append(top)
+        else:
+            raise UsageError(f"{f}: not JUnit XML (root element {top.tag})")
+    return ET.ElementTree(root)
+
+
+def merge_files(out: Path, paths: Sequence[str]) -> None:
+    """`qrc merge`: JSON reports into `out` if it is named .json, JUnit XML files if .xml;
+    UsageError for another name, ReportPathError if `out` cannot be written."""
+    try:
+        if out.suffix == ".json":
+            write_json(out, load_reports(paths))
+        elif out.suffix == ".xml":
+            merge_junit(paths).write(out, encoding="utf-8", xml_declaration=True)
+        else:
+            raise UsageError(f"--out {out}: name it .json (JSON reports) or .xml (JUnit)")
+    except OSError as e:
+        raise ReportPathError(f"--out {out}: cannot write there: {e.strerror}") from None
+
+
+def environment_broken(cases: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The records the environment failed (harness.environment): no verdict."""
+    return [r for r in cases if r.get("environment")]

@@ -1,10 +1,11 @@
-"""Run pytest for `qrc run`, `qrc matrix` and `qrc bisect`, with a progress display.
+"""Run pytest for `qrc run`, `qrc matrix` and `qrc bisect`: which builds, which
+arguments, the run itself, and what its outcome means as an exit code.
 
 pytest runs as a child process in the project's root (so the conftests, the
 markers and `-o testpaths=cases` apply whatever the caller's directory), with
 its whole output kept in REPORT_DIR/pytest.log.  The report plugin in the child
-writes one JSON line per event to a pipe; this side draws the progress from
-them, and reads the JSON report at the end for the closing summary.
+writes one JSON line per event to a pipe; harness.report.display draws the
+progress from them, and the closing summary from the JSON report at the end.
 """
 
 from __future__ import annotations
@@ -18,20 +19,19 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from harness.builds import QemuBuild
-from harness.errors import ReportPathError, RunnerError, UsageError
-from harness.probe import Probe
+from harness import project_root
+from harness.builds import QemuBuild, find_build, installed_builds
+from harness.environment import from_os_error, full_space
+from harness.errors import EnvironmentBroken, NoCases, ReportPathError, RunnerError, UsageError
+from harness.probe import Probe, probe, require_replication
 from harness.report import records
+from harness.report.display import Progress, interrupted_text, summary_text
 from harness.tmp import reclaim
-from harness.words import plural
-
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 # Variables of an enclosing pytest-xdist run that must not leak into a fresh run.
 _SCRUB = (
@@ -40,8 +40,6 @@ _SCRUB = (
     "PYTEST_XDIST_TESTRUNUID",
     "PYTEST_CURRENT_TEST",
 )
-
-PROGRESS_MODES = ("auto", "bar", "lines", "steps", "none")
 
 
 def prepare_dir(path: Path, what: str) -> Path:
@@ -59,6 +57,34 @@ def prepare_dir(path: Path, what: str) -> Path:
     return path
 
 
+# --- what to run: the builds and pytest's arguments ------------------------------------
+
+
+def resolve_builds(qemu_dirs: Sequence[str], all_builds: bool) -> list[tuple[QemuBuild, Probe]]:
+    """The builds a run will use (`--qemu-dir`s, else every installed build with
+    `all_builds`, else iotests' variables or PATH), each found, probed and able to host
+    replication (BuildNotFound, ProbeError, NoReplication otherwise)."""
+    if qemu_dirs:
+        builds = [find_build(d, os.environ) for d in qemu_dirs]
+    elif all_builds:
+        builds = installed_builds()
+    else:
+        builds = [find_build(None, os.environ)]
+    out = []
+    for b in builds:
+        found = probe(b)
+        require_replication(found)
+        out.append((b, found))
+    return out
+
+
+def child_dir(d: str) -> str:
+    """--qemu-dir as pytest sees it: it runs in the project root."""
+    path = Path(d).absolute()
+    root = project_root()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def absolutize(args: Sequence[str], cwd: Path) -> list[str]:
     """Paths (and node ids) among pytest arguments made absolute: pytest runs elsewhere."""
     out = []
@@ -70,6 +96,32 @@ def absolutize(args: Sequence[str], cwd: Path) -> list[str]:
         cand = cwd / path
         out.append(f"{cand.absolute()}{sep}{rest}" if path and cand.exists() else a)
     return out
+
+
+def pytest_args(
+    qemu_dirs: Sequence[str],
+    all_cases: bool,
+    extra: Sequence[str],
+    all_builds: bool = False,
+    profile: str | None = None,
+) -> list[str]:
+    """pytest's arguments for a run: -n auto (unless xdist is off), the quick set unless
+    `all_cases` (a later -m of the user's wins), the builds, the profile, then `extra`
+    (the user's own, paths made absolute)."""
+    args: list[str] = []
+    if not any(a in ("no:xdist", "-pno:xdist") for a in extra):
+        args += ["-n", "auto"]
+    if not all_cases:
+        args += ["-m", "quick"]
+    for d in qemu_dirs:
+        # One token: pytest's first look at the arguments (which decides where the
+        # conftests are) would take a separate value for a path to test.
+        args.append(f"--qemu-dir={child_dir(d)}")
+    if all_builds:
+        args.append("--all-builds")
+    if profile is not None:
+        args.append(f"--profile={profile}")
+    return args + absolutize(extra, Path.cwd())
 
 
 @dataclass(frozen=True)
@@ -85,110 +137,68 @@ class RunResult:
     # Ctrl-C (SIGINT) ended the run: the reports hold the cases that finished
     interrupted: bool = False
 
-
-# --- progress display ---------------------------------------------------------
-
-_SHORT = {
-    "passed": "passed",
-    "failed": "FAILED",
-    "error": "ERROR",
-    "skipped": "skipped",
-    "xfailed": "xfailed",
-    "xpassed": "XPASSED",
-}
+    @property
+    def cases(self) -> list[dict[str, Any]]:
+        """The JSON report's records ([] without a report)."""
+        return self.doc["cases"] if self.doc else []
 
 
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    return f"{m}:{s:02d}"
+def run_cases(
+    title: str,
+    builds: Sequence[tuple[QemuBuild, Probe]],
+    pargs: list[str],
+    report_dir: Path,
+    progress_mode: str,
+    profile: str | None = None,
+) -> RunResult | None:
+    """pytest for `qrc run` and `qrc matrix` (`title`), its progress shown in
+    `progress_mode`: None, said so, when a Ctrl-C cut it short; NoCases when it selected
+    nothing; else its result, with the closing summary printed."""
+    progress = Progress(sys.stdout, progress_mode)
+    result = run_pytest(pargs, report_dir, progress)
+    if result.interrupted:
+        print(f"{title}: {interrupted_text(result, progress.total)}", flush=True)
+        return None
+    if result.returncode == 5:
+        raise NoCases(f"no case matched the selection (pytest's output: {result.log})")
+    print(summary_text(result, builds, title, profile))
+    return result
 
 
-class Progress:
-    """Draws events: `bar` (one rewritten line, for terminals), `lines` (a line per
-    case), `steps` (failures and every tenth of the run: CI logs), or `none`."""
+def run_suite(
+    title: str,
+    qemu_dirs: Sequence[str],
+    extra: Sequence[str],
+    *,
+    all_cases: bool,
+    all_builds: bool,
+    profile: str | None,
+    report_dir: str,
+    progress_mode: str,
+) -> tuple[list[tuple[QemuBuild, Probe]], RunResult | None]:
+    """`qrc run` and `qrc matrix` (`title`): the builds resolved, the report directory
+    proven writable, pytest run on the cases (`run_cases`); the builds, and the run's
+    result (None: a Ctrl-C cut it short)."""
+    builds = resolve_builds(qemu_dirs, all_builds or "--all-builds" in extra)
+    where = prepare_dir(Path(report_dir), "--report-dir")
+    pargs = pytest_args(qemu_dirs, all_cases, extra, all_builds, profile)
+    return builds, run_cases(title, builds, pargs, where, progress_mode, profile)
 
-    def __init__(self, out: TextIO, mode: str = "auto") -> None:
-        if mode == "auto":
-            mode = "bar" if out.isatty() else "steps"
-        self.out = out
-        self.mode = mode
-        self.t0 = time.monotonic()
-        self.total: int | None = None
-        self.count = 0
-        self.outcomes: Counter[str] = Counter()
-        self.running: dict[str, float] = {}
-        self.next_step = 0.1
-        self.bar_shown = False
 
-    def _head(self) -> str:
-        if self.total:
-            width = len(str(self.total))
-            pct = 100 * self.count // self.total
-            return f"[{self.count:>{width}}/{self.total} {pct:3d}% {_clock(self._elapsed())}]"
-        return f"[{self.count} {_clock(self._elapsed())}]"
-
-    def _elapsed(self) -> float:
-        return time.monotonic() - self.t0
-
-    def _tally(self) -> str:
-        order = ("passed", "failed", "error", "xfailed", "xpassed", "skipped")
-        return " ".join(f"{k} {self.outcomes[k]}" for k in order if self.outcomes[k])
-
-    def _print(self, line: str) -> None:
-        self._clear_bar()
-        self.out.write(line + "\n")
-        self.out.flush()
-
-    def _clear_bar(self) -> None:
-        if self.bar_shown:
-            self.out.write("\r\x1b[K")
-            self.bar_shown = False
-
-    def _draw_bar(self) -> None:
-        cols = shutil.get_terminal_size((100, 20)).columns
-        now = next(reversed(self.running), None) if self.running else None
-        text = f"{self._head()} {self._tally()}"
-        if now:
-            more = f" (+{len(self.running) - 1})" if len(self.running) > 1 else ""
-            text += f"  running {now}{more}"
-        self.out.write("\r\x1b[K" + text[: cols - 1])
-        self.out.flush()
-        self.bar_shown = True
-
-    def event(self, ev: Mapping[str, Any]) -> None:
-        kind = ev.get("e")
-        if kind == "total":
-            self.total = int(ev["n"])
-        elif kind == "start":
-            self.running[str(ev["id"])] = time.monotonic()
-        elif kind == "done":
-            self._done(ev)
-        elif kind == "end":
-            self._clear_bar()
-            return
-        if self.mode == "bar":
-            self._draw_bar()
-
-    def _done(self, ev: Mapping[str, Any]) -> None:
-        nodeid, outcome = str(ev["nodeid"]), str(ev["outcome"])
-        self.running.pop(nodeid, None)
-        self.count += 1
-        self.outcomes[outcome] += 1
-        if self.mode == "none":
-            return
-        dur = f"{float(ev.get('duration') or 0):.2f}s"
-        line = f"{self._head()} {_SHORT.get(outcome, outcome):8s}{nodeid} ({dur})"
-        if outcome in records.BAD:
-            msg = ev.get("message") or ""
-            self._print(line + (f"\n      {msg}" if msg else ""))
-        elif self.mode == "lines":
-            self._print(line)
-        elif self.mode == "steps" and self.total and self.count / self.total >= self.next_step:
-            while self.count / self.total >= self.next_step:
-                self.next_step += 0.1
-            latest = next(reversed(self.running), "")
-            now = f"  running {latest}" if latest else ""
-            self._print(f"{self._head()} {self._tally()}{now}")
+def exit_code(result: RunResult) -> int:
+    """qrc's exit code for a finished run: EnvironmentBroken's when the environment failed
+    a case (a full disk...: whatever else happened, the run says nothing), else pytest's
+    own 0 and 1; RunnerError for its internal error; a run that ended otherwise: 1 if a
+    case failed, else 130."""
+    if records.environment_broken(result.cases):
+        return EnvironmentBroken.exit_code
+    rc = result.returncode
+    if rc in (0, 1):
+        return rc
+    if rc == 3:
+        raise RunnerError(f"pytest had an internal error; see {result.log}")
+    bad = any(r["outcome"] in records.BAD for r in result.cases)
+    return 1 if bad else 130
 
 
 # --- running pytest ---------------------------------------------------------------
@@ -249,6 +259,9 @@ def run_pytest(
     if rc == 4:
         raise UsageError(_usage_line(log))
     if doc is None and rc not in (0, 5):
+        space = full_space(report_dir)  # the report itself could not be written?
+        if space is not None:
+            raise EnvironmentBroken(f"nearly full: {space.describe()}; pytest wrote no report")
         raise RunnerError(f"pytest exited with status {rc} without writing its report; see {log}")
     return RunResult(rc, doc, wall, report_dir, log, junit, jpath, artifacts)
 
@@ -266,7 +279,7 @@ def _spawn_pytest(
             # reaches it once, from here, whether it came from a terminal or a kill -INT
             proc = subprocess.Popen(
                 argv,
-                cwd=ROOT,
+                cwd=project_root(),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -277,7 +290,10 @@ def _spawn_pytest(
     except OSError as e:
         os.close(rfd)
         os.close(wfd)
-        raise RunnerError(f"cannot start pytest ({sys.executable}): {e.strerror}") from None
+        broken = from_os_error(e)  # its log on a full disk...
+        raise broken or RunnerError(
+            f"cannot start pytest ({sys.executable}): {e.strerror}"
+        ) from None
     os.close(wfd)
     return proc
 
@@ -346,82 +362,3 @@ def _interrupt(proc: subprocess.Popen[bytes], grace: float = 60) -> int:
     except (KeyboardInterrupt, subprocess.TimeoutExpired):
         _signal_group(proc, signal.SIGKILL)
         return proc.wait()
-
-
-def interrupted_text(result: RunResult, total: int | None, kept: bool = True) -> str:
-    """The closing line of an interrupted run: how far it got, what the cases that
-    finished did, where the partial reports are."""
-    cases = result.doc["cases"] if result.doc else []
-    done = len(cases)
-    far = f"{done} of {plural(total, 'case')}" if total else plural(done, "case")
-    counts = Counter(str(r["outcome"]) for r in cases)
-    order = ("failed", "error", "passed", "xfailed", "xpassed", "skipped")
-    tally = ", ".join(f"{counts[k]} {k}" for k in order if counts[k]) or "none finished"
-    if not kept:
-        where = "no reports kept (no --report-dir)"
-    elif result.doc is None:
-        where = f"pytest wrote no report; its output: {_rel(result.log)}"
-    else:
-        where = f"partial reports in {_rel(result.report_dir)}/"
-    return f"interrupted after {far}: {tally}; {where}"
-
-
-# --- the closing summary --------------------------------------------------------------
-
-
-def _grouped(recs: Iterable[Mapping[str, Any]]) -> list[tuple[int, str]]:
-    counts = Counter(str(r.get("reason") or "(no reason given)") for r in recs)
-    return sorted(((n, reason) for reason, n in counts.items()), key=lambda t: (-t[0], t[1]))
-
-
-def _rel(path: Path | str) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
-
-
-def builds_line(builds: Sequence[tuple[QemuBuild, Probe]]) -> str:
-    return ", ".join(f"QEMU {p.version} ({b.system})" for b, p in builds)
-
-
-def summary_text(
-    result: RunResult,
-    builds: Sequence[tuple[QemuBuild, Probe]],
-    title: str = "qrc run",
-    profile: str | None = None,
-) -> str:
-    doc = result.doc or records.document([], result.returncode, result.wall, [])
-    cases = doc["cases"]
-    s = doc["summary"]
-    order = ("failed", "error", "passed", "xfailed", "xpassed", "skipped")
-    parts = [f"{s[k]} {k}" for k in order if s[k]]
-    lines = [
-        f"== {title}: {', '.join(parts) or 'no cases'} in {result.wall:.1f} s "
-        f"({plural(len(cases), 'result')}) ==",
-        f"QEMU: {builds_line(builds) or 'none'}",
-    ]
-    if profile is not None:
-        lines.append(f"judged by model profile {profile} (--profile), not each build's own")
-    bad = [r for r in cases if r["outcome"] in records.BAD]
-    if bad:
-        lines.append(f"failed ({len(bad)}):")
-        for r in bad:
-            lines.append(f"  {r['outcome'].upper():6s} {r['nodeid']}")
-            if r.get("message"):
-                lines.append(f"         {str(r['message'])[:300]}")
-            if r.get("artifacts"):
-                lines.append(f"         artifacts: {_rel(r['artifacts'])}")
-    for outcome, label in (
-        ("xpassed", "unexpected passes"),
-        ("xfailed", "expected failures"),
-        ("skipped", "skipped"),
-    ):
-        group = [r for r in cases if r["outcome"] == outcome]
-        if group:
-            lines.append(f"{label} ({len(group)}), by reason:")
-            lines += [f"  {n:4d}  {reason}" for n, reason in _grouped(group)]
-    lines.append(
-        f"reports: {_rel(result.junit)}, {_rel(result.json)}; pytest's output: {_rel(result.log)}"
-    )
-    return "\n".join(lines)

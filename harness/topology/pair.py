@@ -26,6 +26,7 @@ from harness.images import Recipe
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.topology.standard import EXPORT, GUEST_EXPORT
 from harness.topology.values import (
+    ColoMigration,
     Export,
     Filter,
     Graph,
@@ -105,6 +106,7 @@ def pair(
     export_client: bool = False,
     top_id: str | None = None,
     guest_over_nbd: bool = False,
+    colo: bool = False,
 ) -> Graph:
     """Both machines, as far as COLO sets them up before replication starts.
 
@@ -113,7 +115,9 @@ def pair(
     also opens its own NBD client of the export (PrimaryWrite/PrimaryRead); `top_id`:
     another top-id for rep; `guest_over_nbd`: the secondary VM's I/O goes through a second
     NBD export (name GUEST_EXPORT) of its guest node instead of HMP qemu-io, which on 10.0
-    drains the graph (and so would let a held failover commit finish).
+    drains the graph (and so would let a held failover commit finish); `colo`: COLO's
+    migration drives the pair (the secondary waits for it with `-incoming defer`)
+    instead of the Xen hooks.
     """
     sec_node = "secondary" if over_secondary is None else over_secondary.node
     guest = SQ if secondary_quorum else REP
@@ -143,6 +147,7 @@ def pair(
         guests = [g for g in guests if g.node != guest] + [Guest(guest, export=GUEST_EXPORT)]
     return Graph(
         recipe or pair_recipe(),
-        (MachineSpec(SECONDARY, tuple(snodes)), MachineSpec(PRIMARY, pnodes)),
+        (MachineSpec(SECONDARY, tuple(snodes), incoming=colo), MachineSpec(PRIMARY, pnodes)),
         tuple(guests),
+        ColoMigration(PRIMARY, SECONDARY) if colo else None,
     )

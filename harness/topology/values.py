@@ -153,11 +153,13 @@ class Guest:
 @dataclass(frozen=True)
 class MachineSpec:
     """One QEMU process and its graph. `daemon`: it only serves images (a
-    qemu-storage-daemon where the release closes its images on exit)."""
+    qemu-storage-daemon where the release closes its images on exit); `incoming`: it
+    waits for a migration (`-incoming defer`), as a COLO secondary does."""
 
     name: str
     nodes: tuple[Node, ...]
     daemon: bool = False
+    incoming: bool = False
 
     def throttles(self) -> list[Throttle]:
         return [
@@ -166,12 +168,24 @@ class MachineSpec:
 
 
 @dataclass(frozen=True)
+class ColoMigration:
+    """COLO's migration from `primary` to `secondary` drives their replication nodes
+    (the model's colo.py says how): ColoStart, ColoCheckpoint and LostHeartbeat are its
+    steps."""
+
+    primary: str
+    secondary: str
+
+
+@dataclass(frozen=True)
 class Graph:
-    """The whole topology: images, machines (in launch order) and guests."""
+    """The whole topology: images, machines (in launch order), guests, and the COLO
+    migration between two of the machines, if COLO drives them."""
 
     recipe: Recipe
     machines: tuple[MachineSpec, ...]
     guests: tuple[Guest, ...] = field(default=())
+    colo: ColoMigration | None = None
 
     def machine(self, name: str) -> MachineSpec:
         for m in self.machines:
@@ -229,4 +243,6 @@ class Graph:
             lines.append(f"{m.name}{' (daemon)' if m.daemon else ''}:")
             lines += [f"  {n!r}" for n in m.nodes]
         lines += [f"guest {g!r}" for g in self.guests]
+        if self.colo is not None:
+            lines.append(repr(self.colo))
         return "\n".join(lines)

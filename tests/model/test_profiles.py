@@ -19,7 +19,10 @@ from harness.model.profiles import (
     V8_0,
     V9_0,
     V10_0,
+    V10_0_7,
+    V10_1,
     V10_2,
+    V11_1,
     Bug,
     Profile,
     profile_named,
@@ -49,8 +52,31 @@ TABLE = [
     (V8_0, T, T, T, F, T, T, T, CBW, T, F, T, F, T, T, T, REPLACE),
     (V9_0, T, T, T, F, T, T, T, CBW, T, F, T, T, T, T, T, REPLACE),
     (V10_0, T, T, T, F, T, T, T, CBW, T, T, T, T, T, T, T, REPLACE),
+    (V10_0_7, T, T, T, F, T, T, T, CBW, T, T, T, T, T, T, T, REPLACE),
+    (V10_1, T, T, T, F, T, T, T, CBW, T, T, T, T, T, T, T, REPLACE),
     (V10_2, T, T, T, F, T, T, T, CBW, T, T, T, T, T, T, T, REPLACE),
+    (V11_1, T, T, T, F, T, T, T, CBW, T, T, T, T, T, T, T, REPLACE),
 ]
+# COLO's switches: (profile, colo_needs_return_path, colo_last_mode_at_start,
+# texts.colo_not_in_mode)
+COLO_TABLE = [
+    (SEED_4_1, F, T, F),
+    (V5_0, F, T, F),
+    (V5_1, F, T, F),
+    (V5_2, F, T, F),
+    (V6_0, F, T, F),
+    (V6_1, F, T, F),
+    (V6_2, F, F, F),
+    (V7_2, F, F, F),
+    (V8_0, F, F, T),
+    (V9_0, F, F, T),
+    (V10_0, F, F, T),
+    (V10_0_7, F, F, T),
+    (V10_1, F, F, T),
+    (V10_2, F, F, T),
+    (V11_1, T, F, T),
+]
+COLO_FIELDS = ["colo_needs_return_path", "colo_last_mode_at_start"]
 FIELDS = [
     "ignore_after_failover",
     "get_error_only_none",
@@ -64,6 +90,7 @@ FIELDS = [
     "hmp_qemu_io_drains",
 ]
 TEXT_SWITCHES = [
+    "colo_not_in_mode",
     "failed_to_empty_message",
     "block_resize_names_blocker",
     "node_name_texts_quoted",
@@ -82,6 +109,9 @@ BUGS = {
     "block_stream_aborts": (V5_2,),
     "hmp_io_during_commit_hangs": (V5_2, V6_0, V6_1, V6_2),
     "nbd_client_write_after_drop_aborts": (V5_2, V6_0, V6_1, V6_2),
+    "colo_plain_migration": (V10_0, V10_1),
+    "colo_quit_crashes": (SEED_4_1, V5_0, V5_1, V5_2, V6_0, V6_1),
+    "colo_transaction_error_ignored": PROFILES,
 }
 
 
@@ -98,14 +128,17 @@ def test_profiles_in_order() -> None:
         "8.0",
         "9.0",
         "10.0",
+        "10.0.7",
+        "10.1",
         "10.2",
+        "11.1",
     ]
     assert [p.version for p in PROFILES] == sorted(p.version for p in PROFILES)
 
 
 def test_every_switch_is_tabled() -> None:
     names = {f.name for f in dataclasses.fields(Profile)} - {"name", "version", "texts"}
-    assert names == set(FIELDS) | set(BUGS)
+    assert names == set(FIELDS) | set(COLO_FIELDS) | set(BUGS)
     texts = {f.name for f in dataclasses.fields(V10_0.texts) if f.type == "bool"}
     assert texts == set(TEXT_SWITCHES)
     words = {f.name for f in dataclasses.fields(V10_0.texts) if f.name.islower()}
@@ -116,9 +149,19 @@ def test_every_switch_is_tabled() -> None:
 def test_switches(row: tuple[object, ...]) -> None:
     profile = row[0]
     assert isinstance(profile, Profile)
+    switches = [t for t in TEXT_SWITCHES if t != "colo_not_in_mode"]
     got = {f: getattr(profile, f) for f in FIELDS}
-    got |= {f: getattr(profile.texts, f) for f in TEXT_SWITCHES + TEXT_WORDS}
-    assert got == dict(zip(FIELDS + TEXT_SWITCHES + TEXT_WORDS, row[1:], strict=True))
+    got |= {f: getattr(profile.texts, f) for f in switches + TEXT_WORDS}
+    assert got == dict(zip(FIELDS + switches + TEXT_WORDS, row[1:], strict=True))
+
+
+@pytest.mark.parametrize("row", COLO_TABLE, ids=[r[0].name for r in COLO_TABLE])
+def test_colo_switches(row: tuple[object, ...]) -> None:
+    profile = row[0]
+    assert isinstance(profile, Profile)
+    got = [getattr(profile, f) for f in COLO_FIELDS] + [profile.texts.colo_not_in_mode]
+    assert tuple(got) == row[1:]
+    assert [r[0] for r in COLO_TABLE] == list(PROFILES)
 
 
 @pytest.mark.parametrize("field", sorted(BUGS))
@@ -156,15 +199,23 @@ def test_neighbours_differ_only_where_a_release_changed() -> None:
         "start_attaches_children",
         "texts",
     }
-    assert diff(V6_1, V6_2) == {"backup_filter_driver", "texts"}
+    assert diff(V6_1, V6_2) == {
+        "backup_filter_driver",
+        "texts",
+        "colo_last_mode_at_start",
+        "colo_quit_crashes",
+    }
     assert diff(V6_2, V7_2) == {
         "hmp_io_during_commit_hangs",
         "nbd_client_write_after_drop_aborts",
     }
-    assert diff(V7_2, V8_0) == {"start_drains_every_node"}
+    assert diff(V7_2, V8_0) == {"start_drains_every_node", "texts"}
     assert diff(V8_0, V9_0) == {"texts", "block_resize_null_device"}
-    assert diff(V9_0, V10_0) == {"hmp_qemu_io_drains"}
-    assert diff(V10_0, V10_2) == {"texts"}
+    assert diff(V9_0, V10_0) == {"hmp_qemu_io_drains", "colo_plain_migration"}
+    assert diff(V10_0, V10_0_7) == {"colo_plain_migration"}
+    assert diff(V10_0_7, V10_1) == {"colo_plain_migration"}
+    assert diff(V10_1, V10_2) == {"texts", "colo_plain_migration"}
+    assert diff(V10_2, V11_1) == {"colo_needs_return_path"}
     assert V10_2.texts.hmp_error("x") == "Error: x" and V10_0.texts.hmp_error("x") == "x"
 
 
@@ -190,11 +241,13 @@ def test_neighbours_differ_only_where_a_release_changed() -> None:
         ((9, 0, 0), "9.0"),
         ((9, 2, 0), "9.0"),
         ((10, 0, 2), "10.0"),
-        ((10, 0, 13), "10.0"),
-        ((10, 1, 0), "10.0"),
+        ((10, 0, 6), "10.0"),
+        ((10, 0, 7), "10.0.7"),
+        ((10, 0, 13), "10.0.7"),
+        ((10, 1, 0), "10.1"),
         ((10, 2, 0), "10.2"),
         ((11, 0, 0), "10.2"),
-        ((11, 1, 3), "10.2"),
+        ((11, 1, 3), "11.1"),
     ],
 )
 def test_profile_for(version: tuple[int, int, int], name: str) -> None:

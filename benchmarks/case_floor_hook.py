@@ -75,21 +75,12 @@ if OUT:
 
     # Patched before conftest.py and the cases import them (a `-p` plugin is imported
     # before any conftest), so names they import from these modules are the wrappers.
-    from harness import (
-        layer_inspector,
-        machine,
-        pool,
-        process,
-        qemu_io_process,
-        real,
-        story,
-        topology,
-    )
+    from harness import layer_inspector, machine, pool, process, qemu_io_process, story
     from harness.images import builder
     from harness.model import system
-    from harness.topology import qemu as topology_qemu
+    from harness.real import side, topology
 
-    _wrap(topology_qemu, "build_chain", "images: copies of the templates")
+    _wrap(topology, "build_chain", "images: copies of the templates")
     _wrap(builder.TemplateCache, "template", "images: qemu-img create (template, once)")
     _wrap(machine.MachineSet, "launch", "launch: QEMU spawn, QMP handshake")
     _wrap(machine.Machine, "launch", "launch: QEMU spawn, QMP handshake (for the pool)")
@@ -97,14 +88,16 @@ if OUT:
     _wrap(pool.Pool, "give_back", "teardown: the pool's give-back (the graph torn down)")
     _wrap(machine, "lean_accel", "launch: -accel probe (a QEMU, first launch only)")
     _wrap(process, "pdeathsig_wrapper", "launch: setpriv probe (first spawn only)")
-    _wrap(topology, "open_topology", "graph: blockdev-add, NBD export, the model's graph")
+    # Story.open: the graph in QEMU, then the model's of the same value
+    _wrap(story, "open_live", "graph: blockdev-add, NBD export, the model's graph")
+    _wrap(story, "build_model", "graph: blockdev-add, NBD export, the model's graph")
     _wrap(story.Story, "do", "operations: story (compare, steps)")
     _wrap(system.Model, "apply", "operations: model")
-    _wrap(real.RealSide, "apply", "operations: QEMU (QMP, HMP qemu-io, NBD qemu-io)")
+    _wrap(side.RealSide, "apply", "operations: QEMU (QMP, HMP qemu-io, NBD qemu-io)")
     _wrap(qemu_io_process.InteractiveQemuIo, "_spawn", _spawn_label)
     _wrap(story.Story, "check_layers_live", "live layer checks (HMP qemu-io map)")
     _wrap(story.Story, "finish", "teardown: finish (story)")
-    _wrap(topology.Topology, "close", "teardown: NBD client quit")
+    _wrap(topology.LiveTopology, "close", "teardown: NBD client quit")
     _wrap(machine.MachineSet, "shutdown_all", "teardown: QEMU quit and reap")
     _wrap(story, "inspect_all", "offline layer checks (inspectors' map and read -P)")
     _ = layer_inspector  # imported for its atexit handler's place (after ours)

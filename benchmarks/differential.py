@@ -13,7 +13,7 @@ and, per QEMU build:
   disks, as the CI profile runs it): `ops_per_s` counts the operations (the rules)
   over the time they take with everything the policy does around them: the layer
   checks before checkpoints and the guest views it reads (`view_reads` of them; the
-  session module says which), not topology setup.
+  policy module says which), not topology setup.
   `ops_and_view_reads_per_s` counts the view reads as operations too. When a failover
   ends replication, the session ends (final live and offline layer checks and whole
   views, untimed) and a fresh one starts; `sessions`, `setup_ms` and `end_ms` (means)
@@ -61,8 +61,9 @@ from harness import ops
 from harness.affinity import pin
 from harness.builds import QemuBuild, find_build, known_builds
 from harness.differential import rules
+from harness.differential.kinds import TopologySpec
 from harness.differential.runner import run_groups
-from harness.differential.session import Session, TopologySpec
+from harness.differential.session import Session
 from harness.differential.settings import Options
 from harness.differential.specs import WEIGHTS, ci_groups, secondary_specs
 from harness.differential.strategies import DELTAS, LENGTHS, PATTERNS, geometry
@@ -188,7 +189,7 @@ def lockstep(build: QemuBuild, n_ops: int, seed: int, whole_views: bool = False)
                 s = Session(spec, build, profile, machines, ex, whole_views=whole_views)
                 s.step(ops.Start(primary=False))
                 setups.append(time.perf_counter() - t)
-                setup_views = len(s.policy_steps)
+                setup_views = len(s.policy.steps)
                 recent: list[int] = []
                 while done < n_ops:
                     seq = _next_op(rng, s, recent)
@@ -203,7 +204,7 @@ def lockstep(build: QemuBuild, n_ops: int, seed: int, whole_views: bool = False)
                         kinds[op.kind] = kinds.get(op.kind, 0) + 1
                     if s.node.stage is not Stage.RUNNING and rng.random() < 0.5:
                         break
-                view_reads += len(s.policy_steps) - setup_views
+                view_reads += len(s.policy.steps) - setup_views
                 t = time.perf_counter()
                 s.end()
                 ends.append(time.perf_counter() - t)

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness.builds import QemuBuild, known_builds  # noqa: E402
 from harness.machine import MachineSet  # noqa: E402
-from harness.nbd_client import NbdClient  # noqa: E402
+from harness.nbd_client import NbdSession  # noqa: E402
 from harness.qemu_io import GuestIO  # noqa: E402
 
 K = 1024
@@ -58,7 +58,7 @@ def measure(build: QemuBuild) -> dict[str, float]:
             **{"type": "nbd", "id": "e", "node-name": "d", "writable": True, "name": "d"},
         )
         io = GuestIO(m, "d")
-        with NbdClient(build, sock, "d") as nbd:
+        with NbdSession(build, sock, "d") as nbd:
             t0 = time.perf_counter()
             launch = ms.launch(build, "probe-launch")
             launch_s = time.perf_counter() - t0

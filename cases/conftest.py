@@ -20,8 +20,9 @@ from harness.model.messages import Texts
 from harness.model.profiles import Bug
 from harness.pair import PairStory
 from harness.probe import Probe
+from harness.real import LiveTopology
 from harness.story import Story
-from harness.topology import Graph, Topology, open_topology, standard
+from harness.topology import Graph, standard
 from harness.topology.pair import pair as pair_graph
 
 
@@ -49,8 +50,8 @@ def machines(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Machine
 
 
 @pytest.fixture
-def topologies() -> Iterator[list[Topology]]:
-    made: list[Topology] = []
+def topologies() -> Iterator[list[LiveTopology]]:
+    made: list[LiveTopology] = []
     yield made
     for t in made:
         t.close()
@@ -63,14 +64,15 @@ class _Maker:
     qemu_build: tuple[QemuBuild, Probe]
     profile: Profile
     machines: MachineSet
-    topologies: list[Topology]
+    topologies: list[LiveTopology]
     tmp_path: Path
 
     def story(self, graph: Graph, story: type[Story] = Story) -> Any:
         """A story on `graph` made real (QEMU first, then the model of the same value)."""
-        t = open_topology(graph, self.qemu_build[0], self.profile, self.machines, self.tmp_path)
-        self.topologies.append(t)
-        return story(t, _label(self.qemu_build, self.profile))
+        label = _label(self.qemu_build, self.profile)
+        s = story.open(graph, self.qemu_build[0], self.profile, self.machines, self.tmp_path, label)
+        self.topologies.append(s.topo)
+        return s
 
 
 @pytest.fixture
@@ -78,7 +80,7 @@ def _maker(
     qemu_build: tuple[QemuBuild, Probe],
     profile: Profile,
     machines: MachineSet,
-    topologies: list[Topology],
+    topologies: list[LiveTopology],
     tmp_path: Path,
 ) -> _Maker:
     return _Maker(qemu_build, profile, machines, topologies, tmp_path)

@@ -20,11 +20,10 @@ import pytest
 from harness import graph
 from harness.faults import Throttle
 from harness.images import Recipe
-from harness.model.replication import Mode
 from harness.ops import REP, SECONDARY
 from harness.qemu_io_process import InteractiveQemuIo
-from harness.topology import open_topology
-from harness.topology.values import Export, Filter, Graph, Image, Machine, Replication
+from harness.real import open_live
+from harness.topology.values import Export, Filter, Graph, Image, MachineSpec, Mode, Replication
 from harness.units import KiB
 
 RECIPE = {
@@ -41,7 +40,7 @@ THROTTLE = Throttle("other-thr", "other", "slow", (("slow", {"bps-write": 4 * Ki
 GRAPH = Graph(
     Recipe.from_dict(RECIPE, source="<drain>"),
     (
-        Machine(
+        MachineSpec(
             SECONDARY,
             (
                 Image("other"),
@@ -67,7 +66,7 @@ def _highest_write(m, node: str) -> int:
 @pytest.mark.secondary
 def test_start_drains_every_node(qemu_build, profile, machines, tmp_path):
     build = qemu_build[0]
-    topo = open_topology(GRAPH, build, profile, machines, tmp_path)
+    topo = open_live(GRAPH, build, profile, machines, tmp_path)
     m, sock = topo.machine(SECONDARY), topo.sockets[SECONDARY]
     client = InteractiveQemuIo(
         build, ["-f", "raw", f"nbd+unix:///other?socket={sock}"], name="other's NBD client"

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from harness.model.replication import Mode, Stage
+from harness.model.replication import Stage
 from harness.observe import IO_EIO, IO_OK, QMP_OK, IoResult, qmp_error, status
 from harness.ops import (
     BlockdevDel,
@@ -31,8 +31,8 @@ from harness.ops import (
     Write,
 )
 from harness.story import Story
-from harness.topology import add_late
 from harness.topology.standard import NodeSpec, many_nodes
+from harness.topology.values import Mode
 from harness.units import KiB
 
 pytestmark = [pytest.mark.secondary]
@@ -101,7 +101,7 @@ def _two_running_and_a_late_one(many) -> Story:
     s.run(
         Start(primary=False), Write(0, 4 * KiB, 0x11, node="r1"), Write(0, 4 * KiB, 0x12, node="r2")
     )
-    add_late(s.topo, "r3")
+    s.add_late("r3")
     assert [n.name for n in s.model.machine("secondary").nodes] == ["r1", "r2", "r3"]
     return s
 
@@ -165,7 +165,7 @@ def test_status_reports_the_newest_nodes_error(many, msg):
     s.expect(Stop(primary=False), qmp_error(msg.BACKUP_CANCELLED))
     assert stages(s) == {"r1": Stage.RUNNING, "r2": Stage.DONE}
     s.expect(Status(), status(msg.IO_ERROR))
-    add_late(s.topo, "r3")
+    s.add_late("r3")
     s.expect(Status(), status(msg.NOT_RUNNING))
     s.expect(BlockdevDel("r3"), QMP_OK)
     s.expect(Status(), status(msg.IO_ERROR))

@@ -42,7 +42,6 @@ from harness.ops import (
     Stop,
     Write,
 )
-from harness.topology import add_late
 from harness.topology.values import Export, Null, Quorum
 from harness.units import MiB
 
@@ -300,7 +299,7 @@ def test_start_retry_after_fixing_top_still_aborts(secondary, profile, msg, need
     needs_bug(profile.start_retry_after_bad_top_aborts)
     s = secondary(top_id="q", extra=(Quorum("q", (REP,), late=True),), guest_through="q")
     s.expect(Start(primary=False), qmp_error(msg.BAD_TOP))
-    add_late(s.topo, "q")
+    s.add_late("q")
     s.expect(Start(primary=False), Crashed("SIGABRT", msg.ERRP_ASSERTION))
     s.finish()
 

@@ -50,7 +50,7 @@ class ColoStory(PairStory):
         """COLO-FT's "Secondary Failover": the primary is gone; the secondary stops its
         NBD server, fails over (its commit of active and hidden into the secondary disk
         runs), and its VM goes on on the secondary disk."""
-        if PRIMARY not in self.topo.dead:
+        if PRIMARY not in self.topo.gone:
             self.do(Kill(PRIMARY, signal.Signals.SIGKILL.name))
         self.stop_nbd_server()
         self.lost_heartbeat(SECONDARY)
@@ -60,7 +60,7 @@ class ColoStory(PairStory):
         """COLO-FT's "Primary Failover": the secondary is gone; the primary fails over (its
         replication node stops and refuses writes), then leaves its quorum with only the
         local disk: x-blockdev-change removes the child, blockdev-del deletes the node."""
-        if SECONDARY not in self.topo.dead:
+        if SECONDARY not in self.topo.gone:
             self.do(Kill(SECONDARY, signal.Signals.SIGKILL.name))
         self.lost_heartbeat(PRIMARY)
 
@@ -68,7 +68,7 @@ class ColoStory(PairStory):
         """Quit every living machine as a step (a quit can crash: the profile says when),
         then check every image offline."""
         for name in (PRIMARY, SECONDARY):
-            if name not in self.topo.dead:
+            if name not in self.topo.gone:
                 self.quit(name)
         super().finish()
 

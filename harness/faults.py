@@ -4,7 +4,7 @@ A fault is stated once. The topology value carries the faults built into its gra
 (`FailingWrites`, `Throttle`); the steps a story takes carry the faults that happen
 at a moment (`LinkDown`, `Kill`, `HoldCommit`, `ReleaseCommit`, which are operations:
 `Story.do` applies them to both sides and compares). The QEMU side reads a fault's
-options or command (harness.topology.qemu, harness.real); the model learns it through
+options or command (harness.real.topology, harness.real.side); the model learns it through
 `Model.inject` (harness.model.system) and nothing else.
 
 - `FailingWrites`: a blkdebug node whose rule, once its event has fired, fails every

@@ -4,7 +4,7 @@ The primary's writes reach the secondary disk only through its NBD export, so
 the harness needs a fast NBD client: one qemu-io kept open (harness.qemu_io_process).
 
 An NBD server that drops us is not announced by qemu-io: later requests just
-fail with EIO. So after any I/O error an NbdClient treats the connection as
+fail with EIO. So after any I/O error an NbdSession treats the connection as
 broken and opens a new one before the next command; the failing command's
 result is still reported as observed, never retried.
 """
@@ -20,7 +20,7 @@ from harness.process import Build
 from harness.qemu_io_process import InteractiveQemuIo
 
 
-class NbdClient(InteractiveQemuIo):
+class NbdSession(InteractiveQemuIo):
     """Primary I/O into an NBD export over a unix socket; reconnects after a drop."""
 
     respawn_after_error = True

@@ -1,7 +1,7 @@
 """A story on the COLO pair (harness.topology.pair): the pair's life cycle as steps.
 
 Guest I/O is qemu-io through the quorums (and rep when the secondary has no quorum).
-The model mirrors the graph (harness.model.build): a Quorum per quorum node, the
+The model mirrors the graph (harness.model.build): a QuorumNode per quorum node, the
 primary's replication node forwarding each write into the secondary's export (so the
 secondary's copy-before-write runs), reads of the primary's quorum answered by the
 local disk (fifo; the primary replication child refuses reads).
@@ -23,13 +23,14 @@ from typing import ClassVar
 from harness import ops
 from harness.faults import EXPORT_ID, Kill, LinkDown
 from harness.machine import MachineDied
+from harness.model import Model
 from harness.model import build as model_build
 from harness.observe import QMP_OK, Crashed, IoResult, Observation
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.qemu_io import MAX_VERIFY_EXTENTS
+from harness.real import LiveTopology
 from harness.story import Story
 from harness.topology.pair import LOCAL, PQ, PREP, PRIMARY_CHILD, SQ
-from harness.topology.qemu import Topology, create_late
 from harness.units import KiB
 from harness.verdicts import signal_name
 
@@ -79,9 +80,10 @@ class PairStory(Story):
     model is not settled): reading would race it, and on 10.0 an HMP qemu-io drains it.
     """
 
-    def __init__(self, topo: Topology, label: str = "", auto_check: bool = True) -> None:
-        super().__init__(topo, label)
-        self.topo = topo
+    def __init__(
+        self, topo: LiveTopology, model: Model, label: str = "", auto_check: bool = True
+    ) -> None:
+        super().__init__(topo, model, label)
         self.auto_check = auto_check
         self._checking = False
 
@@ -154,7 +156,7 @@ class PairStory(Story):
 
         return self.act(
             Action(PRIMARY, f"blockdev-add {PREP} (NBD client of the secondary's export)"),
-            lambda: create_late(self.topo, PREP),
+            lambda: self.topo.create_late(PREP),
             model,
         )
 
@@ -198,9 +200,9 @@ class PairStory(Story):
         """The nodes of the VMs' views that can still be read: the primary's quorum, the
         secondary VM's node (a dead machine's not)."""
         out = []
-        if PRIMARY not in self.topo.dead:
+        if PRIMARY not in self.topo.gone:
             out.append(PQ)
-        if SECONDARY not in self.topo.dead:
+        if SECONDARY not in self.topo.gone:
             out.append(self.sguest)
         return out
 
@@ -225,8 +227,7 @@ class PairStory(Story):
         (unreferenced): only the offline check still sees them."""
         rep = self.model.nodes.get(REP)
         if rep is not None and rep.secondary is not None and rep.file is rep.secondary:
-            for name in ("active", "hidden"):
-                self.topo.layer_nodes.pop(name, None)
+            self.topo.after_failover(REP)
 
     def remove_primary_child(self, child: str = PRIMARY_CHILD) -> Observation:
         """x-blockdev-change parent=colo-disk0 child=children.1: the primary goes on alone."""
@@ -282,7 +283,7 @@ class PairStory(Story):
 
         seen = act(self, Action(machine, "quit"), real, lambda: self.model.quits(machine))
         # a crash at quit loses the qcow2 metadata QEMU still cached
-        self._machine_gone(machine, images_kept=not isinstance(seen, Crashed))
+        self.topo.machine_gone(machine, images_kept=not isinstance(seen, Crashed))
         self._after_step(self.steps[-1].op)
 
     def kill(self, machine: str, sig: int = signal.SIGKILL) -> Crashed:

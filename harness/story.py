@@ -12,21 +12,24 @@ is a ModelDisagrees (not QEMU's). Anything else raised while applying an operati
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import weakref
 from collections.abc import Iterable
-from typing import Any
+from pathlib import Path
+from typing import Any, Self
 
 from harness import ops
+from harness.builds import QemuBuild
 from harness.graph import live_allocation
 from harness.layer_inspector import inspect_all
-from harness.machine import MachineDied, MachineError
+from harness.machine import MachineDied, MachineError, MachineSet
+from harness.model import Model, Profile
+from harness.model.build import add_late, build_model
 from harness.model.disks import Disk
 from harness.model.extents import UNDEF
 from harness.model.system import Fork, to_data
-from harness.nbd_client import NbdClient
 from harness.observe import (
+    QMP_OK,
     Crashed,
     Data,
     Difference,
@@ -37,9 +40,8 @@ from harness.observe import (
     compare,
     data_differences,
 )
-from harness.real import COMMIT_STALLED, RealSide
-from harness.topology import Topology
-from harness.topology.values import Image
+from harness.real import COMMIT_STALLED, LiveTopology, RealSide, open_live
+from harness.topology import Graph
 from harness.verdicts import (
     CommitStalled,
     Divergence,
@@ -85,13 +87,39 @@ def forget_stories() -> None:
 class Story:
     """Runs operations on the model and on QEMU and compares every observation."""
 
-    def __init__(self, topo: Topology, label: str = "") -> None:
+    def __init__(self, topo: LiveTopology, model: Model, label: str = "") -> None:
         self.topo = topo
-        self.model = topo.model
+        self.model = model
         self.real = RealSide(topo)
         self.steps: list[Step] = []
-        self.label = label or f"QEMU {topo.build.label}, profile {topo.model.profile.name}"
+        self.label = label or f"QEMU {topo.build.label}, profile {model.profile.name}"
         _made.append(weakref.ref(self))
+
+    @classmethod
+    def open(
+        cls,
+        graph: Graph,
+        build: QemuBuild,
+        profile: Profile,
+        machines: MachineSet,
+        workdir: Path,
+        label: str = "",
+    ) -> Self:
+        """A story on `graph`: built in QEMU (harness.real.topology), then the model of
+        the same value (harness.model.build), with QEMU's names for its layers."""
+        live = open_live(graph, build, profile, machines, workdir)
+        try:
+            return cls(live, build_model(graph, profile, live.filenames()), label)
+        except BaseException:
+            live.close()
+            raise
+
+    def add_late(self, name: str) -> None:
+        """Create the late node `name` of the topology's value in QEMU and in the model
+        (a set-up step, not an operation under test: QEMU must accept it)."""
+        answer = self.topo.create_late(name)
+        assert answer == QMP_OK, f"creating {name}: {answer.describe()}"
+        add_late(self.model, self.topo.graph, name)
 
     # ---- running
 
@@ -118,7 +146,7 @@ class Story:
             return expected
         for obs, model in expected.branches:
             if compare(obs, actual) is None:
-                self.model = self.topo.model = model
+                self.model = model
                 return obs
         return expected.allowed()
 
@@ -131,36 +159,14 @@ class Story:
         return actual
 
     def _after_machines(self) -> None:
-        """The topology's sessions after a step: a machine the model says crashed or was
-        killed is gone (_machine_gone); the harness's NBD client of an export the model
-        says is gone is closed."""
+        """The topology after a step: a machine the model says crashed or was killed is
+        gone (its images no longer checked); the harness's NBD client of an export the
+        model says is gone is closed."""
         for m in self.model.machines.values():
-            if m.crashed is not None and m.name not in self.topo.dead:
-                self._machine_gone(m.name, images_kept=False)
+            if m.crashed is not None and m.name not in self.topo.gone:
+                self.topo.machine_gone(m.name, images_kept=False)
         if self.topo.export_io is not None and not self.model.clients:
-            self.topo.export_io.close()
-            self.topo.export_io = None
-
-    def _machine_gone(self, name: str, images_kept: bool) -> None:
-        """The topology after `name` is gone: its layers are no longer asked live, its
-        sessions closed. A machine that died (not quit) leaves images the model cannot
-        predict (its qcow2 metadata caches died with it): they are no longer checked."""
-        topo = self.topo
-        topo.dead.add(name)
-        topo.layer_nodes = {k: v for k, v in topo.layer_nodes.items() if v[0] != name}
-        if not images_kept:
-            gone = {
-                n.layer for m, n in topo.graph.nodes() if isinstance(n, Image) and m.name == name
-            }
-            topo.chain = dataclasses.replace(
-                topo.chain, layers={k: v for k, v in topo.chain.layers.items() if k not in gone}
-            )
-        for k in [k for k in topo.checkers if topo.guest_machine.get(k) == name]:
-            topo.checkers.pop(k).close()
-        for k in [k for k in topo.guests if topo.guest_machine.get(k) == name]:
-            g = topo.guests.pop(k)
-            if isinstance(g, NbdClient):
-                g.close()
+            self.topo.export_gone()
 
     def record(
         self,

@@ -26,7 +26,7 @@ from harness.model.replication import ReplicationNode
 from harness.ops import Read, Start, Write
 from harness.probe import probe, replication_verdict
 from harness.story import Divergence, Story
-from harness.topology import open_topology, standard
+from harness.topology import standard
 from harness.units import MiB
 
 REGION = 256 * MiB
@@ -58,8 +58,7 @@ def secondary_story(build: QemuBuild, machines: MachineSet, workdir: Path) -> St
         pytest.skip(verdict)
     profile = profile_for(found.version_tuple)
     graph = standard.secondary(Recipe.secondary_chain("512M", "64k"))
-    topo = open_topology(graph, build, profile, machines, workdir)
-    s = Story(topo)
+    s = Story.open(graph, build, profile, machines, workdir)
     s.run(Start(primary=False), Write(AT, REGION, GOOD))
     return s
 

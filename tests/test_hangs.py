@@ -74,7 +74,7 @@ def test_a_blocked_case_fails_as_a_hang_in_bisect(tmp_path: Path) -> None:
     lines = r.stdout.splitlines()
     assert lines[0].startswith("qrc bisect: bad (1): 1 of 1 selected result fails"), r.stdout
     assert f"hang: no result within the {float(BACKSTOP)} s per-case backstop" in lines[1]
-    assert "stopped in _settle (real.py:" in lines[1]  # where it waited, not pytest's frames
+    assert "stopped in _settle (side.py:" in lines[1]  # where it waited, not pytest's frames
     doc = json.loads((tmp_path / "rep" / "report.json").read_text())
     [rec] = doc["cases"]
     assert rec["outcome"] == "failed" and rec["message"].startswith("hang: ")

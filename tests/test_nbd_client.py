@@ -17,7 +17,7 @@ import pytest
 from harness.builds import QemuBuild, known_builds
 from harness.machine import Kind, Machine, MachineSet
 from harness.model import profile_for
-from harness.nbd_client import NbdClient
+from harness.nbd_client import NbdSession
 from harness.observe import IO_EIO, IO_OK, IoResult
 from harness.probe import probe
 from harness.qemu_io import GuestIO
@@ -49,7 +49,7 @@ with_builds = pytest.mark.parametrize("build", BUILDS, ids=[_version(b) for b in
 with_kinds = pytest.mark.parametrize("kind", ["system", "qsd"])
 
 
-Clients = Callable[..., NbdClient]
+Clients = Callable[..., NbdSession]
 
 
 @pytest.fixture
@@ -114,8 +114,8 @@ def server(
 def client(
     build: QemuBuild, server: Machine, procs: tuple[MachineSet, list[InteractiveQemuIo]]
 ) -> Clients:
-    def make(**kw: float) -> NbdClient:
-        c = NbdClient(build, server.sock_path("nbd"), "d", **kw)  # type: ignore[arg-type]
+    def make(**kw: float) -> NbdSession:
+        c = NbdSession(build, server.sock_path("nbd"), "d", **kw)  # type: ignore[arg-type]
         procs[1].append(c)
         return c
 

@@ -15,13 +15,14 @@ from harness.differential.specs import sized
 from harness.images import load_recipe
 from harness.machine import Machine, MachineSet
 from harness.model import profile_for
-from harness.nbd_client import NbdClient
+from harness.nbd_client import NbdSession
 from harness.nbd_reader import NbdReader, NbdReaderError
 from harness.observe import EIO, IoResult
 from harness.ops import REP, SECONDARY
 from harness.probe import probe
 from harness.qemu_io import GuestIO
-from harness.topology import open_topology, standard
+from harness.real import open_live
+from harness.topology import standard
 from harness.topology.standard import GUEST_EXPORT
 from tests.qemu_helpers import alive, qcow2
 from tests.test_nbd_client import export_node, with_builds
@@ -88,10 +89,10 @@ def test_replication_node_read_through_not_around(build: QemuBuild, tmp_path: Pa
     profile = profile_for(probe(build).version_tuple)
     ms = MachineSet(tmp_path)
     with ms:
-        topo = open_topology(graph, build, profile, ms, tmp_path)
+        topo = open_live(graph, build, profile, ms, tmp_path)
         sock = topo.sockets[SECONDARY]
         whole, sparse = topo.checkers[REP], NbdReader(sock, GUEST_EXPORT, sparse=True)
-        client = NbdClient(build, sock, GUEST_EXPORT)
+        client = NbdSession(build, sock, GUEST_EXPORT)
         try:
             assert topo.guests[REP].read(0, 64 * K, None) == IoResult(False, EIO)
             assert whole.read(0, 64 * K, ((0, 64 * K, 0),)) == IoResult(False, EIO)

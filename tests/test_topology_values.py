@@ -1,9 +1,11 @@
 """Each topology is a value: it prints, compares, and builds twice into the same graph.
 
-Both interpreters read the value: QEMU's (harness.topology.qemu) and the model's
+Both interpreters read the value: QEMU's (harness.real.topology) and the model's
 (harness.model.build). Built twice, QEMU shows the same named nodes, exports and
-replication status, and the model holds the same disks, nodes and links; the model the
-QEMU interpreter makes equals the one the model interpreter makes alone.
+replication status, and the model holds the same disks, nodes and links; told the names
+QEMU gives the layers over a blkdebug file, the model is the one made from the value
+alone with those names. The value answers the interpreters' questions itself (a node's
+`late` and `inline`, the node an NBD client's export serves).
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ import pytest
 
 from harness import faults
 from harness.builds import find_build
+from harness.faults import THROTTLE_NODE
 from harness.machine import MachineSet
 from harness.model import Model, profile_for
 from harness.model.build import build_model
-from harness.model.replication import Mode
 from harness.ops import REP
 from harness.probe import probe, replication_verdict
-from harness.topology import Graph, open_topology, standard
-from harness.topology.pair import pair
-from harness.topology.values import Export, Image, NbdClient, Quorum, Vm
+from harness.real import open_live
+from harness.topology import Graph, standard
+from harness.topology.pair import NBD_NODE, PREP, pair
+from harness.topology.values import Export, Image, Mode, NbdClient, Quorum, Vm
 
 VALUES: dict[str, Callable[[], Graph]] = {
     "secondary": lambda: standard.secondary("secondary"),
@@ -108,18 +111,16 @@ def test_value_builds_twice(name: str, system_build: Any, tmp_path: Path) -> Non
     for i in (1, 2):
         graph = VALUES[name]()
         with MachineSet(tmp_path / f"run{i}") as machines:
-            topo = open_topology(graph, build, profile, machines, tmp_path / f"run{i}")
+            live = open_live(graph, build, profile, machines, tmp_path / f"run{i}")
             try:
-                # the model of the QEMU build is the model interpreter's of the same value
-                alone = build_model(
-                    graph,
-                    profile,
-                    {d.name: d.filename for d in topo.model.disks.values() if d.filename},
-                )
-                assert _shape(topo.model) == _shape(alone)
-                shapes.append((_qemu_shape(topo), _shape(topo.model)))
+                names = live.filenames()
+                faulty = {n.layer for _, n in graph.nodes() if isinstance(n, Image) and n.fault}
+                assert set(names) <= faulty, "QEMU names only layers over a blkdebug file apart"
+                model = build_model(graph, profile, names)
+                assert {d.name: d.filename for d in model.disks.values() if d.filename} == names
+                shapes.append((_qemu_shape(live), _shape(model)))
             finally:
-                topo.close()
+                live.close()
     assert shapes[0] == shapes[1]
     # the value says which nodes QEMU has: every non-late, non-inline-only name exists
     graph = VALUES[name]()
@@ -128,15 +129,24 @@ def test_value_builds_twice(name: str, system_build: Any, tmp_path: Path) -> Non
     for _, node in graph.nodes():
         if isinstance(node, Export):
             assert node.id in qemu_exports, f"export {node.id} of the value is not in QEMU"
-        elif not getattr(node, "late", False) and not _inline(node):
+        elif not node.late and not node.inline:
             assert node.name in qemu_nodes, f"{node.name} of the value is not in QEMU"
     modes = {n.mode for _, n in graph.nodes() if hasattr(n, "mode")}
     assert modes <= {Mode.PRIMARY, Mode.SECONDARY}
 
 
-def _inline(node: object) -> bool:
-    """Opened inside its parent's options (created with it)."""
-    return isinstance(node, NbdClient) or (isinstance(node, Image) and node.inline)
+def test_the_value_answers_where_a_node_is_created_and_what_a_link_reaches() -> None:
+    graph = pair(over_secondary=faults.Throttle())
+    placed = {n.name: (n.late, n.inline) for _, n in graph.nodes() if not isinstance(n, Export)}
+    assert placed[PREP] == (True, False)  # connected by the story, after start
+    assert placed[NBD_NODE] == (False, True)  # inside replication0's options
+    assert placed["active"] == placed["hidden"] == (False, True)  # inside rep's
+    assert placed["secondary"] == placed[THROTTLE_NODE] == (False, False)
+    _, link = graph.find(NBD_NODE)
+    assert isinstance(link, NbdClient)
+    assert graph.export_node(link) == THROTTLE_NODE  # the export is over the filter
+    assert graph.inline_images(REP) == ("active", "hidden")
+    assert graph.inline_images(PREP) == ()  # its file is the NBD client, no image
 
 
 def test_a_guest_reaches_qemu(system_build: Any, tmp_path: Path) -> None:
@@ -147,7 +157,7 @@ def test_a_guest_reaches_qemu(system_build: Any, tmp_path: Path) -> None:
     graphs = {"guest": pair(colo=True, vm=Vm(accel="tcg", memory="16M")), "none": pair()}
     for name, graph in graphs.items():
         with MachineSet(tmp_path / name) as machines:
-            topo = open_topology(graph, build, profile, machines, tmp_path / name)
+            topo = open_live(graph, build, profile, machines, tmp_path / name)
             try:
                 for mg in graph.machines:
                     m = topo.machine(mg.name)

@@ -39,11 +39,12 @@ from harness.model import Profile, profile_for
 from harness.model import messages as msg
 from harness.model import replication as rep
 from harness.model.disks import copy_range, make_empty, write_layer
-from harness.model.quorum import Quorum
-from harness.model.replication import EIO, Backup, Mode, ReplicationNode, Stage
+from harness.model.quorum import QuorumNode
+from harness.model.replication import EIO, Backup, ReplicationNode, Stage
 from harness.model.system import Model
 from harness.observe import IO_EIO, IO_OK, Observation
 from harness.probe import Probe, probe, replication_verdict
+from harness.topology.values import Mode
 
 pytestmark = [pytest.mark.differential]
 
@@ -235,7 +236,7 @@ def test_variant_discard_really_discards(qemu72, tmp_path, record_property, monk
 def _write_zeroes_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     def write_zeroes(self: Model, op: object) -> Observation:
         node = self._io_node(op.node)  # type: ignore[attr-defined]
-        if isinstance(node, Quorum):
+        if isinstance(node, QuorumNode):
             return IO_OK  # vote-threshold 1: the local disk's success carries it
         return IO_OK if node.io_status() >= 0 else IO_EIO
 

@@ -1,4 +1,4 @@
-"""What the differential session reads when (harness/differential/session.py's policy).
+"""What the differential session reads when (harness/differential/policy.py).
 
 After an operation that can change a view: every view over what the model says the
 operation could change, rounded out to the granule, and one sample (after a start QEMU
@@ -22,7 +22,9 @@ import pytest
 
 from harness import ops
 from harness.builds import QemuBuild
-from harness.differential.session import SAMPLE, Session, TopologySpec
+from harness.differential.kinds import TopologySpec
+from harness.differential.policy import SAMPLE
+from harness.differential.session import Session
 from harness.differential.specs import pair_specs, secondary_specs
 from harness.machine import MachineSet
 from harness.model import profile_for
@@ -102,7 +104,7 @@ def _reads(s: Session, first: int, last: int | None = None) -> dict[str, list[tu
     steps = s.story.steps
     for i in range(first, len(steps) if last is None else last):
         op = steps[i].op
-        assert i in s.policy_steps, f"step {i} ({op.describe()}) is not the policy's"
+        assert i in s.policy.steps, f"step {i} ({op.describe()}) is not the policy's"
         assert isinstance(op, ops.Read | ops.PrimaryRead)
         key = op.node if isinstance(op, ops.Read) else "export"
         out.setdefault(key, []).append((op.offset, op.offset + op.length))
@@ -123,7 +125,7 @@ def _step(s: Session, op: ops.Op) -> tuple[int, int]:
     """Apply `op`; (index of its own step, index after the reads that follow it)."""
     before = len(s.story.steps)
     s.step(op)
-    own = next(i for i in range(before, len(s.story.steps)) if i not in s.policy_steps)
+    own = next(i for i in range(before, len(s.story.steps)) if i not in s.policy.steps)
     return own, len(s.story.steps)
 
 
@@ -135,12 +137,12 @@ WHOLE = [(0, SIZE)]
 def test_after_a_write_its_clusters_on_every_view_and_one_sample(session) -> None:
     # 64 KiB clusters: a 64 KiB granule
     with _open(session, _spec("secondary")) as s:
-        assert s.granule == 64 * KiB
+        assert s.policy.granule == 64 * KiB
         own, end = _step(s, ops.Start(primary=False))
         # a start carried out: the head of every view, and the first sample (rep's,
         # from 0: inside the head)
         assert _reads(s, own + 1, end) == {REP: [(0, SAMPLE)], "export": [(0, SAMPLE)]}
-        assert not s.fresh
+        assert not s.policy.fresh
         own, end = _step(s, ops.Write(100_000, 5000, 0x33))
         reads = _reads(s, own + 1, end)
         cluster = (64 * KiB, 128 * KiB)
@@ -188,7 +190,7 @@ def test_whole_views_before_a_checkpoint_and_a_failover_and_at_the_end(session) 
         assert _reads(s, own + 1, end)[REP][0] == (0, 64 * KiB)
         before = len(s.story.steps)
         s.end()
-        policy = [i for i in range(before, len(s.story.steps)) if i in s.policy_steps]
+        policy = [i for i in range(before, len(s.story.steps)) if i in s.policy.steps]
         assert _reads(s, policy[0], policy[-1] + 1) == {REP: WHOLE, "export": WHOLE}
 
 
@@ -230,7 +232,7 @@ def test_the_previous_policy_reads_every_view_whole(session) -> None:
 def test_the_pair_reads_both_vms_views_over_its_largest_cluster(session) -> None:
     mixed = next(sp for sp in pair_specs() if sp.name == "mixed")  # hidden: 2 MiB
     with _open(session, mixed) as s:
-        assert s.granule == 2 * MiB
+        assert s.policy.granule == 2 * MiB
         _step(s, ops.Start(primary=False))
         _step(s, ops.Start(primary=True, machine="primary"))
         own, end = _step(s, ops.Write(2 * MiB + 3, 100, 0x5A, node=PQ))

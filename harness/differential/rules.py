@@ -19,7 +19,8 @@ in the CI profile at seed 0: the secondary group never failed over, the faults g
 never saw a failed commit, the primary group never lost its link, and 3 of the 14 model
 variants of tests/test_variants.py survived (all 14 are caught with the weights).
 
-On the COLO pair guest I/O goes through the primary VM's quorum or the secondary VM's
+Where guest I/O and QMP commands go is the topology's kind's (harness.differential.kinds):
+on the COLO pair guest I/O goes through the primary VM's quorum or the secondary VM's
 node, and the QMP commands to either side: a checkpoint to both (as COLO does), a stop
 to one, a failover to the secondary, most often after its NBD export went (LinkDown).
 On the two-node machine guest I/O goes mostly to the newer node.
@@ -51,31 +52,16 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from harness import ops
 from harness.builds import QemuBuild
+from harness.differential.kinds import TopologySpec
 from harness.differential.results import DifferentialFailure, RunResult, found
-from harness.differential.session import (
-    PAIR_KIND,
-    PRIMARY_KIND,
-    Session,
-    TopologySpec,
-    commit_copies,
-)
-from harness.differential.specs import KINDS, weighted_kinds
-from harness.differential.strategies import (
-    Geometry,
-    Requests,
-    command_side,
-    geometry,
-    guest_node,
-    patterns,
-)
+from harness.differential.session import Session
+from harness.differential.specs import OP_KINDS, weighted_kinds
+from harness.differential.strategies import Geometry, Requests, geometry, patterns
 from harness.differential.trace import session_trace
-from harness.faults import LinkDown
 from harness.machine import MachineSet
 from harness.model import Profile
-from harness.model.disks import allocated_above
-from harness.model.replication import Mode, ReplicationNode, Stage
-from harness.ops import PRIMARY, SECONDARY
-from harness.topology.pair import PQ
+from harness.model.replication import Stage
+from harness.topology import Mode
 from harness.verdicts import QemuMisbehaved
 
 
@@ -106,14 +92,6 @@ def _indices(n: int) -> st.SearchStrategy[int]:
 # the weighted choice, and hypothesis' simplest examples (i = 0 throughout, which it
 # always tries first) walk through every kind instead of repeating the first.
 STRIDE = 7
-
-
-def _has_dirty(node: ReplicationNode) -> bool:
-    """Does the active or hidden disk hold anything a failover commit would copy?"""
-    if node.active is None or node.secondary is None:
-        return False
-    size = node.secondary.size
-    return any(a for _, _, a in allocated_above(node.active, node.secondary, 0, size))
 
 
 def _avoid_for_guest(session: Session) -> bool:
@@ -194,11 +172,11 @@ class DifferentialStateMachine(RuleBasedStateMachine):
     def _do(self, *seq: ops.Op) -> None:
         res = self.result
         for op in seq:
-            views = len(self.s.policy_steps)
+            views = len(self.s.policy.steps)
             try:
                 self._guard(functools.partial(self.s.step, op))
             finally:
-                res.view_reads += len(self.s.policy_steps) - views
+                res.view_reads += len(self.s.policy.steps) - views
             res.ops += 1
             res.kinds[op.kind] += 1
             if isinstance(op, ops.Stop) and self.s.node.stage is Stage.FAILOVER_FAILED:
@@ -227,11 +205,8 @@ class DifferentialStateMachine(RuleBasedStateMachine):
             self.exdir,
             f"QEMU {cfg.qemu}, profile {cfg.profile.name}",
         )
-        if self.start_first and spec.kind == PAIR_KIND:
-            # COLO's order: the secondary first, then the primary
-            self._do(ops.Start(primary=False), ops.Start(primary=True, machine=PRIMARY))
-        elif self.start_first:
-            self._do(ops.Start(primary=spec.mode is Mode.PRIMARY, machine=spec.machine))
+        if self.start_first:
+            self._do(*spec.kind.starts())
 
     def teardown(self) -> None:
         try:
@@ -255,9 +230,9 @@ class DifferentialStateMachine(RuleBasedStateMachine):
         if kind == "failover":
             if s.node.stage is not Stage.RUNNING:
                 return False
-            return not self.config.failover_dirty or _has_dirty(s.node)
+            return not self.config.failover_dirty or bool(s.node.dirty())
         if kind == "link_down":
-            return s.spec.kind in (PRIMARY_KIND, PAIR_KIND) and s.link_up()
+            return s.spec.kind.link_down is not None and s.link_up()
         return True
 
     @rule(data=st.data())
@@ -270,17 +245,17 @@ class DifferentialStateMachine(RuleBasedStateMachine):
         if node.stage is Stage.NONE:
             # before start the commands' refusals are what there is to see
             changes += (("status", 4), ("checkpoint", 2))
-        elif poison is not None and commit_copies(node, poison):
+        elif poison is not None and node.commit_copies(poison):
             # a failover now fails its commit: what the faults topology is for
             changes += (("failover", 10),)
-        kinds = weighted_kinds(tuple(k for k in KINDS if self.allowed(k)), changes)
+        kinds = weighted_kinds(tuple(k for k in OP_KINDS if self.allowed(k)), changes)
         i = data.draw(_indices(len(kinds)), label="op index")
         kind = kinds[(i + STRIDE * self.steps) % len(kinds)]
         self.steps += 1
         note(f"step {self.steps}: {kind}")
         getattr(self, f"op_{kind}")(data)
 
-    # ---- the replication node's guest I/O (strategies.guest_node: which node)
+    # ---- the replication node's guest I/O (the kind's guest_node: which node)
 
     def _region(self, data: st.DataObject, avoid: bool, cbw: bool = False) -> tuple[int, int]:
         """Where a request goes (strategies.Requests.region)."""
@@ -288,25 +263,27 @@ class DifferentialStateMachine(RuleBasedStateMachine):
         return self.requests.region(data, self.g, avoid, cbw, running)
 
     def op_write(self, data: st.DataObject) -> None:
-        node = guest_node(data, self.s.spec.kind, 2)
-        off, n = self._region(data, _avoid_for_guest(self.s), cbw=node == PQ)
+        kind = self.s.spec.kind
+        node = kind.guest_node(data, 2)
+        off, n = self._region(data, _avoid_for_guest(self.s), cbw=node in kind.forwarded)
         self._do(ops.Write(off, n, data.draw(patterns(), label="pattern"), node=node))
 
     def op_write_zeroes(self, data: st.DataObject) -> None:
-        node = guest_node(data, self.s.spec.kind, 2)
-        off, n = self._region(data, _avoid_for_guest(self.s), cbw=node == PQ)
+        kind = self.s.spec.kind
+        node = kind.guest_node(data, 2)
+        off, n = self._region(data, _avoid_for_guest(self.s), cbw=node in kind.forwarded)
         self._do(ops.WriteZeroes(off, n, node=node))
 
     def op_read(self, data: st.DataObject) -> None:
-        node = guest_node(data, self.s.spec.kind)
+        node = self.s.spec.kind.guest_node(data)
         self._do(ops.Read(*self._region(data, False), node=node))
 
     def op_discard(self, data: st.DataObject) -> None:
-        node = guest_node(data, self.s.spec.kind)
+        node = self.s.spec.kind.guest_node(data)
         self._do(ops.Discard(*self._region(data, False), node=node))
 
     def op_flush(self, data: st.DataObject) -> None:
-        self._do(ops.Flush(node=guest_node(data, self.s.spec.kind)))
+        self._do(ops.Flush(node=self.s.spec.kind.guest_node(data)))
 
     # ---- the primary's I/O through the NBD export (kept off a poisoned page)
 
@@ -326,60 +303,50 @@ class DifferentialStateMachine(RuleBasedStateMachine):
     # ---- replication control (QMP)
 
     def op_status(self, data: st.DataObject) -> None:
-        self._do(ops.Status(machine=command_side(data, self.s.spec)[1]))
+        self._do(ops.Status(machine=self.s.spec.kind.command_side(data)[1]))
 
     def op_checkpoint(self, data: st.DataObject) -> None:
-        """Pair: both sides, as COLO checkpoints (the primary's does nothing)."""
-        spec = self.s.spec
-        self._do(ops.Checkpoint(machine=spec.machine))
-        if spec.kind == PAIR_KIND:
-            self._do(ops.Checkpoint(machine=PRIMARY))
+        """The kind's checkpoints (the pair's: both sides, as COLO checkpoints)."""
+        self._do(*self.s.spec.kind.checkpoints())
         self.requests.rearmed = self.s.node.stage is Stage.RUNNING
 
     def op_start(self, data: st.DataObject) -> None:
-        primary, m = command_side(data, self.s.spec)
+        primary, m = self.s.spec.kind.command_side(data)
         self._do(ops.Start(primary=primary, machine=m))
 
     def op_start_other_mode(self, data: st.DataObject) -> None:
-        primary, m = command_side(data, self.s.spec)
+        primary, m = self.s.spec.kind.command_side(data)
         self._do(ops.Start(primary=not primary, machine=m))
 
     def op_start_with_failover(self, data: st.DataObject) -> None:
         """Refused by the QMP handler whatever the stage."""
-        primary, m = command_side(data, self.s.spec)
+        primary, m = self.s.spec.kind.command_side(data)
         failover = data.draw(st.booleans(), label="failover")
         self._do(ops.Start(primary=primary, failover=failover, machine=m))
 
     def op_stop(self, data: st.DataObject) -> None:
         """A plain stop (pair: of either side; the primary's ends its forwarding)."""
-        primary, m = command_side(data, self.s.spec)
+        primary, m = self.s.spec.kind.command_side(data)
         self._do(ops.Stop(primary=primary, machine=m))
 
     def op_failover(self, data: st.DataObject) -> None:
-        """Only while RUNNING: stop with failover=True, optionally a status racing the
-        commit, then wait for the commit to finish (Settle). Pair: the secondary's
-        failover, most often after its NBD export went (COLO stops the NBD server
-        first), else with the primary still connected."""
-        spec = self.s.spec
-        primary, m = spec.mode is Mode.PRIMARY, spec.machine
-        if (
-            spec.kind == PAIR_KIND
-            and self.s.link_up()
-            and data.draw(st.sampled_from((True, True, False)), label="link down first")
-        ):
-            self._do(LinkDown(machine=SECONDARY))
+        """Only while RUNNING: what the kind puts before it (the pair: most often its
+        NBD export goes), stop with failover=True, optionally a status racing the
+        commit, then wait for the commit to finish (Settle)."""
+        kind = self.s.spec.kind
+        primary, m = kind.mode is Mode.PRIMARY, kind.machine
+        self._do(*kind.before_failover(data, self.s.link_up()))
         self._do(ops.Stop(primary=primary, failover=True, machine=m))
         if data.draw(st.booleans(), label="status racing the commit"):
             self._do(ops.Status(machine=m))
         self._do(ops.Settle(machine=m))
 
     def op_link_down(self, data: st.DataObject) -> None:
-        """Primary topology: block-export-del (hard) on the storage daemon; pair: of
-        the secondary's export (the primary's NBD client is cut off)."""
-        if self.s.spec.kind == PAIR_KIND:
-            self._do(LinkDown(machine=SECONDARY))
-        else:
-            self._do(LinkDown())
+        """The kind's link going down (primary: block-export-del hard on the storage
+        daemon; pair: of the secondary's export, the primary's NBD client cut off)."""
+        link_down = self.s.spec.kind.link_down
+        assert link_down is not None  # allowed() says
+        self._do(link_down)
 
 
 def state_machine_for(config: RunConfig, result: RunResult) -> type[DifferentialStateMachine]:

@@ -16,9 +16,9 @@ from hypothesis.errors import Flaky
 from hypothesis.stateful import run_state_machine_as_test
 
 from harness.builds import QemuBuild
+from harness.differential.kinds import TopologySpec
 from harness.differential.results import DifferentialFailure, RunResult
 from harness.differential.rules import RunConfig, state_machine_for
-from harness.differential.session import TopologySpec
 from harness.differential.settings import CI, SHRINK_SECONDS, Options, shrink_budget
 from harness.differential.specs import Group
 from harness.model import Profile

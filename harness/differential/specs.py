@@ -1,6 +1,6 @@
 """What the differential runs are made of: topology specs, operation weights, CI groups.
 
-Topology specs: each kind of topology (harness.differential.session) over the recipes
+Topology specs: each kind of topology (harness.differential.kinds) over the recipes
 it runs with, every disk at DISK_SIZE. Operation weights (WEIGHTS): the operations a
 step of the state machine (harness.differential.rules) chooses from and how often. A
 `Group` is one run of the state machine: its specs, its share of the examples and the
@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from harness.differential.session import (
+from harness.differential.kinds import (
     FAULTS_KIND,
     NODES_KIND,
     PAIR_KIND,
@@ -153,7 +153,7 @@ WEIGHTS: tuple[tuple[str, int], ...] = (
     ("start_other_mode", 1),
     ("start_with_failover", 1),
 )
-KINDS = tuple(k for k, _ in WEIGHTS)
+OP_KINDS = tuple(k for k, _ in WEIGHTS)
 
 
 @functools.lru_cache(maxsize=256)

@@ -6,8 +6,8 @@ few bytes either side of them, and the end of the disk, so that two random
 requests meet, overlap and straddle boundaries far more often than uniform
 offsets would. Some requests stay uniform over a window at the start of the
 disk. `Requests` remembers where an example's recent requests went, so that later
-ones meet them. `guest_node` and `command_side` draw which node a guest request and
-which side a QMP command goes to.
+ones meet them. Which node a guest request and which side a QMP command goes to, the
+topology's kind draws (harness.differential.kinds).
 """
 
 from __future__ import annotations
@@ -17,10 +17,7 @@ from functools import lru_cache
 
 from hypothesis import strategies as st
 
-from harness.differential.session import NODES_KIND, OLD, PAIR_KIND, PRIMARY_KIND, TopologySpec
-from harness.model.replication import Mode
-from harness.ops import PRIMARY, REP, SECONDARY
-from harness.topology.pair import PQ
+from harness.differential.kinds import TopologySpec
 from harness.units import KiB, MiB
 
 PATTERNS = (0x11, 0x22, 0x33, 0x00, 0xFF, 0x5A)
@@ -61,9 +58,9 @@ def geometry(spec: TopologySpec) -> Geometry:
     layers = spec.recipe.layers
     size = min(layer.size for layer in layers)
     units = {512, 4 * KiB, BACKUP_CLUSTER}
-    if spec.kind != PRIMARY_KIND:
+    if spec.kind.secondary_layer is not None:
         # the failover commit's chunk
-        sec = spec.recipe.layer(spec.secondary_layer)
+        sec = spec.recipe.layer(spec.kind.secondary_layer)
         units.add(min(max(4 * KiB, sec.cluster_size or 0), 64 * KiB))
     for layer in layers:
         if layer.cluster_size:
@@ -148,24 +145,3 @@ class Requests:
             self.copied.append(off)
             del self.copied[:-8]
         return off, length
-
-
-def guest_node(data: st.DataObject, kind: str, primary_vm: int = 1) -> str:
-    """The node guest I/O goes through on a topology of `kind`. Pair: the primary VM's
-    quorum (`primary_vm` chances in primary_vm + 1) or the secondary VM's node; two-node
-    machine: mostly the newer node (rep); nothing is drawn for the single-node kinds."""
-    if kind == PAIR_KIND:
-        choices = (PQ,) * primary_vm + (REP,)
-        return data.draw(st.sampled_from(choices), label="guest")
-    if kind == NODES_KIND:
-        return data.draw(st.sampled_from((REP, REP, REP, OLD)), label="node")
-    return REP
-
-
-def command_side(data: st.DataObject, spec: TopologySpec) -> tuple[bool, str]:
-    """(primary, machine) of a QMP command: the topology's own; on the pair, either
-    side's (drawn)."""
-    if spec.kind == PAIR_KIND:
-        primary = data.draw(st.booleans(), label="primary side")
-        return primary, PRIMARY if primary else SECONDARY
-    return spec.mode is Mode.PRIMARY, spec.machine

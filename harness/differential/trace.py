@@ -6,8 +6,9 @@
       "qemu_binary": "/usr/bin/qemu-system-x86_64",
       "profile": "7.2",                      # the model profile it ran under
       "topology": {"kind": "secondary", "name": "secondary-512", "poison": null},
-                                             # kinds: secondary, secondary-faults,
-                                             # primary, pair, many-nodes
+                                             # kinds (harness.differential.kinds):
+                                             # secondary, secondary-faults, primary,
+                                             # pair, many-nodes
       "recipe": {...},                       # Recipe.to_dict()
       "seed": 0,                             # the runner's seed (null: unknown)
       "operations": [{"op": "start", ...}, ...],   # op.to_json(), in order
@@ -33,7 +34,8 @@ from typing import Any
 
 from harness import ops
 from harness.differential import ops as _diff_ops  # noqa: F401  (registers LinkDown)
-from harness.differential.session import KINDS, Session, TopologySpec
+from harness.differential.kinds import TopologySpec, kind_named
+from harness.differential.session import Session
 from harness.errors import RecipeError, TraceError
 from harness.images import Recipe
 from harness.observe import Crashed, IoResult, Observation, OneOf, QmpResult
@@ -195,9 +197,10 @@ def trace_from_json(d: Any, what: str = "trace") -> Trace:
     qemu = _need(d, "qemu", str, what)
     profile = _need(d, "profile", str, what)
     topo = _need(d, "topology", dict, what)
-    kind = _need(topo, "kind", str, f"{what}: topology")
-    if kind not in KINDS:
-        raise TraceError(f"{what}: unknown topology kind {kind!r}")
+    try:
+        kind = kind_named(_need(topo, "kind", str, f"{what}: topology"))
+    except ValueError as e:
+        raise TraceError(f"{what}: {e}") from None
     poison = topo.get("poison")
     if poison is not None and (not isinstance(poison, int) or isinstance(poison, bool)):
         raise TraceError(f"{what}: topology poison is not an offset")

@@ -1,5 +1,5 @@
 """The model's interpreter of a topology value (harness.topology.values): the model of the
-graph the QEMU interpreter (harness.topology.qemu) builds from the same value.
+graph the QEMU interpreter (harness.real.topology) builds from the same value.
 
 Every recipe layer is a model disk (its image exists whether or not it is opened), with
 the recipe's geometry and initial contents; the graph gives the backing links (through
@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from harness.images import Recipe
 from harness.model.disks import Disk, write_layer
 from harness.model.profiles import Profile
-from harness.model.quorum import Quorum as QuorumModel
-from harness.model.replication import Mode, ReplicationNode
+from harness.model.quorum import QuorumNode
+from harness.model.replication import ReplicationNode
 from harness.model.system import Model
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.topology.values import (
@@ -25,7 +25,8 @@ from harness.topology.values import (
     Filter,
     Graph,
     Image,
-    Machine,
+    MachineSpec,
+    Mode,
     NbdClient,
     Quorum,
     Replication,
@@ -66,7 +67,7 @@ def build_model(
                     m.name, node.id, model.disks[disk.layer], path=node.path, client=node.client
                 )
     for m, node in graph.nodes():
-        if not getattr(node, "late", False):
+        if not node.late:
             add_node(model, graph, m, node)
     if graph.colo is not None:
         model.drive_colo(graph.colo.primary, graph.colo.secondary)
@@ -89,21 +90,21 @@ def add_late(model: Model, graph: Graph, name: str) -> None:
     add_node(model, graph, m, node)
 
 
-def add_node(model: Model, graph: Graph, m: Machine, node: object) -> None:
+def add_node(model: Model, graph: Graph, m: MachineSpec, node: object) -> None:
     """The model of one replication or quorum node (other nodes need none)."""
     if isinstance(node, Replication):
         _replication(model, graph, m, node)
     elif isinstance(node, Quorum):
-        q = model.quorums.setdefault(node.name, QuorumModel(node.name, m.name))
+        q = model.quorums.setdefault(node.name, QuorumNode(node.name, m.name))
         for child in node.children:
             q.add_child(model.nodes.get(child) or model.disks[child])
 
 
-def _replication(model: Model, graph: Graph, m: Machine, node: Replication) -> None:
+def _replication(model: Model, graph: Graph, m: MachineSpec, node: Replication) -> None:
     _, file = graph.find(node.file)
     link: NbdClient | None = file if isinstance(file, NbdClient) else None
     if link is not None:
-        target = graph.image_below(graph.find(_export_node(graph, link))[1].name)
+        target = graph.image_below(graph.export_node(link))
         assert target is not None, f"{link.name}: its export serves no image"
         disk = model.disks[target.layer]
     else:
@@ -123,13 +124,6 @@ def _replication(model: Model, graph: Graph, m: Machine, node: Replication) -> N
     )
     if link is not None:
         model.connect(rep, link.machine, link.export_id)
-
-
-def _export_node(graph: Graph, link: NbdClient) -> str:
-    for n in graph.machine(link.machine).nodes:
-        if isinstance(n, Export) and n.name == link.export:
-            return n.node
-    raise KeyError(f"{link.machine} exports no {link.export!r}")
 
 
 # ---- the standard graphs' models without a recipe (the model's own unit tests)

@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from harness.model.profiles import Profile
-from harness.model.replication import Mode
 from harness.observe import ColoSideState, ColoState, Observation, OneOf
+from harness.topology.values import Mode
 
 REQUEST = "request"
 ERROR = "error"

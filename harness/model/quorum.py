@@ -35,7 +35,7 @@ class QuorumChild:
 
 
 @dataclass(eq=False)
-class Quorum:
+class QuorumNode:
     """The model of one quorum node: its children in order, the vote threshold."""
 
     name: str

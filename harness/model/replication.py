@@ -23,6 +23,7 @@ from harness.model.disks import (
 from harness.model.extents import UNDEF, ExtentMap
 from harness.model.profiles import Profile
 from harness.observe import EIO
+from harness.topology.values import Mode
 from harness.units import SECTOR
 
 BACKUP_CLUSTER_MIN = 65536
@@ -34,13 +35,6 @@ class Stage(enum.Enum):
     FAILOVER = "failover"
     FAILOVER_FAILED = "failover_failed"
     DONE = "done"
-
-
-class Mode(enum.IntEnum):
-    """ReplicationMode: the numbers appear in QEMU's mode-mismatch message."""
-
-    PRIMARY = 0
-    SECONDARY = 1
 
 
 @dataclass(eq=False)
@@ -204,13 +198,31 @@ class ReplicationNode:
         self._commit()
         return None
 
+    # ---- what the active and hidden disks hold
+
+    def dirty(self, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+        """The ranges of [start, end) (default: the whole disk) allocated in the active
+        or the hidden disk, above the secondary disk: what a checkpoint empties and a
+        failover commit copies. None before start, nor once the commit closed them."""
+        active, secondary = self.active, self.secondary
+        if active is None or secondary is None or active.closed:
+            return []
+        runs = allocated_above(active, secondary, start, secondary.size if end is None else end)
+        return [(s, e) for s, e, allocated in runs if allocated]
+
+    def commit_copies(self, offset: int) -> bool:
+        """Would a failover commit starting now copy the chunk holding byte `offset`?
+        It copies the chunks (commit_chunk) holding anything dirty()."""
+        if self.stage is not Stage.RUNNING or self.secondary is None:
+            return False
+        return bool(self.dirty(*commit_chunk(self.secondary, offset)))
+
     def _commit(self) -> None:
         """The internal active commit of active+hidden into the secondary disk."""
         active, secondary = self.active, self.secondary
         assert active is not None and secondary is not None
         self.settling = True
-        size = secondary.size
-        dirty = [(s, e) for s, e, a in allocated_above(active, secondary, 0, size) if a]
+        dirty = self.dirty()
         self.commit_dirty = dirty
         if self.commit_fails or _commit_refused(secondary, dirty):
             for s, e in dirty:

@@ -19,8 +19,8 @@ from harness.model.colo import Colo
 from harness.model.disks import Disk, view, write_layer
 from harness.model.extents import UNDEF
 from harness.model.profiles import Profile
-from harness.model.quorum import Quorum
-from harness.model.replication import Abort, Mode, ReplicationNode, Stage
+from harness.model.quorum import QuorumNode
+from harness.model.replication import Abort, ReplicationNode, Stage
 from harness.observe import (
     EIO,
     IO_EIO,
@@ -35,6 +35,7 @@ from harness.observe import (
     qmp_error,
     status,
 )
+from harness.topology.values import Mode
 from harness.units import SECTOR
 
 SETTLED = QmpResult(True, "settled")
@@ -114,7 +115,7 @@ class Model:
     # The disk the primary's writes reach over NBD (the secondary disk's export).
     export: Disk | None = None
     # Quorum nodes (the COLO pair's guest disks): guest I/O on them fans out to children.
-    quorums: dict[str, Quorum] = field(default_factory=dict)
+    quorums: dict[str, QuorumNode] = field(default_factory=dict)
     # Block exports: (machine, export id) -> the disk it serves (its BlockBackend).
     exports: dict[tuple[str, str], Disk] = field(default_factory=dict)
     # Primary replication nodes over an NBD client: node name -> (machine, export id).
@@ -228,12 +229,12 @@ class Model:
         q = self.quorums.get(top or "")
         return q is not None and self._holds(q, node) and not self._has_parent(q)
 
-    def _has_parent(self, child: ReplicationNode | Quorum) -> bool:
+    def _has_parent(self, child: ReplicationNode | QuorumNode) -> bool:
         return any(c.node is child for q in self.quorums.values() for c in q.children)
 
-    def _holds(self, q: Quorum, node: ReplicationNode) -> bool:
+    def _holds(self, q: QuorumNode, node: ReplicationNode) -> bool:
         return any(
-            c.node is node or (isinstance(c.node, Quorum) and self._holds(c.node, node))
+            c.node is node or (isinstance(c.node, QuorumNode) and self._holds(c.node, node))
             for c in q.children
         )
 
@@ -305,7 +306,7 @@ class Model:
             node.commit_held = held
         return QMP_OK
 
-    def _io_node(self, name: str) -> ReplicationNode | Quorum:
+    def _io_node(self, name: str) -> ReplicationNode | QuorumNode:
         """The node guest I/O names: a quorum, else a replication node."""
         return self.quorums.get(name) or self._node(name)
 
@@ -317,8 +318,8 @@ class Model:
             return self._crash(self._machine_of(node), a.reason)
         return IO_OK if err is None else IoResult(False, err)
 
-    def _machine_of(self, node: ReplicationNode | Quorum) -> str:
-        if isinstance(node, Quorum):
+    def _machine_of(self, node: ReplicationNode | QuorumNode) -> str:
+        if isinstance(node, QuorumNode):
             return node.machine
         for m in self.machines.values():
             if node in m.nodes:
@@ -336,14 +337,14 @@ class Model:
         # through a quorum (quorum_co_pwrite_zeroes hands each child a write-zeroes of its
         # own).
         node = self._io_node(op.node)
-        primaries = node.replication_children() if isinstance(node, Quorum) else [node]
+        primaries = node.replication_children() if isinstance(node, QuorumNode) else [node]
         taking = [
             n for n in primaries if n.mode is Mode.PRIMARY and n.link_up and n.io_status() >= 0
         ]
         if self.profile.unaligned_zeroes_garbage is None:
             taking = []
         obs = self._write_value(op.node, op.offset, op.length, 0)
-        if isinstance(obs, IoResult) and (obs.ok or isinstance(node, Quorum)):
+        if isinstance(obs, IoResult) and (obs.ok or isinstance(node, QuorumNode)):
             for n in taking:
                 _undefine_padded_sectors(n, op.offset, op.offset + op.length)
         return obs

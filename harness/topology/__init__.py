@@ -1,11 +1,12 @@
-"""Topologies: a graph stated once as a value (values), the standard ones (standard,
-pair), and QEMU's interpreter of a value (qemu); the model's is harness.model.build.
+"""Topologies as values: a graph stated once (values), the standard ones (standard,
+pair). Nothing here runs or models anything: QEMU's interpreter of a value is
+harness.real.topology, the model's is the model package's build.py, and a story
+(harness.story.Story.open) puts the two side by side.
 
     graph = standard.secondary("secondary", over_secondary=faults.over_secondary(1))
-    topo = open_topology(graph, build, profile, machines, workdir)   # QEMU, then the model
+    story = Story.open(graph, build, profile, machines, workdir)   # QEMU, then the model
 """
 
-from harness.topology.qemu import Topology, add_late, create_late, open_topology
-from harness.topology.values import Graph
+from harness.topology.values import Graph, Mode
 
-__all__ = ["Graph", "Topology", "add_late", "create_late", "open_topology"]
+__all__ = ["Graph", "Mode"]

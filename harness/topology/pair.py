@@ -23,7 +23,6 @@ from typing import Any
 
 from harness.faults import FailingWrites, Throttle
 from harness.images import Recipe
-from harness.model.replication import Mode
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.topology.standard import EXPORT, GUEST_EXPORT
 from harness.topology.values import (
@@ -33,7 +32,8 @@ from harness.topology.values import (
     Graph,
     Guest,
     Image,
-    Machine,
+    MachineSpec,
+    Mode,
     NbdClient,
     Node,
     Quorum,
@@ -151,8 +151,8 @@ def pair(
     return Graph(
         recipe or pair_recipe(),
         (
-            Machine(SECONDARY, tuple(snodes), incoming=colo, vm=vm),
-            Machine(PRIMARY, pnodes, vm=vm),
+            MachineSpec(SECONDARY, tuple(snodes), incoming=colo, vm=vm),
+            MachineSpec(PRIMARY, pnodes, vm=vm),
         ),
         tuple(guests),
         ColoMigration(PRIMARY, SECONDARY) if colo else None,

@@ -19,7 +19,6 @@ from typing import Any
 
 from harness.faults import CHILD, FailingWrites, Throttle
 from harness.images import Recipe, load_recipe
-from harness.model.replication import Mode
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.topology.values import (
     HEADER,
@@ -28,7 +27,8 @@ from harness.topology.values import (
     Graph,
     Guest,
     Image,
-    Machine,
+    MachineSpec,
+    Mode,
     NbdClient,
     Node,
     Replication,
@@ -107,17 +107,17 @@ def secondary(
     if checks_over_nbd:
         nodes.append(Export(REP, GUEST_EXPORT, GUEST_EXPORT))
         guest = Guest(REP, through=guest_through, check_export=GUEST_EXPORT)
-    return Graph(rec, (Machine(SECONDARY, tuple(nodes)),), (guest,))
+    return Graph(rec, (MachineSpec(SECONDARY, tuple(nodes)),), (guest,))
 
 
 def primary(recipe: Recipe | str = "primary-child") -> Graph:
     """rep (primary) -> NBD client -> an export of the child disk by a daemon."""
     rec = recipe_of(recipe)
     (layer,) = rec.names
-    child = Machine(
+    child = MachineSpec(
         CHILD, (Image(layer), Export(layer, CHILD_EXPORT, client=True, path=True)), daemon=True
     )
-    prim = Machine(
+    prim = MachineSpec(
         PRIMARY,
         (NbdClient(NBD_CHILD, CHILD, CHILD_EXPORT), Replication(REP, Mode.PRIMARY, NBD_CHILD)),
     )
@@ -135,7 +135,7 @@ def primary_local(*, drive_id: str | None = None, size: str = "64M") -> Graph:
         Image("child", HEADER, inline=True),
         Replication(REP, Mode.PRIMARY, "child", drive_id=drive_id),
     )
-    return Graph(rec, (Machine(PRIMARY, nodes),), (Guest(REP),))
+    return Graph(rec, (MachineSpec(PRIMARY, nodes),), (Guest(REP),))
 
 
 # ---- several replication nodes in one QEMU
@@ -210,6 +210,6 @@ def many_nodes(specs: Sequence[NodeSpec], *, size: str = "64M", cluster: str = "
         ]
     return Graph(
         many_nodes_recipe(specs, size, cluster),
-        (Machine(SECONDARY, tuple(disks + reps)),),
+        (MachineSpec(SECONDARY, tuple(disks + reps)),),
         tuple(Guest(sp.name) for sp in specs),
     )

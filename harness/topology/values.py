@@ -1,35 +1,58 @@
 """A topology as a value: the machines, their nodes in creation order, exports, NBD links,
 quorums and faults of a graph, as plain typed data.
 
-Two interpreters read the same value: harness.topology.qemu issues the QMP commands and
-opens the guest and NBD sessions; harness.model.build builds the model. Neither adds
-anything the value does not say, so the two cannot be told different stories. The
-recipe stays the source of image geometry and initial contents.
+Two interpreters read the same value: harness.real.topology issues the QMP commands
+and opens the guest and NBD sessions; the model package's build.py builds the model.
+Neither adds anything the value does not say, so the two cannot be told different
+stories. The recipe stays the source of image geometry and initial contents. The values
+answer the questions both interpreters ask (a node's `late` and `inline`,
+`Graph.export_node`), and import nothing of either.
 
 Nodes are named as QEMU names them (node-name); an `Image` is a recipe layer's format
 node (its file node is LAYER-file). `inline` nodes are opened inside their parent's
 options (the replication node's active -> hidden chain, an NBD client), the others by
 their own blockdev-add at their place in the machine's list. `late` nodes are created
-only when a case asks (`harness.topology.add_late`): a primary node connected after
+only when a case asks (`harness.story.Story.add_late`): a primary node connected after
 start, a quorum put above a node between two starts.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.faults import EXPORT_ID, FailingWrites, Throttle
 from harness.images import Recipe
-from harness.model.replication import Mode
 
 # Image.backing: the image header's own backing file (no backing option at all).
 HEADER = "<header>"
 
 
+class Mode(enum.IntEnum):
+    """A replication node's mode (QEMU's ReplicationMode): the numbers appear in QEMU's
+    mode-mismatch message."""
+
+    PRIMARY = 0
+    SECONDARY = 1
+
+
+class _Placed:
+    """Where a node is created: `inline` inside its parent's options, `late` only when a
+    case asks (a node class that can be either says so with a field of that name)."""
+
+    @property
+    def late(self) -> bool:
+        return False
+
+    @property
+    def inline(self) -> bool:
+        return False
+
+
 @dataclass(frozen=True)
-class Image:
+class Image(_Placed):
     """A recipe layer's format node; `backing`: a node name, None (backing null), HEADER."""
 
     layer: str
@@ -43,7 +66,7 @@ class Image:
 
 
 @dataclass(frozen=True)
-class Filter:
+class Filter(_Placed):
     """A filter node over `fault.target`: a blkdebug (FailingWrites) or a throttle."""
 
     fault: FailingWrites | Throttle
@@ -54,7 +77,7 @@ class Filter:
 
 
 @dataclass(frozen=True)
-class NbdClient:
+class NbdClient(_Placed):
     """An NBD client node (inline in its parent) of export `export` of `machine`."""
 
     name: str
@@ -62,9 +85,13 @@ class NbdClient:
     export: str
     export_id: str = EXPORT_ID
 
+    @property
+    def inline(self) -> bool:
+        return True
+
 
 @dataclass(frozen=True)
-class Replication:
+class Replication(_Placed):
     """A `replication` node over `file`; `drive_id`: opened by HMP drive_add as that
     BlockBackend; `options`: further blockdev-add options (key, value)."""
 
@@ -78,7 +105,7 @@ class Replication:
 
 
 @dataclass(frozen=True)
-class Quorum:
+class Quorum(_Placed):
     """A quorum node (vote-threshold 1, read-pattern fifo) over `children`."""
 
     name: str
@@ -87,7 +114,7 @@ class Quorum:
 
 
 @dataclass(frozen=True)
-class Null:
+class Null(_Placed):
     """A null-co node unrelated to replication, a BlockBackend when `drive_id` is set."""
 
     name: str
@@ -95,7 +122,7 @@ class Null:
 
 
 @dataclass(frozen=True)
-class Export:
+class Export(_Placed):
     """A writable NBD export of `node` named `name` (the machine's NBD server starts with
     its first export). `client`: the harness opens its own NBD client of it, the path of
     PrimaryWrite/PrimaryRead; `path`: it is the export the primary's writes reach."""
@@ -105,10 +132,6 @@ class Export:
     id: str = EXPORT_ID
     client: bool = False
     path: bool = False
-
-    @property
-    def late(self) -> bool:
-        return False
 
 
 Node = Image | Filter | NbdClient | Replication | Quorum | Null | Export
@@ -141,7 +164,7 @@ class Vm:
 
 
 @dataclass(frozen=True)
-class Machine:
+class MachineSpec:
     """One QEMU process and its graph. `daemon`: it only serves images (a
     qemu-storage-daemon where the release closes its images on exit); `incoming`: it
     waits for a migration (`-incoming defer`), as a COLO secondary does; `vm`: it runs
@@ -162,7 +185,8 @@ class Machine:
 @dataclass(frozen=True)
 class ColoMigration:
     """COLO's migration from `primary` to `secondary` drives their replication nodes
-    (harness.model.colo): ColoStart, ColoCheckpoint and LostHeartbeat are its steps."""
+    (the model's colo.py says how): ColoStart, ColoCheckpoint and LostHeartbeat are its
+    steps."""
 
     primary: str
     secondary: str
@@ -174,27 +198,34 @@ class Graph:
     migration between two of the machines, if COLO drives them."""
 
     recipe: Recipe
-    machines: tuple[Machine, ...]
+    machines: tuple[MachineSpec, ...]
     guests: tuple[Guest, ...] = field(default=())
     colo: ColoMigration | None = None
 
-    def machine(self, name: str) -> Machine:
+    def machine(self, name: str) -> MachineSpec:
         for m in self.machines:
             if m.name == name:
                 return m
         raise KeyError(f"no machine {name!r} in this topology")
 
-    def nodes(self) -> Iterator[tuple[Machine, Node]]:
+    def nodes(self) -> Iterator[tuple[MachineSpec, Node]]:
         for m in self.machines:
             for n in m.nodes:
                 yield m, n
 
-    def find(self, name: str) -> tuple[Machine, Node]:
+    def find(self, name: str) -> tuple[MachineSpec, Node]:
         """The machine and node named `name` (an export by its id)."""
         for m, n in self.nodes():
             if (n.id if isinstance(n, Export) else n.name) == name:
                 return m, n
         raise KeyError(f"no node {name!r} in this topology")
+
+    def export_node(self, link: NbdClient) -> str:
+        """The node the export an NBD client node connects to serves."""
+        for n in self.machine(link.machine).nodes:
+            if isinstance(n, Export) and n.name == link.export:
+                return n.node
+        raise KeyError(f"{link.machine} exports no {link.export!r}")
 
     def image_below(self, name: str) -> Image | None:
         """The image a node name reaches through filters (None: not an image)."""
@@ -205,6 +236,20 @@ class Graph:
         while isinstance(n, Filter):
             _, n = self.find(n.fault.target)
         return n if isinstance(n, Image) else None
+
+    def inline_images(self, name: str) -> tuple[str, ...]:
+        """The layers of the images opened inline under the node `name`, top first (a
+        secondary replication node's active and hidden disks)."""
+        _, node = self.find(name)
+        out: list[str] = []
+        below = node.file if isinstance(node, Replication) else None
+        while below is not None:
+            _, n = self.find(below)
+            if not (isinstance(n, Image) and n.inline):
+                break
+            out.append(n.layer)
+            below = n.backing if n.backing != HEADER else None
+        return tuple(out)
 
     def describe(self) -> str:
         """A readable listing of the graph (what a test prints)."""

@@ -15,10 +15,11 @@ from harness.model import Model, Profile
 from harness.model import build as model_build
 from harness.model.colo import Colo
 from harness.model.profiles import V5_2, V7_2, V10_0, V10_0_7, V11_1
-from harness.model.replication import Mode, Stage
+from harness.model.replication import Stage
 from harness.model.system import Fork
 from harness.observe import IO_OK, QMP_OK, ColoSideState, ColoState, Crashed, OneOf, qmp_error
 from harness.topology.pair import LOCAL, PQ, PREP, pair
+from harness.topology.values import Mode
 from harness.units import KiB
 
 P, S = ops.PRIMARY, ops.SECONDARY

@@ -13,9 +13,10 @@ from harness.model import messages as msg
 from harness.model.build import secondary_model
 from harness.model.disks import Disk
 from harness.model.extents import UNDEF
-from harness.model.quorum import Quorum
-from harness.model.replication import Mode, ReplicationNode, Stage
+from harness.model.quorum import QuorumNode
+from harness.model.replication import ReplicationNode, Stage
 from harness.observe import EIO, IO_OK, QMP_OK, IoResult, qmp_error, status
+from harness.topology.values import Mode
 from harness.units import KiB, MiB
 
 P = ops.PRIMARY
@@ -30,7 +31,7 @@ def pair_model(profile: Profile, *, start: bool = True) -> Model:
     m.disks["secondary"].data.set(0, 1 * MiB, 0x11)
     local = m.add_disk(Disk("local", 4 * MiB))
     local.data.set(0, 1 * MiB, 0x11)
-    q = m.quorums[PQ] = Quorum(PQ, P)
+    q = m.quorums[PQ] = QuorumNode(PQ, P)
     q.add_child(local)
     sec = m.export
     assert sec is not None
@@ -79,7 +80,7 @@ def test_quorum_fails_when_no_child_succeeds(profile: Profile) -> None:
 
 def test_quorum_child_names() -> None:
     texts = PROFILES[-1].texts
-    q = Quorum(PQ, P)
+    q = QuorumNode(PQ, P)
     assert q.add_child(Disk("a", MiB)) == "children.0"
     assert q.add_child(Disk("b", MiB)) == "children.1"
     assert q.remove_child("children.2", texts) == msg.quorum_no_child(PQ, "children.2")
@@ -180,7 +181,7 @@ def test_secondary_quorum_over_rep(quorum_first: bool) -> None:
     from harness.model.profiles import V7_2
 
     m = secondary_model(V7_2)
-    q = m.quorums[SQ] = Quorum(SQ, ops.SECONDARY)
+    q = m.quorums[SQ] = QuorumNode(SQ, ops.SECONDARY)
     q.add_child(node(m))
     assert m.apply(ops.Read(0, CL, node=SQ)) == IoResult(False, EIO)  # NONE
     m.apply(ops.Start(primary=False))

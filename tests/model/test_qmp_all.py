@@ -9,8 +9,9 @@ from harness import ops
 from harness.model import Model, Profile
 from harness.model import messages as msg
 from harness.model.disks import Disk
-from harness.model.replication import Mode, ReplicationNode, Stage
+from harness.model.replication import ReplicationNode, Stage
 from harness.observe import QMP_OK, QmpResult, qmp_error, status
+from harness.topology.values import Mode
 from harness.units import MiB
 
 M = ops.SECONDARY

@@ -10,8 +10,9 @@ from harness.model import Model, Profile, profile_for
 from harness.model import messages as msg
 from harness.model.build import primary_model, secondary_model
 from harness.model.disks import Disk
-from harness.model.replication import Mode, ReplicationNode, Stage
+from harness.model.replication import ReplicationNode, Stage
 from harness.observe import QMP_OK, Crashed, compare, qmp_error, status
+from harness.topology.values import Mode
 from harness.units import MiB
 
 START_SEC = ops.Start(primary=False)

@@ -141,6 +141,26 @@ def _scenario(profile: Profile) -> Model:
 
 
 @by_profile()
+def test_the_node_says_what_its_commit_copies(profile: Profile) -> None:
+    """dirty(): what the active and hidden disks hold above the secondary disk (what the
+    commit copies, commit_dirty); commit_copies(offset): whether the commit's chunk
+    (64 KiB clusters here: 64 KiB chunks) holding the byte is among it."""
+    fresh = secondary_model(profile, size=MiB)
+    assert node(fresh).dirty() == [] and not node(fresh).commit_copies(0)  # not started
+    m = _scenario(profile)
+    rep = node(m)
+    assert rep.dirty() == [(0, CL), (4 * CL, 6 * CL)]  # active cluster 0, hidden 4-5
+    assert rep.dirty(CL, 5 * CL) == [(4 * CL, 5 * CL)]
+    copies = {o: rep.commit_copies(o) for o in (CL - 1, CL, 4 * CL, 6 * CL)}
+    assert copies == {CL - 1: True, CL: False, 4 * CL: True, 6 * CL: False}
+    m.apply(FAILOVER)
+    m.apply(ops.Settle())
+    assert rep.commit_dirty == [(0, CL), (4 * CL, 6 * CL)]
+    # the commit closed the active and hidden disks: nothing above the secondary disk
+    assert rep.dirty() == [] and not rep.commit_copies(0)
+
+
+@by_profile()
 def test_failover_success(profile: Profile) -> None:
     m = _scenario(profile)
     view_before = guest(m, 0, MiB)

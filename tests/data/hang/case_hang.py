@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from cases.conftest import _maker, machines, pair, profile, topologies  # noqa: F401  (fixtures)
-from harness import real
 from harness.ops import Settle
+from harness.real import side
 from tests.data.hang.held import held_failover
 from tests.qemu_helpers import alive
 
@@ -25,8 +25,8 @@ PIDS = os.environ.get("QRC_SELFTEST_PIDS", "")
 def test_held_commit_forever(pair, monkeypatch):  # noqa: F811
     if not PIDS:
         pytest.skip("run by tests/test_hangs.py (QRC_SELFTEST_PIDS)")
-    monkeypatch.setattr(real, "SETTLE_STALL", 1e9)
-    monkeypatch.setattr(real, "SETTLE_BASE", 1e9)
+    monkeypatch.setattr(side, "SETTLE_STALL", 1e9)
+    monkeypatch.setattr(side, "SETTLE_BASE", 1e9)
     s = held_failover(pair)
     pids = [m.pid for m in s.topo.machines]
     Path(PIDS).write_text(" ".join(map(str, pids)))

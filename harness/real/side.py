@@ -19,11 +19,11 @@ from harness.faults import Kill
 from harness.graph import CommitProgress, commit_progress
 from harness.machine import Machine, MachineDied
 from harness.model.system import SETTLED
-from harness.nbd_client import NbdClient
+from harness.nbd_client import NbdSession
 from harness.nbd_reader import NbdReader, NbdReaderError
 from harness.observe import Crashed, IoResult, Observation, OneOf, QmpResult
 from harness.qemu_io import QemuIoSession
-from harness.topology import Topology
+from harness.real.topology import LiveTopology
 from harness.verdicts import signal_name
 
 KILL_DEADLINE = 10.0
@@ -55,7 +55,7 @@ def _hint(expected: Observation) -> Any:
 class RealSide:
     """Performs operations on the topology's QEMU processes."""
 
-    def __init__(self, topo: Topology) -> None:
+    def __init__(self, topo: LiveTopology) -> None:
         self.topo = topo
         self.died: MachineDied | None = None
         self._dispatch: dict[type[ops.Op], Callable[[Any, Observation], Observation]] = {
@@ -145,7 +145,7 @@ class RealSide:
         if isinstance(op, ops.Read):
             return self.topo.checkers.get(op.node)
         io = self.topo.export_io
-        return io.checker if isinstance(io, NbdClient) else None
+        return io.checker if isinstance(io, NbdSession) else None
 
     def _link_down(self, op: faults.LinkDown, expected: Observation) -> Observation:
         m = self._m(op.machine)

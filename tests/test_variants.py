@@ -35,9 +35,10 @@ from harness.differential.runner import run_groups
 from harness.differential.settings import Options
 from harness.differential.specs import ci_groups
 from harness.errors import TraceError
-from harness.model import Profile, profile_for
+from harness.model import Profile, colo, profile_for
 from harness.model import messages as msg
 from harness.model import replication as rep
+from harness.model.colo import Colo
 from harness.model.disks import copy_range, make_empty, write_layer
 from harness.model.quorum import QuorumNode
 from harness.model.replication import EIO, Backup, ReplicationNode, Stage
@@ -300,6 +301,111 @@ def test_variant_all_walk_oldest_first(qemu72, tmp_path, record_property, monkey
     _all_walk_oldest_first(monkeypatch)
     res = _catch(qemu72, tmp_path, record_property, "all_walk_oldest_first")
     assert res.group == "many-nodes", res.summary()
+
+
+# ---- variants only COLO's migration shows (the colo group: harness.model.colo)
+
+
+def _colo_checkpoint(get_error: bool, secondary: bool) -> Callable[[Colo], None]:
+    """Colo._checkpoint, asking the secondary's error (`get_error`) and checkpointing its
+    replication (`secondary`) or not."""
+
+    def checkpoint(self: Colo) -> None:
+        p, s = self.primary, self.secondary
+        if p.gone or p.waits is not colo.Wait.REQUEST:
+            return
+        if s.gone:
+            p.leave_loop((colo.ERROR,))
+            return
+        if not s.in_loop:
+            p.waits = colo.Wait.REPLY
+            return
+        s.stop_vm()
+        p.stop_vm()
+        err = self.filter.checkpoint_all(p.machine)
+        if err is not None:
+            p.leave_loop((colo.ERROR,))
+            return
+        if get_error:
+            err = self.filter.get_error_all(s.machine)
+        if err is None and secondary:
+            err = self.filter.checkpoint_all(s.machine)
+        if err is not None:
+            s.leave_loop((colo.ERROR,))
+            p.waits = colo.Wait.LOADED
+            return
+        s.start_vm()
+        p.start_vm()
+
+    return checkpoint
+
+
+def test_variant_colo_checkpoint_skips_get_error(qemu72, tmp_path, record_property, monkeypatch):
+    """COLO's checkpoint does not ask the secondary's replication error first: a failed
+    copy-before-write (colo-faults) would not end COLO."""
+    monkeypatch.setattr(Colo, "_checkpoint", _colo_checkpoint(get_error=False, secondary=True))
+    res = _catch(qemu72, tmp_path, record_property, "colo_checkpoint_skips_get_error")
+    assert res.group == "colo", res.summary()
+
+
+def test_variant_colo_checkpoint_keeps_secondary_writes(
+    qemu72, tmp_path, record_property, monkeypatch
+):
+    """COLO's checkpoint leaves the secondary's replication alone (no
+    replication_do_checkpoint_all there): the secondary VM's writes survive it."""
+    monkeypatch.setattr(Colo, "_checkpoint", _colo_checkpoint(get_error=True, secondary=False))
+    res = _catch(qemu72, tmp_path, record_property, "colo_checkpoint_keeps_secondary_writes")
+    assert res.group == "colo", res.summary()
+
+
+def test_variant_colo_primary_started_first(qemu72, tmp_path, record_property, monkeypatch):
+    """COLO starts the primary's replication before the secondary's (QEMU: the secondary
+    first, the primary once the secondary is READY): seen where the secondary cannot
+    start (colo-refused), whose primary would then run replication."""
+
+    def start(self: Colo) -> Observation:
+        self.started = True
+        p, s = self.primary, self.secondary
+        s.mode, p.mode = colo.ColoMode.SECONDARY, colo.ColoMode.PRIMARY
+        p.waits, s.waits = colo.Wait.READY, colo.Wait.MESSAGE
+        primary_err = self.filter.start_all(p.machine, Mode.PRIMARY)
+        if self.filter.start_all(s.machine, Mode.SECONDARY) is not None:
+            s.leave_loop((colo.ERROR,))
+            return self.observe()
+        s.start_vm()
+        if primary_err is not None:
+            p.leave_loop((colo.ERROR,))
+            return self.observe()
+        p.start_vm()
+        p.waits = colo.Wait.REQUEST
+        return self.observe()
+
+    monkeypatch.setattr(Colo, "start", start)
+    res = _catch(qemu72, tmp_path, record_property, "colo_primary_started_first")
+    assert res.group == "colo", res.summary()
+
+
+def test_variant_colo_failover_skips_stop_all(qemu72, tmp_path, record_property, monkeypatch):
+    """x-colo-lost-heartbeat leaves COLO without replication_stop_all(failover): no
+    commit on the secondary, the primary's node still running."""
+
+    def lost_heartbeat(self: Colo, machine: str) -> str | None:
+        side = self.side(machine)
+        if side.mode is colo.ColoMode.NONE:
+            return self.profile.texts.colo_not_enabled
+        side.stop_vm()
+        side.last_mode, side.mode = side.mode, colo.ColoMode.NONE
+        side.failed_over = True
+        side.start_vm()
+        side.leave_loop((colo.REQUEST, colo.ERROR))
+        peer = self.secondary
+        if peer is not side and not peer.gone and peer.in_loop:
+            peer.leave_loop((colo.ERROR,))
+        return None
+
+    monkeypatch.setattr(Colo, "lost_heartbeat", lost_heartbeat)
+    res = _catch(qemu72, tmp_path, record_property, "colo_failover_skips_stop_all")
+    assert res.group == "colo", res.summary()
 
 
 # ---- traces and replay

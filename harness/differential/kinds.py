@@ -34,10 +34,12 @@ from typing import Any, ClassVar, Generic, TypeVar
 from hypothesis import strategies as st
 
 from harness import faults, ops
-from harness.faults import LinkDown
+from harness.colo_story import ColoStory
+from harness.faults import FailingWrites, Kill, LinkDown
 from harness.images import Recipe, format_size
 from harness.model import Model
 from harness.model.disks import view
+from harness.model.replication import Stage
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.pair import PairStory
 from harness.story import Story
@@ -145,11 +147,11 @@ class Kind(Generic[S]):
 
     # ---- what the rules draw
 
-    def guest_node(self, data: st.DataObject, primary_vm: int = 1) -> str:
+    def guest_node(self, data: st.DataObject, model: Model, primary_vm: int = 1) -> str:
         """The node guest I/O goes through (nothing drawn where there is one)."""
         return REP
 
-    def command_side(self, data: st.DataObject) -> tuple[bool, str]:
+    def command_side(self, data: st.DataObject, model: Model) -> tuple[bool, str]:
         """(primary, machine) of a QMP command: rep's side (nothing drawn)."""
         return self.mode is Mode.PRIMARY, self.machine
 
@@ -157,12 +159,52 @@ class Kind(Generic[S]):
         """Replication started at once (an example's first steps)."""
         return (ops.Start(primary=self.mode is Mode.PRIMARY, machine=self.machine),)
 
+    def start(self, data: st.DataObject, model: Model) -> tuple[ops.Op, ...]:
+        """A start drawn later: on the side command_side draws."""
+        primary, m = self.command_side(data, model)
+        return (ops.Start(primary=primary, machine=m),)
+
+    def can_start(self, model: Model) -> bool:
+        """May a start be drawn now (a refused one is worth seeing too)?"""
+        return True
+
     def checkpoints(self) -> tuple[ops.Op, ...]:
         return (ops.Checkpoint(machine=self.machine),)
 
     def before_failover(self, data: st.DataObject, link_up: bool) -> tuple[ops.Op, ...]:
         """What goes before a failover of rep (nothing drawn where nothing may)."""
         return ()
+
+    def allows(self, op_kind: str) -> bool:
+        """May the rules draw operation kind `op_kind` (harness.differential.specs)
+        here? Every kind but COLO's own (COLO_ONLY) by default."""
+        return op_kind not in COLO_ONLY
+
+    def can_fail_over(self, model: Model, dirty_only: bool) -> bool:
+        """May a failover be drawn now: rep RUNNING (and, `dirty_only`, holding what the
+        commit would copy)?"""
+        node = model.nodes[REP]
+        return node.stage is Stage.RUNNING and (not dirty_only or bool(node.dirty()))
+
+    def interrupted_checkpoint(self, data: st.DataObject) -> tuple[ops.Op, ...]:
+        """A checkpoint with a death in its middle (COLO_ONLY)."""
+        raise NotImplementedError(f"{self.name} draws no interrupted checkpoint")
+
+    def failover(self, data: st.DataObject, link_up: bool) -> tuple[ops.Op, ...]:
+        """A failover of rep: what goes before it, stop with failover=True, optionally a
+        status racing the commit, then the wait for the commit (Settle)."""
+        primary, m = self.mode is Mode.PRIMARY, self.machine
+        seq: tuple[ops.Op, ...] = (
+            *self.before_failover(data, link_up),
+            ops.Stop(primary=primary, failover=True, machine=m),
+        )
+        if data.draw(st.booleans(), label="status racing the commit"):
+            seq += (ops.Status(machine=m),)
+        return (*seq, ops.Settle(machine=m))
+
+
+# Operation kinds only the COLO kinds draw (their steps are COLO's migration's).
+COLO_ONLY = frozenset({"interrupted_checkpoint"})
 
 
 class SecondaryKind(Kind[Story]):
@@ -273,12 +315,12 @@ class PairKind(Kind[PairStory]):
         export = model.export
         return export is not None and export.has_blk
 
-    def guest_node(self, data: st.DataObject, primary_vm: int = 1) -> str:
+    def guest_node(self, data: st.DataObject, model: Model, primary_vm: int = 1) -> str:
         """The primary VM's quorum (`primary_vm` chances in primary_vm + 1) or the
         secondary VM's node."""
         return data.draw(st.sampled_from((PQ,) * primary_vm + (REP,)), label="guest")
 
-    def command_side(self, data: st.DataObject) -> tuple[bool, str]:
+    def command_side(self, data: st.DataObject, model: Model) -> tuple[bool, str]:
         """Either side's (drawn)."""
         primary = data.draw(st.booleans(), label="primary side")
         return primary, PRIMARY if primary else SECONDARY
@@ -297,6 +339,109 @@ class PairKind(Kind[PairStory]):
         if link_up and data.draw(st.sampled_from((True, True, False)), label="link down first"):
             return (LinkDown(machine=SECONDARY),)
         return ()
+
+
+class ColoKind(PairKind):
+    """colo: the COLO pair driven by COLO's migration (harness.topology.pair with
+    colo=True, harness.colo_story): replication starts with the migration (ColoStart),
+    checkpoints are COLO's (ColoCheckpoint, now and then with a side SIGKILLed in the
+    middle of it), a failover is a side taking over after its peer died (the secondary:
+    SIGKILL of the primary, nbd-server-stop, x-colo-lost-heartbeat, the commit; the
+    primary: SIGKILL of the secondary, x-colo-lost-heartbeat). The Xen hooks' start and
+    stop are not drawn (the secondary's images are inactive until COLO starts); status
+    is, on either side."""
+
+    name = "colo"
+    story = ColoStory
+    # the Xen hooks' start and stop (COLO's are its steps)
+    _XEN = frozenset({"start_other_mode", "start_with_failover", "stop"})
+
+    def graph(self, spec: TopologySpec) -> Graph:
+        return pair.pair(spec.recipe, colo=True)
+
+    def set_up(self, story: PairStory, spec: TopologySpec) -> None:
+        """COLO's set-up: replication0 over NBD hot-added to the primary's quorum (the
+        migration comes with the first step, or later: a drawn `start`)."""
+        story.auto_check = False
+        story.connect()
+
+    def allows(self, op_kind: str) -> bool:
+        return op_kind not in self._XEN
+
+    def starts(self) -> tuple[ops.Op, ...]:
+        return (ops.ColoStart(),)
+
+    def start(self, data: st.DataObject, model: Model) -> tuple[ops.Op, ...]:
+        return self.starts()
+
+    def guest_node(self, data: st.DataObject, model: Model, primary_vm: int = 1) -> str:
+        """As the pair's, on a VM whose machine lives (a failover killed one); before
+        COLO starts only the primary VM's (the secondary VM runs from the migration on,
+        and until then its images are inactive: a write there trips
+        bdrv_co_write_req_prepare's BDRV_O_INACTIVE assertion, seen on 10.0.2)."""
+        colo = model.colo
+        alive = (PQ,) * primary_vm if not model.machine(PRIMARY).gone else ()
+        if colo is not None and colo.started and not model.machine(SECONDARY).gone:
+            alive += (REP,)
+        return data.draw(st.sampled_from(alive), label="guest")
+
+    def command_side(self, data: st.DataObject, model: Model) -> tuple[bool, str]:
+        """Either living side's (drawn)."""
+        sides = [
+            side for side in (True, False) if not model.machine(PRIMARY if side else SECONDARY).gone
+        ]
+        primary = data.draw(st.sampled_from(sides), label="primary side")
+        return primary, PRIMARY if primary else SECONDARY
+
+    def can_start(self, model: Model) -> bool:
+        """A pair migrates once."""
+        return model.colo is not None and not model.colo.started
+
+    def checkpoints(self) -> tuple[ops.Op, ...]:
+        return (ops.ColoCheckpoint(),)
+
+    def interrupted_checkpoint(self, data: st.DataObject) -> tuple[ops.Op, ...]:
+        victim = data.draw(st.sampled_from((PRIMARY, SECONDARY)), label="killed mid-checkpoint")
+        return (ops.ColoCheckpoint(kill=victim),)
+
+    def can_fail_over(self, model: Model, dirty_only: bool) -> bool:
+        """Both sides in COLO (a side takes over from its dead peer)."""
+        colo = model.colo
+        return colo is not None and colo.primary.in_loop and colo.secondary.in_loop
+
+    def failover(self, data: st.DataObject, link_up: bool) -> tuple[ops.Op, ...]:
+        """The secondary takes over (most often) or the primary does."""
+        if data.draw(st.sampled_from((True, True, False)), label="secondary takes over"):
+            seq: tuple[ops.Op, ...] = (Kill(PRIMARY, "SIGKILL"),)
+            if link_up:
+                seq += (LinkDown(SECONDARY, faults.EXPORT_ID, "server"),)
+            return (*seq, ops.LostHeartbeat(SECONDARY), ops.Settle())
+        return (Kill(SECONDARY, "SIGKILL"), ops.LostHeartbeat(PRIMARY))
+
+
+class ColoFaultsKind(ColoKind):
+    """colo-faults: the COLO pair whose hidden disk fails its writes once the first one
+    reached it (a FailingWrites under the hidden disk): the copy-before-write of the
+    primary's first write fails the backup job, and the next checkpoint ends the
+    secondary's COLO (replication_get_error_all)."""
+
+    name = "colo-faults"
+
+    def graph(self, spec: TopologySpec) -> Graph:
+        return pair.pair(
+            spec.recipe, colo=True, hidden_fault=FailingWrites("hidden-fault", "hidden", under=True)
+        )
+
+
+class ColoRefusedKind(ColoKind):
+    """colo-refused: the COLO pair whose secondary cannot start replication (its top-id
+    names no node): COLO's start leaves the secondary's COLO at once, and the primary
+    waits in COLO with its replication never started."""
+
+    name = "colo-refused"
+
+    def graph(self, spec: TopologySpec) -> Graph:
+        return pair.pair(spec.recipe, colo=True, top_id="no-such-node")
 
 
 # The many-nodes topology's replication nodes, oldest first: "old" has no block backend
@@ -342,7 +487,7 @@ class NodesKind(Kind[Story]):
         if spec.recipe.to_dict() != want.to_dict():
             raise ValueError("a many-nodes recipe is nodes_recipe(size, cluster)")
 
-    def guest_node(self, data: st.DataObject, primary_vm: int = 1) -> str:
+    def guest_node(self, data: st.DataObject, model: Model, primary_vm: int = 1) -> str:
         return data.draw(st.sampled_from((REP, REP, REP, OLD)), label="node")
 
 
@@ -351,6 +496,9 @@ FAULTS_KIND = Kind.registry[FaultsKind.name]
 PRIMARY_KIND = Kind.registry[PrimaryKind.name]
 PAIR_KIND = Kind.registry[PairKind.name]
 NODES_KIND = Kind.registry[NodesKind.name]
+COLO_KIND = Kind.registry[ColoKind.name]
+COLO_FAULTS_KIND = Kind.registry[ColoFaultsKind.name]
+COLO_REFUSED_KIND = Kind.registry[ColoRefusedKind.name]
 
 
 def kind_named(name: str) -> Kind[Any]:

@@ -33,8 +33,9 @@ operation and at the end):
   asked of the running QEMU and compared with the model (`check_layers_live`), unless
   it was since the last operation that could change it;
 - WHOLE VIEWS (every byte of every view) just before a checkpoint or a failover (a stop
-  with failover) of the running replication node: both empty the active and hidden
-  disks, and with them what the views would still show; and at the end of the session
+  with failover, a lost heartbeat; any COLO checkpoint) of the running replication
+  node: both empty the active and hidden disks, and with them what the views would
+  still show; and at the end of the session
   (after the final live layer check, before the offline one);
 - after any other operation that can change what a guest sees (all but reads, status
   and flush), once no failover commit runs (the model is settled: a commit in flight
@@ -48,8 +49,11 @@ operation and at the end):
     (a secondary's start empties them) and the first SAMPLE bytes of every view (its
     node's answers turn from EIO to data: the first read shows whether they did); for
     a settled failover commit, what they held before the failover (what it copies into
-    the secondary disk); for anything else (a start that started nothing, the NBD link
-    going down) nothing;
+    the secondary disk); COLO's steps (the COLO kinds) as what they do to the filter: a
+    COLO checkpoint as a checkpoint, COLO's start as a start, and a lost heartbeat or a
+    COLO checkpoint with a death in it (a side fails over, a branch of the model is
+    taken) every view whole; for anything else (a start that started nothing, the NBD
+    link going down) nothing;
   - then one sample, of one view in turn: from where that view's last sample stopped,
     up to SAMPLE bytes and no further than the end of the extent the model shows there
     (one qemu-io request), wrapping at the end of the view.
@@ -108,6 +112,16 @@ _DATA = (
     ops.PrimaryWrite,
     ops.PrimaryWriteZeroes,
     ops.PrimaryDiscard,
+)
+# Operations that may empty the active and hidden disks, or start or fail over a node:
+# what those held is noted just before them.
+_CONTROL = (
+    ops.Checkpoint,
+    ops.Stop,
+    ops.Start,
+    ops.ColoStart,
+    ops.ColoCheckpoint,
+    ops.LostHeartbeat,
 )
 # A data operation's range is rounded out to the largest cluster of the topology, and at
 # least to the backup job's smallest (copy-before-write's granularity: 64 KiB).
@@ -188,8 +202,10 @@ class ViewPolicy:
     # ---- around an operation
 
     def checks_layers_before(self, op: ops.Op) -> bool:
-        """Is `op` a checkpoint of the machine holding rep (the layers are checked
-        before it)?"""
+        """Is `op` a checkpoint of the machine holding rep, or a COLO checkpoint (the
+        layers are checked before it)?"""
+        if isinstance(op, ops.ColoCheckpoint):
+            return True
         return isinstance(op, ops.Checkpoint) and op.machine == self.kind.machine
 
     def check_layers(self) -> None:
@@ -204,16 +220,21 @@ class ViewPolicy:
         """Is `op` a checkpoint or a failover of the running replication node (it empties
         the active and hidden disks, and with them what a view would still show)?"""
         node = self.model.nodes[ops.REP]
-        if node.stage is not Stage.RUNNING or getattr(op, "machine", "") != self.kind.machine:
+        if node.stage is not Stage.RUNNING:
             return False
-        return isinstance(op, ops.Checkpoint) or (isinstance(op, ops.Stop) and bool(op.failover))
+        if isinstance(op, ops.ColoCheckpoint):
+            return True
+        if getattr(op, "machine", "") != self.kind.machine:
+            return False
+        failover = isinstance(op, ops.Stop) and bool(op.failover)
+        return isinstance(op, ops.Checkpoint | ops.LostHeartbeat) or failover
 
     def before(self, op: ops.Op) -> None:
         """Just before `op` is applied: what the active and hidden disks hold (what a
         checkpoint, stop or start may empty, what a failover commits)."""
-        if isinstance(op, (ops.Checkpoint, ops.Stop, ops.Start)):
+        if isinstance(op, _CONTROL):
             self.dirty = [r for node in self.model.nodes.values() for r in node.dirty()]
-            if isinstance(op, ops.Stop) and op.failover:
+            if isinstance(op, ops.LostHeartbeat) or (isinstance(op, ops.Stop) and op.failover):
                 self.committed = self.dirty
         self._stages = [node.stage for node in self.model.nodes.values()]
 
@@ -255,11 +276,15 @@ class ViewPolicy:
             return None
         if isinstance(op, _DATA):
             return self._rounded([(op.offset, op.offset + op.length)])
-        if isinstance(op, ops.Start):
+        if isinstance(op, ops.Start | ops.ColoStart):
             return self._rounded(self.dirty) + self._heads() if moved else []
+        if isinstance(op, ops.LostHeartbeat) or (
+            isinstance(op, ops.ColoCheckpoint) and op.kill is not None
+        ):
+            return None  # a side fails over, or dies mid-checkpoint: every view
         if isinstance(op, ops.Stop) and op.failover:
             return []  # the commit runs: nothing is read until it settled
-        if isinstance(op, ops.Checkpoint | ops.Stop):
+        if isinstance(op, ops.Checkpoint | ops.Stop | ops.ColoCheckpoint):
             return self._rounded(self.dirty)
         if isinstance(op, ops.Settle):
             return self._rounded(self.committed)

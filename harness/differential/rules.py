@@ -61,7 +61,6 @@ from harness.differential.trace import session_trace
 from harness.machine import MachineSet
 from harness.model import Profile
 from harness.model.replication import Stage
-from harness.topology import Mode
 from harness.verdicts import QemuMisbehaved
 
 
@@ -225,12 +224,17 @@ class DifferentialStateMachine(RuleBasedStateMachine):
     def allowed(self, kind: str) -> bool:
         """The preconditions of operation `kind`, from the model's state."""
         s = self.s
+        topology = s.spec.kind
+        if not topology.allows(kind):
+            return False
         if kind.startswith("primary_"):
             return s.topo.export_io is not None and s.link_up()
         if kind == "failover":
-            if s.node.stage is not Stage.RUNNING:
-                return False
-            return not self.config.failover_dirty or bool(s.node.dirty())
+            return topology.can_fail_over(s.model, self.config.failover_dirty)
+        if kind == "interrupted_checkpoint":
+            return topology.can_fail_over(s.model, False)
+        if kind == "start":
+            return topology.can_start(s.model)
         if kind == "link_down":
             return s.spec.kind.link_down is not None and s.link_up()
         return True
@@ -264,26 +268,26 @@ class DifferentialStateMachine(RuleBasedStateMachine):
 
     def op_write(self, data: st.DataObject) -> None:
         kind = self.s.spec.kind
-        node = kind.guest_node(data, 2)
+        node = kind.guest_node(data, self.s.model, 2)
         off, n = self._region(data, _avoid_for_guest(self.s), cbw=node in kind.forwarded)
         self._do(ops.Write(off, n, data.draw(patterns(), label="pattern"), node=node))
 
     def op_write_zeroes(self, data: st.DataObject) -> None:
         kind = self.s.spec.kind
-        node = kind.guest_node(data, 2)
+        node = kind.guest_node(data, self.s.model, 2)
         off, n = self._region(data, _avoid_for_guest(self.s), cbw=node in kind.forwarded)
         self._do(ops.WriteZeroes(off, n, node=node))
 
     def op_read(self, data: st.DataObject) -> None:
-        node = self.s.spec.kind.guest_node(data)
+        node = self.s.spec.kind.guest_node(data, self.s.model)
         self._do(ops.Read(*self._region(data, False), node=node))
 
     def op_discard(self, data: st.DataObject) -> None:
-        node = self.s.spec.kind.guest_node(data)
+        node = self.s.spec.kind.guest_node(data, self.s.model)
         self._do(ops.Discard(*self._region(data, False), node=node))
 
     def op_flush(self, data: st.DataObject) -> None:
-        self._do(ops.Flush(node=self.s.spec.kind.guest_node(data)))
+        self._do(ops.Flush(node=self.s.spec.kind.guest_node(data, self.s.model)))
 
     # ---- the primary's I/O through the NBD export (kept off a poisoned page)
 
@@ -303,7 +307,7 @@ class DifferentialStateMachine(RuleBasedStateMachine):
     # ---- replication control (QMP)
 
     def op_status(self, data: st.DataObject) -> None:
-        self._do(ops.Status(machine=self.s.spec.kind.command_side(data)[1]))
+        self._do(ops.Status(machine=self.s.spec.kind.command_side(data, self.s.model)[1]))
 
     def op_checkpoint(self, data: st.DataObject) -> None:
         """The kind's checkpoints (the pair's: both sides, as COLO checkpoints)."""
@@ -311,35 +315,33 @@ class DifferentialStateMachine(RuleBasedStateMachine):
         self.requests.rearmed = self.s.node.stage is Stage.RUNNING
 
     def op_start(self, data: st.DataObject) -> None:
-        primary, m = self.s.spec.kind.command_side(data)
-        self._do(ops.Start(primary=primary, machine=m))
+        """The kind's start (a Xen hook on the side it draws; the COLO kinds' migration)."""
+        self._do(*self.s.spec.kind.start(data, self.s.model))
 
     def op_start_other_mode(self, data: st.DataObject) -> None:
-        primary, m = self.s.spec.kind.command_side(data)
+        primary, m = self.s.spec.kind.command_side(data, self.s.model)
         self._do(ops.Start(primary=not primary, machine=m))
 
     def op_start_with_failover(self, data: st.DataObject) -> None:
         """Refused by the QMP handler whatever the stage."""
-        primary, m = self.s.spec.kind.command_side(data)
+        primary, m = self.s.spec.kind.command_side(data, self.s.model)
         failover = data.draw(st.booleans(), label="failover")
         self._do(ops.Start(primary=primary, failover=failover, machine=m))
 
     def op_stop(self, data: st.DataObject) -> None:
         """A plain stop (pair: of either side; the primary's ends its forwarding)."""
-        primary, m = self.s.spec.kind.command_side(data)
+        primary, m = self.s.spec.kind.command_side(data, self.s.model)
         self._do(ops.Stop(primary=primary, machine=m))
 
     def op_failover(self, data: st.DataObject) -> None:
-        """Only while RUNNING: what the kind puts before it (the pair: most often its
-        NBD export goes), stop with failover=True, optionally a status racing the
-        commit, then wait for the commit to finish (Settle)."""
-        kind = self.s.spec.kind
-        primary, m = kind.mode is Mode.PRIMARY, kind.machine
-        self._do(*kind.before_failover(data, self.s.link_up()))
-        self._do(ops.Stop(primary=primary, failover=True, machine=m))
-        if data.draw(st.booleans(), label="status racing the commit"):
-            self._do(ops.Status(machine=m))
-        self._do(ops.Settle(machine=m))
+        """Where the kind allows it (rep RUNNING; the COLO kinds: both sides in COLO):
+        the kind's failover (Kind.failover: what goes before it, the stop with failover,
+        the wait for the commit; the COLO kinds: a side takes over from its dead peer)."""
+        self._do(*self.s.spec.kind.failover(data, self.s.link_up()))
+
+    def op_interrupted_checkpoint(self, data: st.DataObject) -> None:
+        """The COLO kinds: a checkpoint with a side SIGKILLed in its middle."""
+        self._do(*self.s.spec.kind.interrupted_checkpoint(data))
 
     def op_link_down(self, data: st.DataObject) -> None:
         """The kind's link going down (primary: block-export-del hard on the storage

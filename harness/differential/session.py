@@ -26,6 +26,7 @@ from harness import ops
 from harness.builds import QemuBuild
 from harness.differential.kinds import TopologySpec
 from harness.differential.policy import OBSERVING, ViewPolicy
+from harness.faults import Kill
 from harness.machine import MachineSet
 from harness.model import Model, Profile
 from harness.model.replication import ReplicationNode
@@ -110,7 +111,7 @@ class Session:
         policy.before(op)
         obs = self._at(f"operation {n}", lambda: self.story.do(op))
         self.pending = None
-        if isinstance(obs, Crashed):
+        if isinstance(obs, Crashed) and not isinstance(op, Kill):
             # the model predicted it (else story.do raised): the example ends here
             self.crashed = True
             return obs

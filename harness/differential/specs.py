@@ -15,6 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.differential.kinds import (
+    COLO_FAULTS_KIND,
+    COLO_KIND,
+    COLO_REFUSED_KIND,
     FAULTS_KIND,
     NODES_KIND,
     PAIR_KIND,
@@ -125,6 +128,20 @@ def pair_specs() -> tuple[TopologySpec, ...]:
     )
 
 
+def colo_specs() -> tuple[TopologySpec, ...]:
+    """The COLO pair that COLO's migration drives, over the pair's geometries; its hidden
+    disk failing its writes (colo-faults); its secondary unable to start (colo-refused).
+    hypothesis draws the first most often: the plain pair, then the faults."""
+    (c64, c512, mixed) = (TopologySpec(COLO_KIND, s.recipe, s.name) for s in pair_specs())
+    return (
+        c64,
+        TopologySpec(COLO_FAULTS_KIND, pair_recipe(cluster="64k"), "64k"),
+        c512,
+        TopologySpec(COLO_REFUSED_KIND, pair_recipe(cluster="64k"), "64k"),
+        mixed,
+    )
+
+
 def nodes_specs() -> tuple[TopologySpec, ...]:
     return (TopologySpec(NODES_KIND, nodes_recipe(DISK_SIZE, "64k"), "old+rep"),)
 
@@ -152,6 +169,7 @@ WEIGHTS: tuple[tuple[str, int], ...] = (
     ("start", 1),
     ("start_other_mode", 1),
     ("start_with_failover", 1),
+    ("interrupted_checkpoint", 1),
 )
 OP_KINDS = tuple(k for k, _ in WEIGHTS)
 
@@ -241,6 +259,23 @@ def ci_groups() -> tuple[Group, ...]:
             weights=(("write", 8), ("checkpoint", 4), ("failover", 8), ("link_down", 2)),
             start_first=True,
             failover_dirty=True,
+            steps=12,
+        ),
+        # COLO's migration drives the pair: its checkpoints, a side taking over from its
+        # dead peer, a death in the middle of a checkpoint, the replication errors that
+        # end COLO, a secondary that cannot start
+        Group(
+            name="colo",
+            specs=colo_specs,
+            examples=8,
+            min_steps=60,
+            weights=(
+                ("write", 8),
+                ("checkpoint", 5),
+                ("failover", 4),
+                ("interrupted_checkpoint", 2),
+                ("link_down", 1),
+            ),
             steps=12,
         ),
     )

@@ -26,6 +26,7 @@ document, or is cut short, is refused with TraceError (exit code 8) and one line
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -38,7 +39,15 @@ from harness.differential.kinds import TopologySpec, kind_named
 from harness.differential.session import Session
 from harness.errors import RecipeError, TraceError
 from harness.images import Recipe
-from harness.observe import Crashed, IoResult, Observation, OneOf, QmpResult
+from harness.observe import (
+    ColoSideState,
+    ColoState,
+    Crashed,
+    IoResult,
+    Observation,
+    OneOf,
+    QmpResult,
+)
 from harness.words import plural
 
 FORMAT = "qrc-differential-trace"
@@ -65,6 +74,8 @@ def observation_to_json(obs: Observation) -> dict[str, Any]:
         body = {"crashed": {"signal": obs.signal, "stderr_contains": obs.stderr_contains}}
     elif isinstance(obs, OneOf):
         body = {"one_of": [observation_to_json(a) for a in obs.allowed]}
+    elif isinstance(obs, ColoState):
+        body = {"colo": [dataclasses.asdict(side) for side in obs.sides]}
     else:
         raise TypeError(f"cannot encode observation {obs!r}")
     body["text"] = obs.describe()
@@ -96,9 +107,28 @@ def observation_from_json(d: Any, where: str) -> Observation:
             if not isinstance(alts, list):
                 raise TypeError("one_of is not a list")
             return OneOf(tuple(observation_from_json(a, where) for a in alts))
+        if "colo" in d:
+            return ColoState(tuple(_colo_side(side) for side in d["colo"]))
     except (KeyError, TypeError, ValueError) as e:
         raise TraceError(f"{where}: malformed observation ({e})") from None
     raise TraceError(f"{where}: unknown observation kind {sorted(d)}")
+
+
+def _colo_side(d: Any) -> ColoSideState:
+    if not isinstance(d, dict):
+        raise TypeError(f"{d!r} is not a COLO side")
+    runs = d["runs"]
+    if not isinstance(runs, list) or not all(isinstance(r, str) for r in runs):
+        raise TypeError(f"bad runs {runs!r}")
+    return ColoSideState(
+        str(d["machine"]),
+        str(d["mode"]),
+        str(d["last_mode"]),
+        str(d["reason"]),
+        _bool(d["running"]),
+        tuple(runs),
+        _opt_str(d["exit"]),
+    )
 
 
 def _bool(v: Any) -> bool:

@@ -56,6 +56,21 @@ class ColoMode(enum.Enum):
     SECONDARY = "secondary"
 
 
+class Wait(enum.Enum):
+    """What a side's COLO thread is blocked on (harness.model.colo's module docstring).
+
+    The primary's thread waits for the next checkpoint request (REQUEST: it does not
+    notice a dead secondary) or, in a checkpoint, for a message of the secondary
+    (READY, REPLY, LOADED: a dead secondary fails its receive). The secondary's thread
+    always waits in a receive from the primary (MESSAGE)."""
+
+    REQUEST = "request"
+    READY = "ready"
+    REPLY = "reply"
+    LOADED = "loaded"
+    MESSAGE = "message"
+
+
 @dataclass(eq=False)
 class ColoSide:
     """One QEMU's COLO state as query-colo-status, query-status and COLO_EXIT show it."""
@@ -67,8 +82,8 @@ class ColoSide:
     # failover completed on this side: query-colo-status's reason is "request"
     failed_over: bool = False
     running: bool = False
-    # its COLO thread still exchanges messages with the peer
-    in_loop: bool = False
+    # what its COLO thread is blocked on; None: no thread (not started, or ended)
+    waits: Wait | None = None
     # its COLO thread has ended (it emits COLO_EXIT once)
     exited: bool = False
     # the COLO_EXIT reasons this side may have emitted since the last observation
@@ -77,6 +92,13 @@ class ColoSide:
     # its VM's STOP and RESUME events since the last observation
     runs: list[str] = field(default_factory=list)
     gone: bool = False
+    # its end of the migration stream is closed: it died, or its failover shut it down
+    hung_up: bool = False
+
+    @property
+    def in_loop(self) -> bool:
+        """Its COLO thread runs."""
+        return self.waits is not None
 
     def stop_vm(self) -> None:
         """vm_stop_force_state(RUN_STATE_COLO): STOP if the VM ran."""
@@ -94,7 +116,7 @@ class ColoSide:
         """Its COLO thread ends: one COLO_EXIT with one of `reasons`."""
         if self.exited:
             return
-        self.in_loop = False
+        self.waits = None
         self.exited = True
         self.pending_exit = reasons
 
@@ -155,6 +177,9 @@ class Colo:
             # for the secondary's READY
             p.mode = ColoMode.PRIMARY
             self._first_last_mode(p)
+        if p.mode is ColoMode.PRIMARY:
+            p.waits = Wait.READY
+        s.waits = Wait.MESSAGE
         err = self.filter.start_all(s.machine, Mode.SECONDARY)
         if err is not None:
             s.leave_loop((ERROR,))
@@ -167,11 +192,10 @@ class Colo:
             return self.observe()
         err = self.filter.start_all(p.machine, Mode.PRIMARY)
         if err is not None:
-            p.leave_loop((ERROR,))
-            s.in_loop = True  # it waits for a request that never comes
+            p.leave_loop((ERROR,))  # the secondary waits for a request that never comes
             return self.observe()
         p.start_vm()
-        p.in_loop = s.in_loop = True
+        p.waits = Wait.REQUEST
         return self.observe()
 
     def _first_last_mode(self, side: ColoSide) -> None:
@@ -185,40 +209,42 @@ class Colo:
 
     def _checkpoint(self) -> None:
         p, s = self.primary, self.secondary
-        if p.gone or not p.in_loop:
+        if p.gone or p.waits is not Wait.REQUEST:
             return  # nobody waits for the request
-        if s.gone or not s.in_loop:
+        if s.hung_up:
             # the request cannot be sent: the primary's thread ends, its VM runs on
             p.leave_loop((ERROR,))
+            return
+        if not s.in_loop:
+            # sent to a secondary whose thread ended: no REPLY comes
+            p.waits = Wait.REPLY
             return
         s.stop_vm()
         p.stop_vm()
         err = self.filter.checkpoint_all(p.machine)
         if err is not None:
-            # the secondary waits for the device state that never comes
-            p.leave_loop((ERROR,))
-            s.in_loop = False
+            p.leave_loop((ERROR,))  # the secondary waits for the device state
             return
         err = self.filter.get_error_all(s.machine)
         if err is None:
             err = self.filter.checkpoint_all(s.machine)
         if err is not None:
-            # the primary waits for the LOADED that never comes
             s.leave_loop((ERROR,))
-            p.in_loop = False
+            p.waits = Wait.LOADED  # which never comes
             return
         s.start_vm()
         p.start_vm()
 
     def interruptions(self, victim: str) -> tuple[str, ...]:
         """How a checkpoint whose `victim` dies once the other side's VM stopped can
-        end, by how far it got (QEMU's timing decides): `completed` (the survivor's
-        replication checkpoint and RESUME happened), `failed` (the survivor's COLO thread
-        saw the error and ended), `ignored` (the profile's known bug: the primary's
-        transaction fails receiving RECEIVED or LOADED and carries on). A checkpoint
-        that cannot begin is only the kill (`none`)."""
+        end, by how far it got (QEMU's timing decides): `completed` (as far as the
+        checkpoint goes without the death: the survivor's replication checkpoint and
+        RESUME), `failed` (the survivor's COLO thread saw the error and ended),
+        `ignored` (the profile's known bug: the primary's transaction fails receiving
+        RECEIVED or LOADED and carries on, its VM stopped). A checkpoint that cannot
+        begin is only the kill (`none`)."""
         p, s = self.primary, self.secondary
-        if p.gone or not p.in_loop or s.gone or not s.in_loop:
+        if p.gone or p.waits is not Wait.REQUEST or s.gone or not s.in_loop:
             return ("none",)
         if victim == s.machine and self.profile.colo_transaction_error_ignored is not None:
             return ("completed", "failed", "ignored")
@@ -226,7 +252,7 @@ class Colo:
 
     def interrupted(self, victim: str, branch: str) -> None:
         """The checkpoint of `interruptions` as far as `branch`; the caller then kills
-        the victim (gone)."""
+        the victim (`gone`, which the survivor notices)."""
         p, s = self.primary, self.secondary
         if branch == "none":
             return
@@ -235,10 +261,12 @@ class Colo:
             return
         s.stop_vm()
         p.stop_vm()
-        if victim == s.machine and branch == "failed":
-            p.leave_loop((ERROR,))
-        # "ignored": the primary's VM stays stopped and its thread waits for the next
-        # request, which it cannot send (then it ends)
+        if victim == s.machine:
+            # the primary waits for RECEIVED or LOADED: failed, it ends; ignored, gone()
+            # takes it back to its loop
+            p.waits = Wait.LOADED
+            if branch == "failed":
+                p.leave_loop((ERROR,))
 
     def lost_heartbeat(self, machine: str) -> str | None:
         """x-colo-lost-heartbeat on `machine`: QEMU's error text, or None (then observe)."""
@@ -254,10 +282,7 @@ class Colo:
         side.failed_over = True
         side.start_vm()
         side.leave_loop((REQUEST, ERROR))
-        peer = self.secondary if side is self.primary else self.primary
-        if not peer.gone and peer.in_loop and peer is self.secondary:
-            # its socket is shut down under the secondary's receive
-            peer.leave_loop((ERROR,))
+        self._hang_up(side)  # the failover shuts its end of the stream down
         return None
 
     def quit_may_crash(self, machine: str) -> bool:
@@ -269,12 +294,22 @@ class Colo:
         )
 
     def gone(self, machine: str) -> None:
-        """`machine` died or quit: the secondary notices at once (it waits in recv)."""
+        """`machine` died or quit: its end of the stream closes (`_hang_up`)."""
         side = self.side(machine)
         side.gone = True
-        side.in_loop = False
+        side.waits = None
+        self._hang_up(side)
+
+    def _hang_up(self, side: ColoSide) -> None:
+        """`side`'s end of the stream is closed: a peer blocked in a receive from it
+        notices at once (the secondary always; the primary when it waits for READY,
+        REPLY or LOADED), a primary waiting for a request at its next one."""
+        side.hung_up = True
         peer = self.secondary if side is self.primary else self.primary
-        if peer is self.secondary and peer.in_loop:
+        if peer.waits is Wait.LOADED and self.profile.colo_transaction_error_ignored is not None:
+            # COLO_TRANSACTION_ERROR_IGNORED: back to waiting for a request, VM stopped
+            peer.waits = Wait.REQUEST
+        elif peer.waits in (Wait.MESSAGE, Wait.READY, Wait.REPLY, Wait.LOADED):
             peer.leave_loop((ERROR,))
 
     # ---- observing

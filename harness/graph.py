@@ -140,12 +140,18 @@ def commit_progress(machine: Machine) -> CommitProgress:
     return CommitProgress(True, left, size)
 
 
+class NodeMissing(AssertionError):
+    """The running QEMU has no node of that name (HMP qemu-io's "Cannot find device")."""
+
+
 def live_allocation(machine: Machine, node: str) -> list[tuple[int, int]]:
-    """A node's own allocated ranges, asked of the running QEMU (HMP `qemu-io NODE map`)."""
+    """A node's own allocated ranges, asked of the running QEMU (HMP `qemu-io NODE map`);
+    NodeMissing where QEMU has no such node."""
     mark = machine.stdout_mark()
     reply = machine.hmp(f'qemu-io {node} "map"')
     out = machine.stdout_since(mark)
     if reply.strip():
         # e.g. "Error: Cannot find device=active nor node-name=active": never read as "empty"
-        raise AssertionError(f"qemu-io {node} map on {machine.name}: {reply.strip()}")
+        cls = NodeMissing if "Cannot find device" in reply else AssertionError
+        raise cls(f"qemu-io {node} map on {machine.name}: {reply.strip()}")
     return parse_qemu_io_map(out, f"qemu-io {node} map on {machine.name}")

@@ -20,7 +20,7 @@ from typing import Any, Self
 
 from harness import ops
 from harness.builds import QemuBuild
-from harness.graph import live_allocation
+from harness.graph import NodeMissing, live_allocation
 from harness.layer_inspector import inspect_all
 from harness.machine import MachineDied, MachineError, MachineSet
 from harness.model import Model, Profile
@@ -231,7 +231,11 @@ class Story:
             m = self.topo.machine(machine)
             if m.kind != "system":
                 continue
-            real = live_allocation(m, node)
+            try:
+                real = live_allocation(m, node)
+            except NodeMissing:
+                problems.append(f"  {name}: the model has it open; QEMU has no node {node!r}")
+                continue
             want = list(_merge(disk.data.allocated(0, disk.size)))
             if real != want:
                 problems.append(

@@ -340,11 +340,19 @@ def _colo_checkpoint(get_error: bool, secondary: bool) -> Callable[[Colo], None]
     return checkpoint
 
 
-def test_variant_colo_checkpoint_skips_get_error(qemu72, tmp_path, record_property, monkeypatch):
-    """COLO's checkpoint does not ask the secondary's replication error first: a failed
-    copy-before-write (colo-faults) would not end COLO."""
-    monkeypatch.setattr(Colo, "_checkpoint", _colo_checkpoint(get_error=False, secondary=True))
-    res = _catch(qemu72, tmp_path, record_property, "colo_checkpoint_skips_get_error")
+def test_variant_colo_primary_notices_death_at_once(qemu72, tmp_path, record_property, monkeypatch):
+    """The primary notices a dead secondary at once (QEMU: only at its next checkpoint or
+    its own failover, its thread waiting for a request): its COLO_EXIT comes with the
+    death, never on request."""
+    hang_up = Colo._hang_up
+
+    def patched(self: Colo, side: colo.ColoSide) -> None:
+        hang_up(self, side)
+        if side is self.secondary and side.gone and self.primary.waits is colo.Wait.REQUEST:
+            self.primary.leave_loop((colo.ERROR,))
+
+    monkeypatch.setattr(Colo, "_hang_up", patched)
+    res = _catch(qemu72, tmp_path, record_property, "colo_primary_notices_death_at_once")
     assert res.group == "colo", res.summary()
 
 

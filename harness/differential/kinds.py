@@ -46,7 +46,7 @@ from harness.story import Story
 from harness.topology import Graph, Mode, pair, standard
 from harness.topology.pair import LOCAL, PQ
 from harness.topology.standard import NodeSpec, many_nodes_recipe
-from harness.units import SECTOR
+from harness.units import SECTOR, KiB
 
 S = TypeVar("S", bound=Story)
 View = ops.Read | ops.PrimaryRead
@@ -421,9 +421,9 @@ class ColoKind(PairKind):
 
 class ColoFaultsKind(ColoKind):
     """colo-faults: the COLO pair whose hidden disk fails its writes once the first one
-    reached it (a FailingWrites under the hidden disk): the copy-before-write of the
-    primary's first write fails the backup job, and the next checkpoint ends the
-    secondary's COLO (replication_get_error_all)."""
+    reached it (a FailingWrites under the hidden disk). Its set-up starts COLO and makes
+    that first write (a primary write whose copy-before-write fails the backup job):
+    the next checkpoint ends the secondary's COLO (replication_get_error_all)."""
 
     name = "colo-faults"
 
@@ -432,16 +432,32 @@ class ColoFaultsKind(ColoKind):
             spec.recipe, colo=True, hidden_fault=FailingWrites("hidden-fault", "hidden", under=True)
         )
 
+    def set_up(self, story: PairStory, spec: TopologySpec) -> None:
+        super().set_up(story, spec)
+        story.do(ops.ColoStart())
+        story.do(ops.Write(0, 64 * KiB, 0xC0, node=PQ))
+
+    def starts(self) -> tuple[ops.Op, ...]:
+        return ()  # started by the set-up
+
 
 class ColoRefusedKind(ColoKind):
     """colo-refused: the COLO pair whose secondary cannot start replication (its top-id
-    names no node): COLO's start leaves the secondary's COLO at once, and the primary
-    waits in COLO with its replication never started."""
+    names no node). Its set-up migrates: COLO's start leaves the secondary's COLO at
+    once, and the primary waits in COLO for READY with its replication never started;
+    what follows shows which side started what."""
 
     name = "colo-refused"
 
     def graph(self, spec: TopologySpec) -> Graph:
         return pair.pair(spec.recipe, colo=True, top_id="no-such-node")
+
+    def set_up(self, story: PairStory, spec: TopologySpec) -> None:
+        super().set_up(story, spec)
+        story.do(ops.ColoStart())
+
+    def starts(self) -> tuple[ops.Op, ...]:
+        return ()  # started by the set-up
 
 
 # The many-nodes topology's replication nodes, oldest first: "old" has no block backend

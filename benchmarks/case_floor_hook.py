@@ -29,7 +29,7 @@ OUT = os.environ.get("QRC_PHASES_OUT")
 _main = threading.get_ident()
 
 if OUT:
-    from case_floor import Meter, Phases, report
+    from meter import Meter, Phases, report
 
     T0 = float(os.environ.get("QRC_PHASES_T0", time.monotonic()))
     START = "python start-up, pytest import (before plugins)"

@@ -29,7 +29,7 @@ OUT = os.environ.get("QRC_PHASES_OUT")
 _main = threading.get_ident()
 
 if OUT:
-    from case_floor import Meter, Phases, report
+    from meter import Meter, Phases, report
 
     T0 = float(os.environ.get("QRC_PHASES_T0", time.monotonic()))
     START = "python start-up, pytest import (before plugins)"
@@ -86,7 +86,7 @@ if OUT:
     _wrap(machine.Machine, "launch", "launch: QEMU spawn, QMP handshake (for the pool)")
     _wrap(pool.Pool, "take", "launch: the pool's take (an idle QEMU's pristine check)")
     _wrap(pool.Pool, "give_back", "teardown: the pool's give-back (the graph torn down)")
-    _wrap(machine, "lean_accel", "launch: -accel probe (a QEMU, first launch only)")
+    _wrap(process, "lean_accel", "launch: -accel probe (a QEMU, first launch only)")
     _wrap(process, "pdeathsig_wrapper", "launch: setpriv probe (first spawn only)")
     # Story.open: the graph in QEMU, then the model's of the same value
     _wrap(story, "open_live", "graph: blockdev-add, NBD export, the model's graph")

@@ -7,7 +7,7 @@ at the end every layer is checked offline (qemu-img map and bytes) against the m
 after live checks (HMP qemu-io map) along the way.
 
 Geometries: the standard recipes (512 B, 64 KiB, 2 MiB and mixed clusters; 1 MiB, 64 MiB
-and 1 TiB virtual disks) and a few made with Recipe.secondary_chain: clusters larger than
+and 1 TiB virtual disks) and a few made with standard.secondary_chain: clusters larger than
 the disk, a 1 TiB disk with 2 MiB clusters, 4 KiB clusters, and a size that is not a
 multiple of any cluster.
 """
@@ -29,6 +29,7 @@ from harness.ops import (
     Stop,
     Write,
 )
+from harness.topology.standard import secondary_chain
 from harness.units import KiB, MiB
 
 pytestmark = [pytest.mark.secondary]
@@ -40,10 +41,10 @@ GEOMETRIES: dict[str, str | Recipe] = {
     "mixed": "secondary-mixed",
     "1m": "secondary-1m",
     "1t": "secondary-1t",
-    "1m-2m-clusters": Recipe.secondary_chain("1M", "2M"),
-    "1t-2m-clusters": Recipe.secondary_chain("1T", "2M"),
-    "4k": Recipe.secondary_chain("16M", "4k"),
-    "odd-size": Recipe.secondary_chain(MiB + 1536, "64k", hidden_cluster="2M", active_cluster=512),
+    "1m-2m-clusters": secondary_chain("1M", "2M"),
+    "1t-2m-clusters": secondary_chain("1T", "2M"),
+    "4k": secondary_chain("16M", "4k"),
+    "odd-size": secondary_chain(MiB + 1536, "64k", hidden_cluster="2M", active_cluster=512),
 }
 
 

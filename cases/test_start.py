@@ -42,6 +42,7 @@ from harness.ops import (
     Stop,
     Write,
 )
+from harness.topology.standard import secondary_chain
 from harness.topology.values import Export, Null, Quorum
 from harness.units import MiB
 
@@ -128,13 +129,13 @@ REFUSALS = [
     pytest.param("active-vmdk", {}, lambda msg: msg.NO_MAKE_EMPTY, id="active-vmdk"),
     pytest.param("hidden-qed", {}, lambda msg: msg.NO_MAKE_EMPTY, id="hidden-qed"),
     pytest.param(
-        Recipe.secondary_chain(active_format="qed"),
+        secondary_chain(active_format="qed"),
         {},
         lambda msg: msg.NO_MAKE_EMPTY,
         id="active-qed",
     ),
     pytest.param(
-        Recipe.secondary_chain(hidden_format="vmdk"),
+        secondary_chain(hidden_format="vmdk"),
         {},
         lambda msg: msg.NO_MAKE_EMPTY,
         id="hidden-vmdk",
@@ -159,7 +160,7 @@ REFUSALS = [
         id="order-backend-before-lengths",
     ),
     pytest.param(
-        Recipe.secondary_chain(active_format="vmdk", active_size="32M"),
+        secondary_chain(active_format="vmdk", active_size="32M"),
         {},
         lambda msg: msg.LENGTHS_DIFFER,
         id="order-lengths-before-make-empty",
@@ -595,9 +596,7 @@ def test_start_empties_active_and_hidden(secondary, msg, base, size):
 @pytest.mark.secondary
 def test_start_with_raw_secondary_disk(secondary):
     """A raw secondary disk is fine (only active and hidden need backing and make_empty)."""
-    s = secondary(
-        Recipe.secondary_chain(secondary_format="raw", secondary_contents=[(0, "1M", 0x11)])
-    )
+    s = secondary(secondary_chain(secondary_format="raw", secondary_contents=[(0, "1M", 0x11)]))
     s.expect(Start(primary=False), QMP_OK)
     s.run(PrimaryWrite(0, 65536, 0x22), Read(0, 131072), Checkpoint(), Read(0, 131072))
     s.check_layers_live()

@@ -36,6 +36,7 @@ from harness.ops import (
     Stop,
     Write,
 )
+from harness.topology.standard import secondary_chain
 from harness.units import KiB, MiB
 
 # Geometry: the backup copies max(64 KiB, hidden cluster) per cluster, qcow2 COW copies whole
@@ -62,7 +63,7 @@ PREFILL = ((0, "1M", 0x11), ("4M", "192k", 0x22))
 
 
 def prefilled(cluster: str, *, hidden: str | None = None, active: str | None = None) -> Recipe:
-    return Recipe.secondary_chain(
+    return secondary_chain(
         "64M",
         cluster,
         hidden_cluster=hidden,
@@ -228,9 +229,9 @@ def _fills(size: int) -> dict[str, tuple[Write, ...]]:
 
 
 SMALL_CHAINS = {
-    "1M-64k": Recipe.secondary_chain("1M", "64k"),
-    "1M-512": Recipe.secondary_chain("1M", "512"),
-    "1M-mixed": Recipe.secondary_chain("1M", "512", hidden_cluster="2M"),
+    "1M-64k": secondary_chain("1M", "64k"),
+    "1M-512": secondary_chain("1M", "512"),
+    "1M-mixed": secondary_chain("1M", "512", hidden_cluster="2M"),
 }
 
 
@@ -348,7 +349,7 @@ LARGE = [pytest.param(128, id="128M")]
 def test_failover_of_a_large_active_disk(secondary, msg, mib):
     """A commit that takes a while: the status right after the stop is either answer
     (the commit may or may not have finished), Settle waits for it by polling the graph."""
-    s = secondary(Recipe.secondary_chain("256M", "64k"))
+    s = secondary(secondary_chain("256M", "64k"))
     size = mib * MiB
     s.run(Start(primary=False), PrimaryWrite(size - MiB, 2 * MiB if mib < 256 else MiB, 0x66))
     s.run(Write(0, size, 0x77))

@@ -41,6 +41,7 @@ from harness.ops import (
     Stop,
     Write,
 )
+from harness.topology.standard import secondary_chain
 from harness.units import MiB
 
 IMG_SIZE = 64 * MiB
@@ -136,7 +137,7 @@ def test_primary_get_error_all(primary):
 def _secondary(secondary, size):
     """start_secondary(): 64 MiB qcow2 layers (or `size`), the local disk all 0x11."""
     return secondary(
-        Recipe.secondary_chain(
+        secondary_chain(
             size,
             "64k",
             secondary_contents=[(0, size, 0x11)],

@@ -9,15 +9,15 @@ transcript, and a crash or hang becomes an exception of harness.verdicts' tree
 command line, the exit status or signal, and the tail of stderr.
 
 A machine is in one `Runstate` at a time, as qemu.qmp's client is: IDLE, CONNECTING,
-RUNNING, DISCONNECTED, then CLOSED from any of them. Spawning the process and waiting
-for it is harness.process's; the QMP connection, harness.qmp's.
+RUNNING, DISCONNECTED, then CLOSED from any of them. Its command line, spawning the
+process and waiting for it are harness.process's; the QMP connection, harness.qmp's; the
+text of a failure report, harness.machine_report's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
-import json
 import os
 import shutil
 import signal
@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from qemu.qmp import QMPError
 
@@ -38,13 +38,19 @@ from harness.machine_errors import (
     MachineHung,
     QmpCommandFailed,
 )
+from harness.machine_report import (
+    STDERR_TAIL_LINES,
+    failure_report,
+    stderr_tail,
+    transcript_text,
+)
 from harness.observe import QmpResult
-from harness.process import NO_MACHINE, Build, Child, build_env, lean_accel, spawn
+from harness.process import NO_MACHINE, Build, Child, Kind, build_env, qmp_command, spawn
 from harness.qmp import QmpConnection
 from harness.tmp import private_dir as short_private_dir
 from harness.verdicts import describe_exit, signal_name
 
-# harness.machine_errors' classes are raised here, and imported from here
+# harness.machine_errors' classes are raised here, and imported from here (as is Kind)
 __all__ = [
     "Kind",
     "Machine",
@@ -58,17 +64,10 @@ __all__ = [
     "Runstate",
 ]
 
-Kind = Literal["system", "qsd"]
-
 # How long `quit` and the exit after it may take before SIGKILL.
 QUIT_DEADLINE = 5.0
 # How long a signal (SIGKILL, SIGSTOP) may take to act.
 KILL_DEADLINE = 10.0
-STDERR_TAIL_LINES = 30
-TRANSCRIPT_TAIL = 10
-# A report's transcript lines are cut at this length (query-named-block-nodes replies run
-# to tens of kilobytes); the artifacts keep them whole.
-TRANSCRIPT_LINE = 1000
 
 
 def private_dir() -> Path:
@@ -140,16 +139,7 @@ class Machine:
         logdir.mkdir(parents=True, exist_ok=True)
         sockdir = private_dir()
         sock = sockdir / "qmp.sock"
-        if kind == "system":
-            argv = [*build.command(build.system), "-M", machine_type, "-nodefaults"]
-            argv += ["-display", "none", "-S", *build.data_args()]
-            if machine_type == NO_MACHINE:
-                argv += list(lean_accel(build))
-            argv += ["-qmp", f"unix:{sock}"]
-        else:
-            argv = [*build.command(build.qsd), "--chardev", f"socket,id=qmp0,path={sock}"]
-            argv += ["--monitor", "chardev=qmp0"]
-        argv += list(args)
+        argv = qmp_command(build, kind, sock, machine_type, args)
         m = cls(build, name, kind, argv, logdir, sockdir, timeout)
         try:
             m._start(sock)
@@ -402,33 +392,19 @@ class Machine:
         return os.pread(self._stdout_fd, size - mark, mark).decode(errors="replace")
 
     def stderr_tail(self, lines: int = STDERR_TAIL_LINES) -> str:
-        try:
-            text = self.stderr_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return stderr_tail(self.stderr_path, lines)
 
     def transcript_text(self, last: int | None = None) -> str:
         """The transcript, one JSON object per line (time in seconds since launch)."""
-        entries = self.transcript if last is None else self.transcript[-last:]
-        return "\n".join(json.dumps(e, default=str) for e in entries)
+        return transcript_text(self.transcript if last is None else self.transcript[-last:])
 
     def failure_report(self) -> str:
         """Command line, exit status, stderr tail and transcript tail: what a failure needs."""
-        lines = [
+        head = (
             f"machine {self.name!r} ({self.kind}, {self.build.label}), pid "
-            f"{self._child.pid if self._child else '-'}: {describe_exit(self.returncode)}",
-            "command line: " + " ".join(self.argv),
-            f"logs: {self.logdir}",
-        ]
-        tail = self.stderr_tail()
-        lines.append("stderr (tail):" if tail else "stderr: (empty)")
-        lines += [f"  {ln}" for ln in tail.splitlines()]
-        lines.append(f"QMP transcript (last {TRANSCRIPT_TAIL}, long lines cut):")
-        for ln in self.transcript_text(TRANSCRIPT_TAIL).splitlines():
-            cut = f"... ({len(ln)} characters)" if len(ln) > TRANSCRIPT_LINE else ""
-            lines.append(f"  {ln[: TRANSCRIPT_LINE - 40] if cut else ln}{cut}")
-        return "\n".join(lines)
+            f"{self._child.pid if self._child else '-'}: {describe_exit(self.returncode)}"
+        )
+        return failure_report(head, self.argv, self.logdir, self.stderr_tail(), self.transcript)
 
 
 class Reuse(Protocol):

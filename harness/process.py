@@ -1,9 +1,9 @@
 """Process control for the QEMU binaries a case runs: children that cannot outlive the
-harness, the lean accelerator option, exits waited for on a pidfd, a stopped process told
-from a running one.
+harness, the command line of a QEMU driven over QMP and its lean accelerator option, exits
+waited for on a pidfd, a stopped process told from a running one.
 
-Independent of what the process is: harness.machine (QEMU over QMP) and
-harness.qemu_io_process (an interactive qemu-io) start and reap theirs through here.
+Spawning and reaping are independent of what the process is: harness.machine (QEMU over
+QMP) and harness.qemu_io_process (an interactive qemu-io) start and reap theirs here.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 
 class Build(Protocol):
@@ -130,6 +130,28 @@ def lean_accel(build: Build) -> tuple[str, ...]:
     if key not in _lean_accel:
         _lean_accel[key] = LEAN_ACCEL if _quits(build, LEAN_ACCEL) else ()
     return _lean_accel[key]
+
+
+# the QEMU programs a case drives over QMP
+Kind = Literal["system", "qsd"]
+
+
+def qmp_command(
+    build: Build, kind: Kind, sock: os.PathLike[str], machine_type: str, args: Sequence[str]
+) -> list[str]:
+    """The command line of a QEMU driven over QMP, a client of our socket `sock`, then
+    `args`: qemu-system (paused, no display or default devices; the lean accelerator
+    unless `machine_type` runs a guest) or qemu-storage-daemon."""
+    if kind == "system":
+        argv = [*build.command(build.system), "-M", machine_type, "-nodefaults"]
+        argv += ["-display", "none", "-S", *build.data_args()]
+        if machine_type == NO_MACHINE:
+            argv += list(lean_accel(build))
+        argv += ["-qmp", f"unix:{sock}"]
+    else:
+        argv = [*build.command(build.qsd), "--chardev", f"socket,id=qmp0,path={sock}"]
+        argv += ["--monitor", "chardev=qmp0"]
+    return argv + list(args)
 
 
 # binary -> whether it runs a guest under KVM here (asked once per process)

@@ -25,9 +25,9 @@ from harness.layer_inspector import inspect_all
 from harness.machine import MachineDied, MachineError, MachineSet
 from harness.model import Model, Profile
 from harness.model.build import add_late, build_model
-from harness.model.disks import Disk
+from harness.model.disks import Disk, to_data
 from harness.model.extents import UNDEF
-from harness.model.system import Fork, to_data
+from harness.model.system import Fork
 from harness.observe import (
     QMP_OK,
     Crashed,

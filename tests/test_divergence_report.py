@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from harness.builds import QemuBuild, find_build
-from harness.images import Recipe
 from harness.machine import MachineSet
 from harness.model import profile_for
 from harness.model.replication import ReplicationNode
@@ -57,7 +56,7 @@ def secondary_story(build: QemuBuild, machines: MachineSet, workdir: Path) -> St
     if verdict is not None:
         pytest.skip(verdict)
     profile = profile_for(found.version_tuple)
-    graph = standard.secondary(Recipe.secondary_chain("512M", "64k"))
+    graph = standard.secondary(standard.secondary_chain("512M", "64k"))
     s = Story.open(graph, build, profile, machines, workdir)
     s.run(Start(primary=False), Write(AT, REGION, GOOD))
     return s

@@ -44,6 +44,7 @@ from harness.images import (
     standard_recipes,
 )
 from harness.images.tools import run
+from harness.topology.standard import secondary_chain
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = ROOT / "tests" / "data" / "bad-recipes"
@@ -329,7 +330,7 @@ def test_parse_size_refuses(text: str) -> None:
 
 
 def test_secondary_chain_builder() -> None:
-    r = Recipe.secondary_chain(size="1T", cluster=512, active_cluster="2M")
+    r = secondary_chain(size="1T", cluster=512, active_cluster="2M")
     assert [(ly.name, ly.size, ly.cluster_size, ly.backing) for ly in r.layers] == [
         ("secondary", T, 512, None),
         ("hidden", T, 512, "secondary"),
@@ -337,9 +338,9 @@ def test_secondary_chain_builder() -> None:
     ]
     assert r.equal_lengths
     assert r.source == "<secondary_chain size=1T, cluster=512, active_cluster=2M>"
-    odd = Recipe.secondary_chain(hidden_size="32M")
+    odd = secondary_chain(hidden_size="32M")
     assert not odd.equal_lengths and odd.layer("hidden").size == 32 * M
-    raw = Recipe.secondary_chain(secondary_format="raw", secondary_contents=[(0, "64k", 0x11)])
+    raw = secondary_chain(secondary_format="raw", secondary_contents=[(0, "64k", 0x11)])
     assert raw.layer("secondary").cluster_size is None
     assert raw.layer("secondary").contents[0].length == 64 * K
     with pytest.raises(
@@ -347,7 +348,7 @@ def test_secondary_chain_builder() -> None:
         match=r"layers\.hidden\.cluster_size: must be within "
         r"\[4k, 2M\] for qed, got 512",
     ):
-        Recipe.secondary_chain(cluster=512, hidden_format="qed")
+        secondary_chain(cluster=512, hidden_format="qed")
 
 
 def test_coalesce() -> None:

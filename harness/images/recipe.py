@@ -27,7 +27,7 @@ import itertools
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,69 +207,6 @@ class Recipe:
         except tomllib.TOMLDecodeError as e:
             raise RecipeError(f"{source}: invalid TOML: {e}") from None
         return cls.from_dict(data, source)
-
-    @classmethod
-    def secondary_chain(
-        cls,
-        size: int | str = "64M",
-        cluster: int | str | None = "64k",
-        *,
-        active_cluster: int | str | None = None,
-        hidden_cluster: int | str | None = None,
-        active_size: int | str | None = None,
-        hidden_size: int | str | None = None,
-        active_format: str = "qcow2",
-        hidden_format: str = "qcow2",
-        secondary_format: str = "qcow2",
-        secondary_contents: Iterable[tuple[int | str, int | str, int]] = (),
-        description: str = "",
-    ) -> Recipe:
-        """The secondary/hidden/active chain with parametrised geometry.
-
-        `cluster` is the secondary's and the default for the others; sizes
-        that differ turn equal_lengths off (the start precondition cases).
-        """
-
-        def layer(fmt: str, sz: int | str | None, cl: int | str | None) -> dict[str, Any]:
-            d: dict[str, Any] = {"format": fmt, "size": size if sz is None else sz}
-            if fmt in CLUSTER_RANGE and cl is not None:
-                d["cluster_size"] = cl
-            return d
-
-        sec = layer(secondary_format, None, cluster)
-        sec["contents"] = [
-            {"offset": o, "length": n, "pattern": p} for o, n, p in secondary_contents
-        ]
-        hidden = layer(
-            hidden_format, hidden_size, cluster if hidden_cluster is None else hidden_cluster
-        )
-        hidden["backing"] = "secondary"
-        active = layer(
-            active_format, active_size, cluster if active_cluster is None else active_cluster
-        )
-        active["backing"] = "hidden"
-        sizes = {
-            str(size),
-            str(size if hidden_size is None else hidden_size),
-            str(size if active_size is None else active_size),
-        }
-        args = f"size={size}, cluster={cluster}"
-        for k, v in (
-            ("active_cluster", active_cluster),
-            ("hidden_cluster", hidden_cluster),
-            ("active_size", active_size),
-            ("hidden_size", hidden_size),
-        ):
-            if v is not None:
-                args += f", {k}={v}"
-        return cls.from_dict(
-            {
-                "description": description or f"secondary chain ({args})",
-                "equal_lengths": len(sizes) == 1,
-                "layers": {"secondary": sec, "hidden": hidden, "active": active},
-            },
-            source=f"<secondary_chain {args}>",
-        )
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as from_dict() input (sizes spelled with suffixes)."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from harness.faults import FailingWrites
 from harness.model.extents import UNDEF, ExtentMap
-from harness.observe import EIO
+from harness.observe import EIO, Data
 
 # Formats whose driver implements bdrv_make_empty (QEMU 7.2 and 10.0: qcow2
 # and qcow; replication's start refuses the others).
@@ -111,6 +111,19 @@ def view(layers: list[Disk], start: int, end: int, depth: int = 0) -> list[Piece
         else:
             out.extend(view(layers, s, e, depth + 1))
     return out
+
+
+def to_data(pieces: list[tuple[int, int, int]]) -> Data:
+    """Model pieces (s, e, value) -> observation Data, merging equal neighbours."""
+    out: list[tuple[int, int, int | None]] = []
+    for s, e, v in pieces:
+        pat = None if v == UNDEF else v
+        if out and out[-1][2] == pat and out[-1][0] + out[-1][1] == s:
+            o = out[-1]
+            out[-1] = (o[0], o[1] + e - s, pat)
+        else:
+            out.append((s, e - s, pat))
+    return tuple(out)
 
 
 def write_layer(layers: list[Disk], depth: int, start: int, end: int, val: int) -> None:

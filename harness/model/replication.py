@@ -326,6 +326,29 @@ class ReplicationNode:
         if err is not None:
             self.error = True
 
+    def undefine_padded_sectors(self, start: int, end: int) -> None:
+        """An unaligned write-zeroes through a primary node: its partly covered head and tail
+        sectors end up undefined as a whole, the bytes it asked to zero included.
+
+        bdrv_co_do_zero_pwritev pads the request to the node's 512-byte alignment and calls
+        bdrv_padding_rmw_read(..., zero_middle=true); the primary refuses the read-modify-write
+        read, and that function returns before its `zero_mem:` memset, so the padded sectors
+        are written from a buffer nobody initialised (the caller ignores the failed read).
+        """
+        head = start - start % SECTOR
+        tail = -(-end // SECTOR) * SECTOR
+        sectors = []
+        if head < start:
+            sectors.append((head, min(head + SECTOR, tail)))
+        if end < tail:
+            sectors.append((max(tail - SECTOR, head), tail))
+        for s, e in sectors:
+            if self.forward is not None:
+                if self.forward(s, e, UNDEF) is not None:
+                    self.error = True
+            else:
+                write_layer(self.file.chain(), 0, s, e, UNDEF)
+
     def flush(self) -> str | None:
         if self.mode is Mode.PRIMARY and not self.link_up:
             return EIO

@@ -16,7 +16,7 @@ from typing import Any
 
 from harness import faults, ops
 from harness.model.colo import Colo
-from harness.model.disks import Disk, view, write_layer
+from harness.model.disks import Disk, to_data, view, write_layer
 from harness.model.extents import UNDEF
 from harness.model.profiles import Profile
 from harness.model.quorum import QuorumNode
@@ -27,7 +27,6 @@ from harness.observe import (
     IO_OK,
     QMP_OK,
     Crashed,
-    Data,
     IoResult,
     Observation,
     OneOf,
@@ -36,46 +35,8 @@ from harness.observe import (
     status,
 )
 from harness.topology.values import Mode
-from harness.units import SECTOR
 
 SETTLED = QmpResult(True, "settled")
-
-
-def _undefine_padded_sectors(node: ReplicationNode, start: int, end: int) -> None:
-    """An unaligned write-zeroes through a primary node: its partly covered head and tail
-    sectors end up undefined as a whole, the bytes it asked to zero included.
-
-    bdrv_co_do_zero_pwritev pads the request to the node's 512-byte alignment and calls
-    bdrv_padding_rmw_read(..., zero_middle=true); the primary refuses the read-modify-write
-    read, and that function returns before its `zero_mem:` memset, so the padded sectors
-    are written from a buffer nobody initialised (the caller ignores the failed read).
-    """
-    head = start - start % SECTOR
-    tail = -(-end // SECTOR) * SECTOR
-    sectors = []
-    if head < start:
-        sectors.append((head, min(head + SECTOR, tail)))
-    if end < tail:
-        sectors.append((max(tail - SECTOR, head), tail))
-    for s, e in sectors:
-        if node.forward is not None:
-            if node.forward(s, e, UNDEF) is not None:
-                node.error = True
-        else:
-            write_layer(node.file.chain(), 0, s, e, UNDEF)
-
-
-def to_data(pieces: list[tuple[int, int, int]]) -> Data:
-    """Model pieces (s, e, value) -> observation Data, merging equal neighbours."""
-    out: list[tuple[int, int, int | None]] = []
-    for s, e, v in pieces:
-        pat = None if v == UNDEF else v
-        if out and out[-1][2] == pat and out[-1][0] + out[-1][1] == s:
-            o = out[-1]
-            out[-1] = (o[0], o[1] + e - s, pat)
-        else:
-            out.append((s, e - s, pat))
-    return tuple(out)
 
 
 @dataclass(frozen=True, eq=False)
@@ -332,10 +293,10 @@ class Model:
     def _write_zeroes(self, op: ops.WriteZeroes) -> Observation:
         # The filter has no write-zeroes callback: the block layer writes a zero buffer.
         # A primary node that takes the request writes its padded head and tail sectors
-        # from an uninitialised buffer (_undefine_padded_sectors; the profile's known bug
-        # unaligned_zeroes_garbage), whether the request was sent to it or reached it
-        # through a quorum (quorum_co_pwrite_zeroes hands each child a write-zeroes of its
-        # own).
+        # from an uninitialised buffer (ReplicationNode.undefine_padded_sectors; the
+        # profile's known bug unaligned_zeroes_garbage), whether the request was sent to it
+        # or reached it through a quorum (quorum_co_pwrite_zeroes hands each child a
+        # write-zeroes of its own).
         node = self._io_node(op.node)
         primaries = node.replication_children() if isinstance(node, QuorumNode) else [node]
         taking = [
@@ -346,7 +307,7 @@ class Model:
         obs = self._write_value(op.node, op.offset, op.length, 0)
         if isinstance(obs, IoResult) and (obs.ok or isinstance(node, QuorumNode)):
             for n in taking:
-                _undefine_padded_sectors(n, op.offset, op.offset + op.length)
+                n.undefine_padded_sectors(op.offset, op.offset + op.length)
         return obs
 
     def _discard(self, op: ops.Discard) -> Observation:

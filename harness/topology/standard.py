@@ -2,7 +2,8 @@
 
 - secondary: one qemu-system holds the secondary disk (exported over NBD, which gives it
   the block backend start requires and the primary's path in), the hidden and active
-  disks inline under the replication node (rep -> active -> hidden -> secondary).
+  disks inline under the replication node (rep -> active -> hidden -> secondary);
+  secondary_chain builds its recipe with other geometry (sizes, clusters, formats).
 - primary: a qemu-system with the primary replication node over an NBD client of an
   export of the child disk by a daemon ("child").
 - primary_local: rep (primary) over a local qcow2 child, as tests/unit/test-replication.c
@@ -13,12 +14,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from harness.faults import CHILD, FailingWrites, Throttle
 from harness.images import Recipe, load_recipe
+from harness.images.recipe import CLUSTER_RANGE
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.topology.values import (
     HEADER,
@@ -42,6 +44,66 @@ GUEST_EXPORT = "guest"  # a guest node's own NBD export (guest_over_nbd)
 
 def recipe_of(recipe: Recipe | str) -> Recipe:
     return load_recipe(recipe) if isinstance(recipe, str) else recipe
+
+
+def secondary_chain(
+    size: int | str = "64M",
+    cluster: int | str | None = "64k",
+    *,
+    active_cluster: int | str | None = None,
+    hidden_cluster: int | str | None = None,
+    active_size: int | str | None = None,
+    hidden_size: int | str | None = None,
+    active_format: str = "qcow2",
+    hidden_format: str = "qcow2",
+    secondary_format: str = "qcow2",
+    secondary_contents: Iterable[tuple[int | str, int | str, int]] = (),
+    description: str = "",
+) -> Recipe:
+    """The secondary/hidden/active chain with parametrised geometry.
+
+    `cluster` is the secondary's and the default for the others; sizes
+    that differ turn equal_lengths off (the start precondition cases).
+    """
+
+    def layer(fmt: str, sz: int | str | None, cl: int | str | None) -> dict[str, Any]:
+        d: dict[str, Any] = {"format": fmt, "size": size if sz is None else sz}
+        if fmt in CLUSTER_RANGE and cl is not None:
+            d["cluster_size"] = cl
+        return d
+
+    sec = layer(secondary_format, None, cluster)
+    sec["contents"] = [{"offset": o, "length": n, "pattern": p} for o, n, p in secondary_contents]
+    hidden = layer(
+        hidden_format, hidden_size, cluster if hidden_cluster is None else hidden_cluster
+    )
+    hidden["backing"] = "secondary"
+    active = layer(
+        active_format, active_size, cluster if active_cluster is None else active_cluster
+    )
+    active["backing"] = "hidden"
+    sizes = {
+        str(size),
+        str(size if hidden_size is None else hidden_size),
+        str(size if active_size is None else active_size),
+    }
+    args = f"size={size}, cluster={cluster}"
+    for k, v in (
+        ("active_cluster", active_cluster),
+        ("hidden_cluster", hidden_cluster),
+        ("active_size", active_size),
+        ("hidden_size", hidden_size),
+    ):
+        if v is not None:
+            args += f", {k}={v}"
+    return Recipe.from_dict(
+        {
+            "description": description or f"secondary chain ({args})",
+            "equal_lengths": len(sizes) == 1,
+            "layers": {"secondary": sec, "hidden": hidden, "active": active},
+        },
+        source=f"<secondary_chain {args}>",
+    )
 
 
 def _backing(recipe: Recipe, layer: str, below: str | None) -> str | None:

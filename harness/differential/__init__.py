@@ -3,6 +3,8 @@
 ops         operations only the random runner uses (LinkDown)
 kinds       the topology kinds, one object each (secondary, secondary-faults, primary,
             pair, many-nodes): graph, machine, mode, story, views, link; TopologySpec
+colo_kinds  the COLO kinds (colo, colo-faults, colo-refused): COLO's migration drives
+            the pair
 policy      what is read when (layer checks; the guest views around each operation),
             its specification as its docstring
 session     one run on a fresh topology: the kind's story under the read policy
@@ -16,3 +18,5 @@ results     what a run found: DifferentialFailure (QEMU misbehaved), RunResult
 runner      run_differential (one run at one seed), run_groups (groups, results merged)
 replay      replay_main(trace, qemu_dir): 0 agrees, 1 diverges, 125 cannot run, 8 bad trace
 """
+
+from harness.differential import colo_kinds as _colo_kinds  # noqa: F401  (registers)

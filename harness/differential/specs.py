@@ -14,10 +14,8 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from harness.differential.colo_kinds import COLO_FAULTS_KIND, COLO_KIND, COLO_REFUSED_KIND
 from harness.differential.kinds import (
-    COLO_FAULTS_KIND,
-    COLO_KIND,
-    COLO_REFUSED_KIND,
     FAULTS_KIND,
     NODES_KIND,
     PAIR_KIND,

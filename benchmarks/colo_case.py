@@ -39,7 +39,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import ops
 from harness.affinity import pin
 from harness.builds import find_build
 from harness.colo_story import ColoStory

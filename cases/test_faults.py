@@ -366,7 +366,7 @@ def test_failover_in_flight_status_and_ignored_requests(pair, msg):
 
 @pytest.mark.parametrize(
     "over_nbd",
-    [pytest.param(True, id="nbd"), pytest.param(False, id="hmp")],
+    [pytest.param(True, id="nbd", marks=QUICK), pytest.param(False, id="hmp")],
 )
 def test_failover_in_flight_guest_io(pair, profile, over_nbd):
     """The secondary VM's reads and writes during FAILOVER: through its own NBD export

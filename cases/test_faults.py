@@ -474,6 +474,7 @@ def test_make_empty_eio_during_checkpoint(pair, msg):
     _finish_hidden_eio(s)
 
 
+@QUICK
 def test_active_eio_on_secondary_writes(pair, msg):
     """EIO on the active disk (block-replication.txt's failure 5): the secondary VM's write
     fails with it (the replication status stays clean); the checkpoint's make-empty then

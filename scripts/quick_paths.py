@@ -140,6 +140,22 @@ PATHS: list[tuple[str, str, str]] = [
         "test_blockers.py::test_failover_commit_blocks_its_nodes",
     ),
     (
+        "the open's file",
+        "an image that cannot be opened (refused before the filter's open)",
+        "test_open.py::test_drive_add_file_error_before_mode",
+    ),
+    (
+        "",
+        "none at all (drive_add: the filter's own open of `file` refuses)",
+        "test_open.py::test_drive_add_refused[no-file-before-mode]",
+    ),
+    (
+        "the checkpoint's make-empty fails",
+        "on the active disk (before the hidden disk's turn)",
+        "test_faults.py::test_active_eio_on_secondary_writes",
+    ),
+    ("", "on the hidden disk", "test_faults.py::test_make_empty_eio_during_checkpoint"),
+    (
         "how a check reads a guest's view",
         "HMP qemu-io",
         "test_checkpoint.py::test_copy_granularity[secondary-data]",

@@ -20,6 +20,8 @@ import subprocess
 
 import pytest
 
+from harness.faults import ReleaseCommit, Throttle
+from harness.graph import commit_in_flight
 from harness.machine import MachineDied
 from harness.observe import IO_OK, QMP_OK, QmpResult, status
 from harness.ops import (
@@ -196,7 +198,9 @@ def answer(expected: str | None) -> QmpResult:
             name,
             node,
             id=f"{name}-{node}",
-            marks=QUICK if (name, node) == ("blockdev-del", "rep") else (),
+            # one quick case per owner of the blocker: the filter (rep), the backup job
+            # (its target, the hidden disk), the hidden disk's backing edge (secondary)
+            marks=QUICK if name == "blockdev-del" and node != "active" else (),
         )
         for name in COMMANDS
         for node in NODES
@@ -429,4 +433,42 @@ def test_blockdev_del_after_stop_leaves_no_replication_node(secondary, stage):
     s.expect(Checkpoint(), QMP_OK)
     s.expect(Stop(primary=False), QMP_OK)
     s.expect(Status(), status(None))
+    s.finish()
+
+
+# ---- during the failover commit: the commit job's blockers
+
+# A 4 KiB/s throttle over the secondary disk holds the commit (cases/test_status.py)
+_THROTTLE = Throttle("thr", "secondary", "tg", (("tg", {"bps-write": 4096}), ("unlimited", {})))
+
+
+@pytest.mark.quick
+@pytest.mark.secondary
+def test_failover_commit_blocks_its_nodes(secondary, msg):
+    """The failover's commit job blocks every operation on each node it adds, with its own
+    text, until it completes: its source (the active disk, which nothing guarded while
+    the backup job ran), the hidden disk between (the backup job's target until then) and
+    its target (here the throttle over the secondary disk, until then guarded as the
+    hidden disk's backing node; its BlockBackend, the commit's, makes blockdev-del say
+    `in use` first, so block_resize asks). Then the active and hidden disks are gone."""
+    s = secondary(over_secondary=_THROTTLE)
+    m = s.topo.machine("secondary")
+    s.run(Start(primary=False), *(Write(i * MiB, 64 * KiB, 0x11 + i) for i in range(4)))
+
+    def deletes() -> tuple[str | None, ...]:
+        return tuple(m.qmp("blockdev-del", **{"node-name": n}).desc for n in ("active", "hidden"))
+
+    def resize() -> str | None:
+        return m.qmp("block_resize", **{"node-name": "thr", "size": 128 * MiB}).desc
+
+    assert deletes() == (msg.not_owned("active"), msg.job_busy("hidden"))
+    assert resize() == msg.block_resize_busy(msg.backing_busy("thr", "hidden"))
+    s.expect(Stop(primary=False, failover=True), QMP_OK)
+    assert deletes() == (msg.job_busy("active", "commit"), msg.job_busy("hidden", "commit"))
+    assert resize() == msg.block_resize_busy(msg.job_busy("thr", "commit"))
+    assert commit_in_flight(m), "the commit ended during the commands"
+    s.do(ReleaseCommit(node="thr", group="unlimited"))
+    s.do(Settle())
+    assert deletes() == (msg.node_not_found("active"), msg.node_not_found("hidden"))
+    s.do(Read(0, 4 * MiB))
     s.finish()

@@ -364,6 +364,7 @@ def test_failover_with_the_primary_still_connected(pair):
     s.finish()
 
 
+@QUICK
 def test_primary_stop_then_writes_refused_by_the_child(pair):
     """A stopped primary replication child refuses writes (DONE: EIO, not swallowed); the
     quorum still succeeds on the local disk, and the secondary no longer gets them."""

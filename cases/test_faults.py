@@ -366,7 +366,7 @@ def test_failover_in_flight_status_and_ignored_requests(pair, msg):
 
 @pytest.mark.parametrize(
     "over_nbd",
-    [pytest.param(True, id="nbd"), pytest.param(False, id="hmp")],
+    [pytest.param(True, id="nbd", marks=QUICK), pytest.param(False, id="hmp")],
 )
 def test_failover_in_flight_guest_io(pair, profile, over_nbd):
     """The secondary VM's reads and writes during FAILOVER: through its own NBD export
@@ -474,6 +474,7 @@ def test_make_empty_eio_during_checkpoint(pair, msg):
     _finish_hidden_eio(s)
 
 
+@QUICK
 def test_active_eio_on_secondary_writes(pair, msg):
     """EIO on the active disk (block-replication.txt's failure 5): the secondary VM's write
     fails with it (the replication status stays clean); the checkpoint's make-empty then

@@ -56,6 +56,7 @@ from harness.observe import (
 )
 from harness.ops import (
     PRIMARY,
+    REP,
     SECONDARY,
     Checkpoint,
     Discard,
@@ -71,7 +72,7 @@ from harness.ops import (
     Write,
     WriteZeroes,
 )
-from harness.units import SECTOR, KiB
+from harness.units import SECTOR, KiB, MiB
 
 CL = 64 * KiB
 B = 0x40000
@@ -317,4 +318,27 @@ def test_failover_failed_write_split_stated(secondary, profile, msg):
     assert s.topo.export_io is not None
     _exact(s.topo.export_io.read(0x38000, 0x28000, want), *want)
     s.check_layers_live()
+    s.finish()
+
+
+@pytest.mark.quick
+@pytest.mark.secondary
+def test_export_read_before_start(secondary):
+    """rep exported (as a VM's disk holds it) and read with the harness's own NBD requests
+    (harness.nbd_reader: one request a range, every byte through rep, NBD_CMD_FLAG_DF).
+    Before start every read fails, where the disk holds data and where it holds nothing,
+    which a sparse read would answer with a hole from the block status without asking
+    rep; once started, the same requests answer the bytes."""
+    s = secondary("secondary-prefilled", checks_over_nbd=True)
+    reader = s.topo.checkers[REP]
+    ranges = ((0, CL), (MiB - CL // 2, CL), (2 * MiB, CL))  # data, data and nothing, nothing
+    for off, length in ranges:
+        assert reader.read(off, length, None) == IO_EIO
+        s.expect(Read(off, length), IO_EIO)
+        s.check_view(Read(off, length))
+    s.expect(Start(primary=False), QMP_OK)
+    for off, length in ranges:
+        got = reader.read(off, length, None)
+        assert got.ok, got.describe()
+        s.check_view(Read(off, length))
     s.finish()

@@ -203,6 +203,9 @@ _quorum_above = {"extra": (Quorum("q", (REP,)),), "guest_through": "q"}
 _export_rep = {"extra": (Export(REP, REP, "rep-export"),)}
 
 
+# Quick: one case per path of the lookup (a name that finds nothing, a BlockBackend's, a
+# node's) and of the check (not a root; an unrelated root; GOOD_TOPS: the node itself, a
+# root above it).
 BAD_TOPS = [
     pytest.param("no-such-node", {}, None, id="names-nothing", marks=QUICK),
     pytest.param("", {}, None, id="empty"),
@@ -210,9 +213,9 @@ BAD_TOPS = [
     pytest.param("hidden", {}, None, id="hidden-not-root"),
     pytest.param("secondary", {}, None, id="secondary-not-root"),
     pytest.param("secondary-file", {}, None, id="protocol-node-not-root"),
-    pytest.param("extra", {}, _extra_null, id="unrelated-root-node"),
-    pytest.param("other", {}, _other_blockbackend, id="unrelated-blockbackend"),
-    pytest.param(REP, {}, _quorum_above, id="rep-under-quorum"),
+    pytest.param("extra", {}, _extra_null, id="unrelated-root-node", marks=QUICK),
+    pytest.param("other", {}, _other_blockbackend, id="unrelated-blockbackend", marks=QUICK),
+    pytest.param(REP, {}, _quorum_above, id="rep-under-quorum", marks=QUICK),
 ]
 
 
@@ -240,7 +243,7 @@ def test_start_bad_top_id(secondary, profile, msg, top_id, options, setup):
 GOOD_TOPS = [
     pytest.param(REP, {}, None, REP, id="the-node-itself", marks=QUICK),
     pytest.param(REP, {}, _export_rep, None, id="the-node-exported"),
-    pytest.param("q", {}, _quorum_above, "q", id="quorum-above"),
+    pytest.param("q", {}, _quorum_above, "q", id="quorum-above", marks=QUICK),
     pytest.param("repblk", {"drive_id": "repblk"}, None, None, id="its-blockbackend"),
     pytest.param(REP, {"drive_id": "repblk"}, None, None, id="node-name-under-blockbackend"),
 ]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from harness import bisect, project_root
+from harness import bisect, coverage, project_root
 from harness.builds import QemuBuild, find_build, installed_builds
 from harness.buildtree import TARGETS as _BUILD_TARGETS
 from harness.environment import from_exception
@@ -53,6 +53,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (12, "a binary of the build is missing (qemu-img, the storage daemon...)"),
     (14, "pytest itself failed (internal error)"),
     (15, "the environment failed the run (a full disk, no file descriptors): no verdict"),
+    (16, "qrc coverage: no gcov data (not a build tree configured with --enable-gcov)"),
     (130, "interrupted"),
 )
 BISECT_CODES: tuple[tuple[int, str], ...] = (
@@ -175,14 +176,19 @@ def _run_options(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def _check_profile(args: argparse.Namespace) -> None:
+    """--profile NAME: an unknown name is one usage line, before anything runs."""
+    if args.profile is not None:
+        from harness.judge import named_profile  # the model: only when a profile is named
+
+        named_profile(args.profile)
+
+
 def _suite(
     title: str, args: argparse.Namespace, all_builds: bool
 ) -> tuple[list[tuple[QemuBuild, Probe]], RunResult | None]:
     """runner.run_suite with the options of `qrc run` and `qrc matrix`."""
-    if args.profile is not None:  # unknown: one usage line
-        from harness.judge import named_profile  # the model: only when a profile is named
-
-        named_profile(args.profile)
+    _check_profile(args)
     return run_suite(
         title, args.qemu_dir, args.extra, all_cases=args.all, all_builds=all_builds,
         profile=args.profile, report_dir=args.report_dir, progress_mode=args.progress,
@@ -324,6 +330,28 @@ def _merge_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- coverage -----------------------------------------------------------------
+
+
+def _coverage_configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--qemu-dir", required=True, metavar="BUILD", help="built with --enable-gcov")
+    _profile_option(p)
+    p.add_argument(
+        "--report-dir", default="reports", metavar="DIR",
+        help="the run's reports, counts (gcov/), coverage.txt and .json (default: ./reports)",
+    )  # fmt: skip
+    p.add_argument("--progress", choices=PROGRESS_MODES, default="auto", help="as for qrc run")
+    p.add_argument("--gcov", default="gcov", metavar="PROG", help="the compiler's gcov (gcov)")
+
+
+def _coverage_run(args: argparse.Namespace) -> int:
+    _check_profile(args)
+    return coverage.run(
+        args.qemu_dir, args.extra, report_dir=args.report_dir, progress_mode=args.progress,
+        profile=args.profile, gcov=args.gcov,
+    )  # fmt: skip
+
+
 # --- fetch --------------------------------------------------------------------
 
 
@@ -375,6 +403,15 @@ SUBCOMMANDS: list[Subcommand] = [
     ),
     Subcommand(
         "replay", "replay an operation trace against a build", _replay_configure, _replay_run
+    ),
+    Subcommand(
+        "coverage",
+        "line and branch coverage of the filter's code on a build configured with "
+        "--enable-gcov: every case (or those pytest's arguments select), each in a fresh QEMU",
+        _coverage_configure,
+        _coverage_run,
+        passthrough=True,
+        epilog=coverage.EXAMPLE,
     ),
     Subcommand(
         "merge", "merge shards' JSON reports or JUnit XML files", _merge_configure, _merge_run

@@ -100,6 +100,14 @@ class EnvironmentBroken(HarnessError):
         return f"qrc: the environment failed the run: {self}"
 
 
+class NoCoverageData(HarnessError):
+    """`qrc coverage` has nothing to measure: the build is not a build tree configured
+    with --enable-gcov (no gcov notes for block/replication.c), gcov is missing, or the
+    run wrote no counts."""
+
+    exit_code = 16
+
+
 class RunnerError(HarnessError):
     """pytest itself failed (an internal error, or it died without writing its report)."""
 

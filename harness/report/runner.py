@@ -150,12 +150,14 @@ def run_cases(
     report_dir: Path,
     progress_mode: str,
     profile: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> RunResult | None:
-    """pytest for `qrc run` and `qrc matrix` (`title`), its progress shown in
-    `progress_mode`: None, said so, when a Ctrl-C cut it short; NoCases when it selected
-    nothing; else its result, with the closing summary printed."""
+    """pytest for `qrc run`, `qrc matrix` and `qrc coverage` (`title`; `env`: pytest's
+    environment, default ours), its progress shown in `progress_mode`: None, said so,
+    when a Ctrl-C cut it short; NoCases when it selected nothing; else its result, with
+    the closing summary printed."""
     progress = Progress(sys.stdout, progress_mode)
-    result = run_pytest(pargs, report_dir, progress)
+    result = run_pytest(pargs, report_dir, progress, env=env)
     if result.interrupted:
         print(f"{title}: {interrupted_text(result, progress.total)}", flush=True)
         return None

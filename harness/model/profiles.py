@@ -120,10 +120,11 @@ COLO_TRANSACTION_ERROR_IGNORED = Bug(
 COLO_TCG_VCPU_DEADLOCK = Bug(
     "5.2, 7.2.22, 10.0.13 seen (under TCG with a vCPU; not with KVM, not with -M none); "
     "since 4.2 (9458a9a1df 'memory: fix race between TCG and accesses to dirty bitmap' "
-    "added the run_on_cpu that 3.1's 3f6df99d9d calls without the BQL), master "
-    "(ece408818d) included by the sources; fixed by Lukas Straub's 'colo: Hold the BQL "
-    "while sending ram state' (posted 2026-02-10, not on master of 2026-02-13; 11.1.3 "
-    "has it)",
+    "added the run_on_cpu that 3.1's 3f6df99d9d calls without the BQL); from 10.2 "
+    "(c89d1c879a 'bql: Fix bql_locked status with condvar APIs') the race aborts instead "
+    "(bql_update_status: Assertion `bql_locked() != locked' failed): master (ece408818d) "
+    "8 of 12 runs; fixed by Lukas Straub's 'colo: Hold the BQL while sending ram state' "
+    "(posted 2026-02-10, not on master of 2026-02-13; 11.1.3 has it)",
     "a COLO checkpoint may deadlock the primary after its STOP: "
     "colo_do_checkpoint_transaction drops the BQL before qemu_savevm_live_state, whose RAM "
     "bitmap sync calls TCG's tcg_log_global_after_sync -> run_on_cpu -> do_run_on_cpu, "

@@ -10,10 +10,11 @@ Binaries: $QEMU_PROG and $QEMU_IMG_PROG (as in iotests), else qemu-system-x86_64
 qemu-img from PATH (built with --enable-replication). Exit 0: QEMU behaves; 1: the
 bug, the first difference printed; 2: cannot run. Takes about a second.
 """
+
 # ---- a minimal QMP machine (Python standard library only) -------------------------
 import json
-import select
 import os
+import select
 import shutil
 import signal
 import socket
@@ -47,16 +48,24 @@ class Vm:
         listener.settimeout(TIMEOUT)
         self.stderr_path = os.path.join(workdir, name + ".stderr")
         self.stdout_path = os.path.join(workdir, name + ".stdout")
-        argv = [QEMU, "-M", "none", "-nodefaults", "-display", "none",
-                "-qmp", "unix:" + path, *args]
+        argv = [
+            QEMU,
+            "-M",
+            "none",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-qmp",
+            "unix:" + path,
+            *args,
+        ]
         with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=err)
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         try:
             self.sock, _ = listener.accept()
         except OSError:
             self.proc.kill()
-            raise CannotRun(f"{QEMU} did not start: {self.stderr()}")
+            raise CannotRun(f"{QEMU} did not start: {self.stderr()}") from None
         finally:
             listener.close()
         self.buf = b""
@@ -92,7 +101,7 @@ class Vm:
         try:
             self.sock.sendall(json.dumps({"execute": cmd, "arguments": args}).encode())
         except (BrokenPipeError, ConnectionResetError):
-            raise Died(self.death())
+            raise Died(self.death()) from None
         while True:
             msg = self._read()
             if msg is None:
@@ -151,10 +160,10 @@ def secondary_chain(workdir, size="64M"):
     """secondary.qcow2 <- hidden.qcow2 <- active.qcow2 (COLO's secondary images)."""
     paths = {n: os.path.join(workdir, n + ".qcow2") for n in ("secondary", "hidden", "active")}
     qemu_img("create", "-f", "qcow2", paths["secondary"], size)
-    qemu_img("create", "-f", "qcow2", "-F", "qcow2", "-b", paths["secondary"],
-             paths["hidden"], size)
-    qemu_img("create", "-f", "qcow2", "-F", "qcow2", "-b", paths["hidden"],
-             paths["active"], size)
+    qemu_img(
+        "create", "-f", "qcow2", "-F", "qcow2", "-b", paths["secondary"], paths["hidden"], size
+    )
+    qemu_img("create", "-f", "qcow2", "-F", "qcow2", "-b", paths["hidden"], paths["active"], size)
     return paths
 
 
@@ -163,33 +172,49 @@ def open_secondary(vm, workdir, paths, top_id="rep", active_file=None):
     secondary disk (NBD-exported: replication needs it to have a BlockBackend),
     hidden disk over it, active disk over that, the replication node `rep` over the
     active disk."""
+
     def image(node, backing=None, file=None):
-        opts = {"driver": "qcow2", "node-name": node,
-                "file": file or {"driver": "file", "filename": paths[node]}}
+        opts = {
+            "driver": "qcow2",
+            "node-name": node,
+            "file": file or {"driver": "file", "filename": paths[node]},
+        }
         if backing is not None:
             opts["backing"] = backing
         vm.ok("blockdev-add", **opts)
+
     image("secondary")
-    vm.ok("nbd-server-start",
-          addr={"type": "unix", "data": {"path": os.path.join(workdir, "nbd.sock")}})
-    got = vm.qmp("block-export-add", type="nbd", id="exp", **{"node-name": "secondary"},
-                 writable=True)
+    vm.ok(
+        "nbd-server-start",
+        addr={"type": "unix", "data": {"path": os.path.join(workdir, "nbd.sock")}},
+    )
+    got = vm.qmp(
+        "block-export-add", type="nbd", id="exp", **{"node-name": "secondary"}, writable=True
+    )
     if got.get("error", {}).get("class") == "CommandNotFound":  # before 5.2
         vm.ok("nbd-server-add", device="secondary", writable=True)
     elif "error" in got:
         raise CannotRun(f"block-export-add: {got['error']['desc']}")
     image("hidden", backing="secondary")
     image("active", backing="hidden", file=active_file)
-    vm.ok("blockdev-add", driver="replication", mode="secondary", **{"node-name": "rep"},
-          **{"top-id": top_id}, file="active")
+    vm.ok(
+        "blockdev-add",
+        driver="replication",
+        mode="secondary",
+        **{"node-name": "rep"},
+        **{"top-id": top_id},
+        file="active",
+    )
 
 
 def run(main):
     """Exit 0 (QEMU behaves), 1 (the bug: first difference printed), 2 (cannot run);
     every QEMU and file this script made is gone whatever happens."""
     if not QEMU or not QEMU_IMG:
-        print("cannot run: set QEMU_PROG and QEMU_IMG_PROG, or put qemu-system-x86_64 "
-              "and qemu-img on PATH")
+        print(
+            "cannot run: set QEMU_PROG and QEMU_IMG_PROG, or put qemu-system-x86_64 "
+            "and qemu-img on PATH"
+        )
         sys.exit(2)
     workdir = tempfile.mkdtemp(prefix="qemu-repro-")
     vms = []
@@ -203,6 +228,9 @@ def run(main):
         status = main(workdir, launch)
     except CannotRun as e:
         print(f"cannot run: {e}")
+    except Died as e:
+        print(f"FAIL: QEMU died where this script did not expect it: {e}")
+        status = 1
     finally:
         for vm in vms:
             if vm.proc.poll() is None:
@@ -231,14 +259,17 @@ def main(workdir, launch):
             open_secondary(vm, sub, paths)
         except CannotRun as e:
             if "replication" in str(e):
-                raise CannotRun(f"{e} (QEMU built without replication?)")
+                raise CannotRun(f"{e} (QEMU built without replication?)") from None
             raise
         try:
             got = vm.qmp("block_resize", **{"node-name": "rep"}, size=size)
             vm.ok("query-block")  # still there?
         except Died as e:
-            status = differ(f"block_resize node-name=rep size={size} ({what})",
-                            "an answer (success or an error), QEMU alive", e)
+            status = differ(
+                f"block_resize node-name=rep size={size} ({what})",
+                "an answer (success or an error), QEMU alive",
+                e,
+            )
             continue
         print(f"block_resize ({what}): {got} (QEMU alive, expected)")
     return status

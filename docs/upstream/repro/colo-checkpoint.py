@@ -18,10 +18,11 @@ qemu-img from PATH (built with --enable-replication and COLO, the default). Exit
 QEMU behaves; 1: the bug, the first difference printed; 2: cannot run. Takes a few
 seconds.
 """
+
 # ---- a minimal QMP machine (Python standard library only) -------------------------
 import json
-import select
 import os
+import select
 import shutil
 import signal
 import socket
@@ -55,16 +56,24 @@ class Vm:
         listener.settimeout(TIMEOUT)
         self.stderr_path = os.path.join(workdir, name + ".stderr")
         self.stdout_path = os.path.join(workdir, name + ".stdout")
-        argv = [QEMU, "-M", "none", "-nodefaults", "-display", "none",
-                "-qmp", "unix:" + path, *args]
+        argv = [
+            QEMU,
+            "-M",
+            "none",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-qmp",
+            "unix:" + path,
+            *args,
+        ]
         with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=err)
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         try:
             self.sock, _ = listener.accept()
         except OSError:
             self.proc.kill()
-            raise CannotRun(f"{QEMU} did not start: {self.stderr()}")
+            raise CannotRun(f"{QEMU} did not start: {self.stderr()}") from None
         finally:
             listener.close()
         self.buf = b""
@@ -100,7 +109,7 @@ class Vm:
         try:
             self.sock.sendall(json.dumps({"execute": cmd, "arguments": args}).encode())
         except (BrokenPipeError, ConnectionResetError):
-            raise Died(self.death())
+            raise Died(self.death()) from None
         while True:
             msg = self._read()
             if msg is None:
@@ -159,10 +168,10 @@ def secondary_chain(workdir, size="64M"):
     """secondary.qcow2 <- hidden.qcow2 <- active.qcow2 (COLO's secondary images)."""
     paths = {n: os.path.join(workdir, n + ".qcow2") for n in ("secondary", "hidden", "active")}
     qemu_img("create", "-f", "qcow2", paths["secondary"], size)
-    qemu_img("create", "-f", "qcow2", "-F", "qcow2", "-b", paths["secondary"],
-             paths["hidden"], size)
-    qemu_img("create", "-f", "qcow2", "-F", "qcow2", "-b", paths["hidden"],
-             paths["active"], size)
+    qemu_img(
+        "create", "-f", "qcow2", "-F", "qcow2", "-b", paths["secondary"], paths["hidden"], size
+    )
+    qemu_img("create", "-f", "qcow2", "-F", "qcow2", "-b", paths["hidden"], paths["active"], size)
     return paths
 
 
@@ -171,33 +180,49 @@ def open_secondary(vm, workdir, paths, top_id="rep", active_file=None):
     secondary disk (NBD-exported: replication needs it to have a BlockBackend),
     hidden disk over it, active disk over that, the replication node `rep` over the
     active disk."""
+
     def image(node, backing=None, file=None):
-        opts = {"driver": "qcow2", "node-name": node,
-                "file": file or {"driver": "file", "filename": paths[node]}}
+        opts = {
+            "driver": "qcow2",
+            "node-name": node,
+            "file": file or {"driver": "file", "filename": paths[node]},
+        }
         if backing is not None:
             opts["backing"] = backing
         vm.ok("blockdev-add", **opts)
+
     image("secondary")
-    vm.ok("nbd-server-start",
-          addr={"type": "unix", "data": {"path": os.path.join(workdir, "nbd.sock")}})
-    got = vm.qmp("block-export-add", type="nbd", id="exp", **{"node-name": "secondary"},
-                 writable=True)
+    vm.ok(
+        "nbd-server-start",
+        addr={"type": "unix", "data": {"path": os.path.join(workdir, "nbd.sock")}},
+    )
+    got = vm.qmp(
+        "block-export-add", type="nbd", id="exp", **{"node-name": "secondary"}, writable=True
+    )
     if got.get("error", {}).get("class") == "CommandNotFound":  # before 5.2
         vm.ok("nbd-server-add", device="secondary", writable=True)
     elif "error" in got:
         raise CannotRun(f"block-export-add: {got['error']['desc']}")
     image("hidden", backing="secondary")
     image("active", backing="hidden", file=active_file)
-    vm.ok("blockdev-add", driver="replication", mode="secondary", **{"node-name": "rep"},
-          **{"top-id": top_id}, file="active")
+    vm.ok(
+        "blockdev-add",
+        driver="replication",
+        mode="secondary",
+        **{"node-name": "rep"},
+        **{"top-id": top_id},
+        file="active",
+    )
 
 
 def run(main):
     """Exit 0 (QEMU behaves), 1 (the bug: first difference printed), 2 (cannot run);
     every QEMU and file this script made is gone whatever happens."""
     if not QEMU or not QEMU_IMG:
-        print("cannot run: set QEMU_PROG and QEMU_IMG_PROG, or put qemu-system-x86_64 "
-              "and qemu-img on PATH")
+        print(
+            "cannot run: set QEMU_PROG and QEMU_IMG_PROG, or put qemu-system-x86_64 "
+            "and qemu-img on PATH"
+        )
         sys.exit(2)
     workdir = tempfile.mkdtemp(prefix="qemu-repro-")
     vms = []
@@ -211,6 +236,9 @@ def run(main):
         status = main(workdir, launch)
     except CannotRun as e:
         print(f"cannot run: {e}")
+    except Died as e:
+        print(f"FAIL: QEMU died where this script did not expect it: {e}")
+        status = 1
     finally:
         for vm in vms:
             if vm.proc.poll() is None:
@@ -245,9 +273,16 @@ def main(workdir, launch):
     paths = secondary_chain(workdir)
     sec = launch("secondary", ["-incoming", "defer"])
     pri = launch("primary")
-    open_secondary(sec, workdir, paths, active_file={
-        "driver": "blkdebug", "node-name": "active-dbg",
-        "image": {"driver": "file", "filename": paths["active"]}})
+    open_secondary(
+        sec,
+        workdir,
+        paths,
+        active_file={
+            "driver": "blkdebug",
+            "node-name": "active-dbg",
+            "image": {"driver": "file", "filename": paths["active"]},
+        },
+    )
     caps = colo_capabilities(sec)
     pri.ok("migrate-set-capabilities", capabilities=caps)
     pri.ok("migrate-set-parameters", **{"x-checkpoint-delay": DAY_MS})
@@ -259,9 +294,11 @@ def main(workdir, launch):
     time.sleep(0.5)
     modes = (pri.ok("query-colo-status")["mode"], sec.ok("query-colo-status")["mode"])
     if modes != ("primary", "secondary"):
-        raise CannotRun(f"COLO did not start: query-colo-status modes {modes}, primary's "
-                        f"migration {pri.ok('query-migrate').get('status')} (10.0.0 to "
-                        "10.0.6 and 10.1.0 complete a plain migration: a known bug)")
+        raise CannotRun(
+            f"COLO did not start: query-colo-status modes {modes}, primary's "
+            f"migration {pri.ok('query-migrate').get('status')} (10.0.0 to "
+            "10.0.6 and 10.1.0 complete a plain migration: a known bug)"
+        )
     print("COLO running: primary and secondary")
     sec.hmp('qemu-io active "break l1_update held"')
     pri.events.clear()
@@ -271,11 +308,15 @@ def main(workdir, launch):
     time.sleep(1.0)  # the secondary is held at the breakpoint, after VMSTATE_RECEIVED
     sec.proc.kill()
     sec.proc.wait()
-    print("checkpoint requested; the primary's VM stopped; the secondary SIGKILLed "
-          "before it sent VMSTATE_LOADED")
+    print(
+        "checkpoint requested; the primary's VM stopped; the secondary SIGKILLed "
+        "before it sent VMSTATE_LOADED"
+    )
     if pri.wait_event("RESUME", timeout=0):
-        raise CannotRun("the checkpoint completed before the secondary was killed "
-                        "(the blkdebug breakpoint did not hold it)")
+        raise CannotRun(
+            "the checkpoint completed before the secondary was killed "
+            "(the blkdebug breakpoint did not hold it)"
+        )
     exited = pri.wait_event("COLO_EXIT", timeout=5.0)
     if exited:
         print(f"primary: COLO_EXIT {exited['data']} (expected)")
@@ -283,10 +324,11 @@ def main(workdir, launch):
     colo = pri.ok("query-colo-status")
     running = pri.ok("query-status")["running"]
     said = [ln for ln in pri.stderr().splitlines() if "COLO" in ln]
-    return differ("the primary, 5 s after its secondary died in the checkpoint",
-                  "COLO_EXIT (reason error): COLO ends, management can fail over",
-                  f"no COLO_EXIT; query-colo-status {colo}; VM running: {running}; "
-                  f"stderr: {said}")
+    return differ(
+        "the primary, 5 s after its secondary died in the checkpoint",
+        "COLO_EXIT (reason error): COLO ends, management can fail over",
+        f"no COLO_EXIT; query-colo-status {colo}; VM running: {running}; stderr: {said}",
+    )
 
 
 if __name__ == "__main__":

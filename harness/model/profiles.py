@@ -27,29 +27,40 @@ class Bug:
         return f"QEMU bug ({self.versions}): {self.what}"
 
 
-# Known bugs, as QEMU 7.2 and 10.0 show them. The profiles carry each one from the
-# seed's on (older releases were not run): a profile whose release fixed one sets it
-# to None.
+# Known bugs. `versions` begins with the oldest run release whose profile has the bug,
+# then says which builds showed it and since when QEMU has it (the commit, found in
+# QEMU's history: docs/upstream/ has one report per live bug). "Master" is QEMU's master
+# of 2026-02-13 (ece408818d, 10.2.50), built from source and run (the mirror's tip of
+# 2026-02-15 adds only a CI commit). The four replication bugs below are in every
+# profile from the seed's on: for 4.1 that is not true of UNALIGNED_ZEROES_GARBAGE
+# (4.2 on) and BLOCK_RESIZE_ABORTS (5.0 on), but 4.2 and older pick the seed's profile
+# and no 4.x build is run; the seed keeps them rather than the model's answers for a
+# QEMU without them (EIO for the unaligned write-zeroes), which nothing here checks.
+_LIVE = "5.2, 7.2.22, 10.0.2, 10.0.13, 11.1.3 and master (ece408818d) seen"
 START_RETRY_ABORTS = Bug(
-    "7.2, 10.0",
+    f"{_LIVE}; since 2.8 (29ff789060 'replication: Implement new driver for block "
+    "replication', the driver's first commit; reachable over QMP since 2.9's "
+    "xen-set-replication)",
     "replication_start sets s->blocker before the top_bs check and never clears it on "
     "that path, so a retried start trips error_setv's `*errp == NULL' assertion and QEMU "
     "aborts",
 )
 UNALIGNED_ZEROES_GARBAGE = Bug(
-    "7.2, 10.0",
+    f"{_LIVE}, and with qemu-io and blkdebug alone; since 4.2 (7a3f542fbdf 'block/io: "
+    "refactor padding', checked on it and its parent)",
     "an unaligned write-zeroes on a primary replication node writes its head/tail sectors "
     "from an uninitialised buffer, the bytes it was asked to zero included "
     "(bdrv_padding_rmw_read returns before zero_mem: when the RMW read fails, and "
     "bdrv_co_do_zero_pwritev ignores that failure)",
 )
 ACTIVE_DISK_SNAPSHOT_ALLOWED = Bug(
-    "7.2, 10.0",
+    f"{_LIVE}; since 2.8 (29ff789060 blocks top-id's node only)",
     "only top-id's node is blocked; a snapshot of the active disk is allowed while "
     "replication runs, and checkpoints then empty the new overlay instead of the active disk",
 )
 BLOCK_RESIZE_ABORTS = Bug(
-    "7.2, 10.0",
+    f"{_LIVE}; since 5.0 (7607074f42 'blockdev: Allow resizing everywhere' dropped the "
+    "first-non-filter check that refused it)",
     "block_resize of a replication node aborts QEMU (replication_child_perm never takes "
     "RESIZE on `file`, the filter forwards the truncate: bdrv_co_write_req_prepare: "
     "Assertion `child->perm & BLK_PERM_RESIZE' failed)",
@@ -86,7 +97,9 @@ COLO_PLAIN_MIGRATION = Bug(
     "and leaves it with COLO_EXIT reason error when the stream ends",
 )
 COLO_QUIT_CRASHES = Bug(
-    "5.2, and 4.1 to 6.1 by the sources; fixed in 6.2 by ac183dac96 'colo: fixed "
+    "5.2, the one release of its range run; since 4.0 by the sources (892ae715b6 "
+    "'migration: Cleanup during exit' made quit shut the stale file down); fixed in 6.2 "
+    "by ac183dac96 'colo: fixed "
     "'Segmentation fault' when the simplex mode PVM poweroff'",
     "once the primary's COLO thread has ended, quit crashes QEMU now and then (SIGSEGV): "
     "colo_process_checkpoint closes the return path's QEMUFile without clearing "
@@ -94,8 +107,9 @@ COLO_QUIT_CRASHES = Bug(
     "file down; the qcow2 metadata the primary still cached is lost with it",
 )
 COLO_TRANSACTION_ERROR_IGNORED = Bug(
-    "5.2, 7.2, 10.0, 11.1, and every release since COLO (4.0) by the sources, master of "
-    "2026-02-15 included",
+    "5.2, 7.2.22, 10.0.13, 11.1.3 and master (ece408818d) seen (10.0.2 never enters "
+    "COLO); since 2.8 (a91246c95f 'COLO: Send PVM state to secondary side when do "
+    "checkpoint' set ret from qemu_file_get_error before the last two receives)",
     "a COLO checkpoint whose secondary dies after the primary sent the device state "
     "leaves the primary's VM stopped with COLO still running: "
     "colo_do_checkpoint_transaction's `ret` was set to 0 by the last successful call "
@@ -104,10 +118,13 @@ COLO_TRANSACTION_ERROR_IGNORED = Bug(
     "instead of leaving COLO (no COLO_EXIT until a later request fails)",
 )
 COLO_TCG_VCPU_DEADLOCK = Bug(
-    "5.2, 7.2, 10.0.13 seen (under TCG with a vCPU; not with KVM, not with -M none); 4.2 "
-    "to 11.0 by the sources, since 9458a9a1df 'memory: fix race between TCG and accesses "
-    "to dirty bitmap' (4.2); fixed by Lukas Straub's 'colo: Hold the BQL while sending ram "
-    "state' (posted 2026-02-10, after master of 2026-02-15; 11.1.3 has it)",
+    "5.2, 7.2.22, 10.0.13 seen (under TCG with a vCPU; not with KVM, not with -M none); "
+    "since 4.2 (9458a9a1df 'memory: fix race between TCG and accesses to dirty bitmap' "
+    "added the run_on_cpu that 3.1's 3f6df99d9d calls without the BQL); from 10.2 "
+    "(c89d1c879a 'bql: Fix bql_locked status with condvar APIs') the race aborts instead "
+    "(bql_update_status: Assertion `bql_locked() != locked' failed): master (ece408818d) "
+    "8 of 12 runs; fixed by Lukas Straub's 'colo: Hold the BQL while sending ram state' "
+    "(posted 2026-02-10, not on master of 2026-02-13; 11.1.3 has it)",
     "a COLO checkpoint may deadlock the primary after its STOP: "
     "colo_do_checkpoint_transaction drops the BQL before qemu_savevm_live_state, whose RAM "
     "bitmap sync calls TCG's tcg_log_global_after_sync -> run_on_cpu -> do_run_on_cpu, "
@@ -118,7 +135,11 @@ COLO_TCG_VCPU_DEADLOCK = Bug(
     "the vCPU thread has not done the work when do_run_on_cpu first checks",
 )
 BLOCK_RESIZE_NULL_DEVICE = Bug(
-    "7.2, fixed in 9.0 by 'blockdev: Fix block_resize error reporting for op blockers'",
+    "5.2, 7.2.22 seen; since 2.1 by the sources (9c75e168bc 'block: check for RESIZE "
+    "blocker in the QMP command, not bdrv_truncate()' names the device, NULL for a "
+    "node-name); fixed in 9.0 "
+    "by 9fe0753321 'blockdev: Fix block_resize error reporting for op blockers' "
+    "(bisected: docs/bisect-block-resize.md)",
     "block_resize with node-name reports \"Device '(null)' is in use\"",
 )
 

@@ -14,10 +14,11 @@ Facts pinned here (5.2, 7.2, 10.0, 11.1):
   up to 16 copies at once) reaches the secondary disk. Offline the secondary disk holds
   what a completed failover would have given it; the active and hidden disks are as the
   commit left them (it never writes them).
-- blockdev-del of the node waits for the cancelled job, whose held writes nothing drains
-  (with the standard hold, minutes: QMP does not answer meanwhile); with writes held a
-  second each it answers after them, and the secondary disk, read through its export,
-  holds every chunk.
+- blockdev-del of the node (replication_close's own job_cancel_sync: the job is still
+  there) waits for the cancelled job, whose held writes nothing drains (with the
+  standard hold, minutes: QMP does not answer meanwhile); with a write held half a
+  second it answers after it, and the secondary disk, read through its export, holds
+  every chunk.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ QUICK = pytest.mark.quick
 pytestmark = [pytest.mark.secondary, pytest.mark.faults]
 
 CHUNK = 128 * KiB  # the chunks the commit copies lie this far apart (not adjacent)
-SLOW = "tg-slow"  # a throttle group that takes one 64 KiB write a second
+SLOW = "tg-slow"  # a throttle group that takes a 64 KiB write every half second
 SLOW_THROTTLE = faults.Throttle(
-    groups=((faults.THROTTLE_FREE, None), (SLOW, {"bps-write": 64 * KiB}))
+    groups=((faults.THROTTLE_FREE, None), (SLOW, {"bps-write": 128 * KiB}))
 )
 
 
@@ -81,6 +82,7 @@ def test_quit_while_the_failover_commit_is_held(secondary):
     s.finish()  # offline: the secondary disk as a completed failover leaves it
 
 
+@QUICK
 def test_blockdev_del_while_the_failover_commit_is_held(secondary):
     s = held_failover(secondary, SLOW_THROTTLE, faults.HoldCommit(group=SLOW), 2)
     m = s.topo.machine(SECONDARY)

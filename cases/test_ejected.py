@@ -99,6 +99,7 @@ def test_hidden_ejected_stop_answers(secondary, profile, msg, xfail_bug):
     assert m.qmp("query-xen-replication-status") == status(msg.IO_ERROR)
 
 
+@QUICK
 def test_active_ejected_failover_crashes(secondary, profile, needs_bug):
     needs_bug(profile.ejected_active_commit_crashes)
     s, _ = ejected_story(secondary, "active")

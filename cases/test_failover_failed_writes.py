@@ -77,6 +77,7 @@ def test_secondary_disk_refuses_the_write(secondary, profile, msg):
     s.finish()
 
 
+@QUICK
 def test_active_disk_refuses_the_write(secondary, profile, msg):
     s = secondary(
         RECIPE_DATA,

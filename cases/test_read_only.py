@@ -78,7 +78,9 @@ OPENED = [
 
 
 @pytest.mark.parametrize(("options", "writable"), OPENED)
-@pytest.mark.parametrize("failover", [pytest.param(False, id="stop"), True])
+@pytest.mark.parametrize(
+    "failover", [pytest.param(False, id="stop"), pytest.param(True, id="failover")]
+)
 def test_read_only_state_at_every_step(secondary, options, writable, failover):
     s = secondary(read_only=options, export_writable=writable)
     read_only(s)
@@ -134,7 +136,9 @@ def test_read_only_quorum_over_the_secondary_refuses_start(secondary, msg):
     s.finish()
 
 
-@pytest.mark.parametrize("failover", [pytest.param(False, id="stop"), True])
+@pytest.mark.parametrize(
+    "failover", [pytest.param(False, id="stop"), pytest.param(True, id="failover", marks=QUICK)]
+)
 def test_read_write_quorum_over_the_secondary(secondary, profile, failover):
     """Start does not reopen a read-write filter; replication runs over it: the primary's
     writes through the export reach the secondary disk below it after their copy, and a

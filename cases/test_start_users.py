@@ -94,7 +94,7 @@ def refused_by_a_job(secondary, profile, users, blocked: str, **options):
 # the secondary disk read-only (exported read-only) where the job leaves it so
 JOBS = [
     pytest.param(INTO_HIDDEN, "hidden", {"secondary": True}, id="into-hidden", marks=QUICK),
-    pytest.param(OUT_OF_SECONDARY, FILTER, {}, id="out-of-secondary"),
+    pytest.param(OUT_OF_SECONDARY, FILTER, {}, id="out-of-secondary", marks=QUICK),
 ]
 
 
@@ -107,7 +107,7 @@ def test_a_job_refuses_the_backup_job(secondary, profile, users, blocked, ro):
     s.finish()
 
 
-@pytest.mark.parametrize(("users", "blocked", "ro"), JOBS)
+@pytest.mark.parametrize(("users", "blocked", "ro"), [p.values for p in JOBS])
 def test_a_retry_after_the_job_refused_aborts(secondary, profile, needs_bug, users, blocked, ro):
     needs_bug(profile.start_retry_after_bad_top_aborts)
     options = {"read_only": {"hidden": False, **ro}, "export_writable": not ro}

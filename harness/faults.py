@@ -22,9 +22,17 @@ options or command (harness.real.topology, harness.real.side); the model learns 
   started then stays in flight), `ReleaseCommit` moves it back: the reopen drains the
   node, so queued requests restart at once (setting the group's limits with qom-set
   would not: a queued request keeps its timer).
+- `EjectAtEmpty`: a blkdebug as the file of a qcow2 layer that lets `passes` make-empties
+  through and fails the next one after its metadata was half rewritten, so qcow2 drops
+  the node's driver (`bs->drv = NULL`, make_completely_empty's fail_broken_refcounts):
+  the node is "ejected".
 - `LinkDown`: an export goes (`block-export-del`, or `nbd-server-stop` for every export
   of the machine): its disk loses that BlockBackend and every primary replication
   node connected to it loses its link (its writes' errors are stored, success reported).
+- `LinkUp`: the export comes back (`block-export-add`, after `nbd-server-start` when the
+  server was stopped); the NBD clients that lost it reconnect in their own time
+  (`AwaitReconnect` waits for that), or at once for a write waiting in their
+  reconnect-delay (`LinkUpDuringWrite`).
 - `Kill`: a signal to a machine; the model's answer is a crash with that signal.
 """
 
@@ -34,7 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from harness.ops import SECONDARY, Op
+from harness.ops import REP, SECONDARY, Op
 from harness.units import SECTOR
 
 EIO_ERRNO = 5
@@ -138,7 +146,48 @@ class Throttle:
         }
 
 
-Fault = FailingWrites | Throttle
+@dataclass(frozen=True)
+class EjectAtEmpty:
+    """A blkdebug as the file of qcow2 layer `target` (see the module docstring): its
+    rules count make-empties with blkdebug's states on the event `empty_image_prepare`
+    (only make_completely_empty has it) and fail every write after the (`passes` + 1)-th:
+    that make-empty has already zeroed the L1 table, so its next write failing leaves the
+    refcounts broken and qcow2 ejects the node."""
+
+    node: str
+    target: str
+    passes: int = 1
+    errno: int = EIO_ERRNO
+    event: ClassVar[str] = "empty_image_prepare"
+
+    def options(self, image: Any) -> dict[str, Any]:
+        """blockdev-add options of the blkdebug node over `image`."""
+        last = self.passes + 1
+        return {
+            "driver": "blkdebug",
+            "node-name": self.node,
+            "image": image,
+            "set-state": [
+                {"event": self.event, "state": n, "new_state": n + 1} for n in range(1, last)
+            ],
+            "inject-error": [
+                {
+                    "event": self.event,
+                    "state": last,
+                    "iotype": "write",
+                    "errno": self.errno,
+                    "once": False,
+                }
+            ],
+        }
+
+
+def ejecting(layer: str, passes: int = 1) -> EjectAtEmpty:
+    """EjectAtEmpty under `layer`: `passes` make-empties work (start's own is the first)."""
+    return EjectAtEmpty(f"{layer}-dbg", layer, passes)
+
+
+Fault = FailingWrites | Throttle | EjectAtEmpty
 
 
 # ---- faults that happen at a moment: operations
@@ -161,6 +210,62 @@ class LinkDown(Op):
         return (
             f"{self.machine}: block-export-del id={self.export} mode={self.mode}"
             " (the primary's NBD link goes down)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LinkUp(Op):
+    """The export `export` of `machine` comes back as the topology first made it
+    (`block-export-add`; with mode "server", `nbd-server-start` on the same socket
+    first). The primary's NBD client is not connected by it: it reconnects on its own
+    schedule (AwaitReconnect)."""
+
+    machine: str = CHILD
+    export: str = EXPORT_ID
+    mode: str = "export"
+    kind: ClassVar[str] = "link_up"
+
+    def describe(self) -> str:
+        again = "nbd-server-start, " if self.mode == "server" else ""
+        return f"{self.machine}: {again}block-export-add id={self.export} (the export is back)"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkUpDuringWrite(LinkUp):
+    """A write of `pattern` at [offset, +length) on `node` (HMP qemu-io), sent while the
+    link is down; while it waits, the export comes back (LinkUp). An NBD client with a
+    reconnect-delay holds the write until it has reconnected, so it reaches the export."""
+
+    offset: int = 0
+    length: int = 0
+    pattern: int = 0
+    node: str = REP
+    kind: ClassVar[str] = "link_up_during_write"
+
+    def describe(self) -> str:
+        write = f"{self.pattern:#04x} {self.offset:#x} {self.length:#x}"
+        return f"qemu-io {self.node} 'write -P {write}', and while it waits {LinkUp.describe(self)}"
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitReconnect(Op):
+    """Until the primary's NBD client has reconnected to `export` of `machine`: the
+    write of `pattern` at [offset, +length) on `node` again and again (a primary node
+    reports success either way), until the export holds its bytes (the harness's own NBD
+    reads), within a deadline."""
+
+    offset: int
+    length: int
+    pattern: int
+    node: str = REP
+    machine: str = CHILD
+    export: str = EXPORT_ID
+    kind: ClassVar[str] = "await_reconnect"
+
+    def describe(self) -> str:
+        return (
+            f"qemu-io {self.node} 'write -P {self.pattern:#04x} {self.offset:#x} "
+            f"{self.length:#x}' until {self.machine}'s export {self.export!r} holds it"
         )
 
 
@@ -204,4 +309,6 @@ class ReleaseCommit(HoldCommit):
     kind: ClassVar[str] = "release_commit"
 
 
-StepFault = LinkDown | Kill | HoldCommit | ReleaseCommit
+StepFault = (
+    LinkDown | LinkUp | LinkUpDuringWrite | AwaitReconnect | Kill | HoldCommit | ReleaseCommit
+)

@@ -9,6 +9,7 @@ expected shape in the case.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +72,16 @@ def reopen(m: Machine, options: list[dict[str, Any]]) -> QmpResult:
         if not res.ok:
             break
     return res
+
+
+def export_gone(m: Machine, export_id: str, deadline: float = 5.0) -> None:
+    """Wait until `m` no longer lists the export `export_id` (a hard block-export-del
+    removes it only once its clients are disconnected)."""
+    end = time.monotonic() + deadline
+    while any(e["id"] == export_id for e in m.qmp_ok("query-block-exports")):
+        if time.monotonic() > end:
+            raise TimeoutError(f"{m.name}: export {export_id!r} still there after {deadline} s")
+        time.sleep(0.01)
 
 
 def node_filename(m: Machine, node: str) -> str:

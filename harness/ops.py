@@ -277,6 +277,32 @@ class BlockdevDel(Op):
         return f"{self.machine}: blockdev-del node-name={self.node}"
 
 
+@dataclass(frozen=True, slots=True)
+class ReadOnly(Op):
+    """Whether `node` (an image layer or a filter over one) is read-only now:
+    query-named-block-nodes' "ro", answered as a QMP return value (true/false)."""
+
+    node: str
+    machine: str = SECONDARY
+    kind: ClassVar[str] = "read_only"
+
+    def describe(self) -> str:
+        return f'{self.machine}: query-named-block-nodes, {self.node}\'s "ro"'
+
+
+@dataclass(frozen=True, slots=True)
+class Quit(Op):
+    """QMP quit, waited for: every replication node of `machine` is closed
+    (replication_close), its block jobs cancelled; the answer is QEMU's exit (clean, or
+    the signal it died of)."""
+
+    machine: str = SECONDARY
+    kind: ClassVar[str] = "quit"
+
+    def describe(self) -> str:
+        return f"{self.machine}: quit"
+
+
 # ---- COLO (migration/colo.c): the pair's migration drives the replication nodes
 
 

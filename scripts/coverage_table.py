@@ -20,15 +20,33 @@ MESSAGES = ROOT / "harness" / "model" / "messages.py"
 # Seed functions (block/replication.c) -> the case files whose stories exercise them.
 FUNCTIONS = {
     "replication_open": ["test_open.py"],
-    "replication_close": ["test_blockers.py", "test_many_nodes.py"],
+    "replication_close": ["test_blockers.py", "test_many_nodes.py", "test_close_during_commit.py"],
     "replication_co_readv": ["test_io_matrix.py", "test_unit_port.py"],
-    "replication_co_writev": ["test_io_matrix.py", "test_unit_port.py", "test_geometry.py"],
-    "replication_start": ["test_start.py", "test_unit_port.py", "test_many_nodes.py"],
-    "replication_do_checkpoint / secondary_do_checkpoint": ["test_checkpoint.py", "test_faults.py"],
+    "replication_co_writev": [
+        "test_io_matrix.py",
+        "test_unit_port.py",
+        "test_geometry.py",
+        "test_failover_failed_writes.py",
+    ],
+    "replication_start": [
+        "test_start.py",
+        "test_unit_port.py",
+        "test_many_nodes.py",
+        "test_start_users.py",
+    ],
+    "replication_do_checkpoint / secondary_do_checkpoint": [
+        "test_checkpoint.py",
+        "test_faults.py",
+        "test_ejected.py",
+    ],
     "replication_get_error": ["test_status.py", "test_unit_port.py"],
     "replication_stop": ["test_stop_failover.py", "test_unit_port.py"],
     "replication_done (failover commit completion)": ["test_stop_failover.py", "test_faults.py"],
-    "backup_job_completed / backup_job_cleanup": ["test_stop_failover.py", "test_status.py"],
+    "backup_job_completed / backup_job_cleanup": [
+        "test_stop_failover.py",
+        "test_status.py",
+        "test_read_only.py",
+    ],
     # COLO's calls into the filter (migration/colo.c), driven by its migration
     "COLO start: replication_start_all, secondary then primary": ["test_colo_migration.py"],
     "COLO checkpoint: replication_get_error_all, replication_do_checkpoint_all": [

@@ -21,10 +21,12 @@ from harness.model.replication import ReplicationNode
 from harness.model.system import Model
 from harness.ops import PRIMARY, REP, SECONDARY
 from harness.topology.values import (
+    BackupJob,
     Export,
     Filter,
     Graph,
     Image,
+    LogWrites,
     MachineSpec,
     Mode,
     NbdClient,
@@ -61,11 +63,11 @@ def build_model(
             model.inject(node.fault)
     for m, node in graph.nodes():
         if isinstance(node, Export):
-            disk = graph.image_below(node.node)
+            disk = _disk_below(model, graph, node.node)
             if disk is not None:
-                model.add_export(
-                    m.name, node.id, model.disks[disk.layer], path=node.path, client=node.client
-                )
+                model.add_export(m.name, node.id, disk, path=node.path, client=node.client)
+        elif isinstance(node, BackupJob | LogWrites):
+            _user(model, graph, node)
     for m, node in graph.nodes():
         if not node.late:
             add_node(model, graph, m, node)
@@ -79,9 +81,49 @@ def _image(model: Model, graph: Graph, node: Image) -> None:
     if node.fault is not None:
         model.inject(node.fault)
     if node.backing is not None:
-        below = graph.image_below(node.backing)
+        below = _disk_below(model, graph, node.backing)
         if below is not None:
-            model.link_backing(disk, model.disks[below.layer])
+            model.link_backing(disk, below)
+    # QEMU opens a backing node inline read-only unless told otherwise
+    backing_inline = node.inline and any(
+        isinstance(n, Image) and n.backing == node.layer for _, n in graph.nodes()
+    )
+    disk.read_only = backing_inline if node.read_only is None else node.read_only
+
+
+def _disk_below(model: Model, graph: Graph, name: str) -> Disk | None:
+    """The model disk a node name stands for: the image it reaches through filters, or a
+    one-child quorum over one (a filter disk of its own, with the quorum's name)."""
+    image = graph.image_below(name)
+    if image is not None:
+        return model.disks[image.layer]
+    try:
+        _, node = graph.find(name)
+    except KeyError:  # HEADER: the image header's own backing file
+        return None
+    if not (isinstance(node, Quorum) and len(node.children) == 1):
+        return None
+    if name not in model.disks:
+        child = _disk_below(model, graph, node.children[0])
+        assert child is not None, f"{name}: its child is no image"
+        model.add_disk(
+            Disk(name, child.size, child.cluster, "quorum", backing=child, filter=True)
+        ).read_only = node.read_only
+    return model.disks[name]
+
+
+def _user(model: Model, graph: Graph, node: BackupJob | LogWrites) -> None:
+    """Another user of the disks: a block job's op blockers (on its target, and on the
+    filter it puts above its source), or a blklogwrites log's permissions."""
+    if isinstance(node, LogWrites):
+        log = _disk_below(model, graph, node.log)
+        assert log is not None, f"{node.name}: its log is no image"
+        log.resize_holder = (f"node '{node.name}'", "log")
+        return
+    for name, blocked in ((node.source, node.filter), (node.target, node.target)):
+        disk = _disk_below(model, graph, name)
+        assert disk is not None, f"{node.id}: {name} is no image"
+        disk.job = (blocked, "backup")
 
 
 def add_late(model: Model, graph: Graph, name: str) -> None:
@@ -124,6 +166,7 @@ def _replication(model: Model, graph: Graph, m: MachineSpec, node: Replication) 
     )
     if link is not None:
         model.connect(rep, link.machine, link.export_id)
+        rep.reconnect_delay = link.reconnect_delay
 
 
 # ---- the standard graphs' models without a recipe (the model's own unit tests)
@@ -143,6 +186,7 @@ def secondary_model(
     m = Model(profile)
     sec = m.add_disk(Disk("secondary", size, secondary_cluster or cluster, has_blk=True))
     hidden = m.add_disk(Disk("hidden", size, hidden_cluster or cluster, backing=sec))
+    hidden.read_only = True  # opened inline as the active disk's backing
     active = m.add_disk(Disk("active", size, active_cluster or cluster, backing=hidden))
     m.export = sec
     m.add_node(

@@ -10,15 +10,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.faults import FailingWrites
+from harness.faults import EjectAtEmpty, FailingWrites
 from harness.model.extents import UNDEF, ExtentMap
 from harness.observe import EIO, Data
+from harness.units import SECTOR
 
 # Formats whose driver implements bdrv_make_empty (QEMU 7.2 and 10.0: qcow2
 # and qcow; replication's start refuses the others).
 MAKE_EMPTY_FORMATS = frozenset({"qcow2", "qcow"})
 # Formats with allocation tracking we compare with `qemu-img map`.
 ALLOCATING_FORMATS = frozenset({"qcow2", "qed", "qcow", "vmdk"})
+# Drivers without bdrv_reopen_prepare: a reopen of such a node is refused (block.c
+# bdrv_reopen_prepare, "Block format '%s' used by node '%s' does not support reopening
+# files"; QEMU 5.2 to master).
+NO_REOPEN_FORMATS = frozenset({"quorum"})
+# What an I/O request on a node without a driver (ejected) fails with (-ENOMEDIUM).
+ENOMEDIUM = "No medium found"
 
 
 @dataclass(eq=False)
@@ -54,6 +61,23 @@ class Disk:
     # (a filter): the failover commit fails when it copies the fault's sector.
     fault: FailingWrites | None = None
     fault_armed: bool = False
+    # An EjectAtEmpty under this layer (learnt by Model.inject): the make-empty after its
+    # `passes` ones ejects the node; `empties`: how many it has let through.
+    eject: EjectAtEmpty | None = None
+    empties: int = 0
+    # qcow2 dropped its driver (bs->drv = NULL): checkpoints name it ejected, I/O fails.
+    ejected: bool = False
+    # query-named-block-nodes' "ro".
+    read_only: bool = False
+    # A filter node (a one-child quorum over the disk below): no data of its own, its
+    # reads and writes are its `backing`'s (the model links the child as backing).
+    filter: bool = False
+    # Another user's block job on this node: (the node its op blocker guards, the job
+    # type), what backup_job_create's op-blocker check names (BackupJob).
+    job: tuple[str, str] | None = None
+    # Another parent that takes resize on this node and shares neither write nor resize
+    # (a blklogwrites log, LogWrites): its (description, edge).
+    resize_holder: tuple[str, str] | None = None
 
     @property
     def allocates(self) -> bool:
@@ -70,18 +94,51 @@ class Disk:
         "Failed to flush the L2 table cache"); its bytes still are."""
         return self.alloc_exact and not self.fault_armed
 
+    @property
+    def reopenable(self) -> bool:
+        return self.fmt not in NO_REOPEN_FORMATS
+
+    @property
+    def store(self) -> Disk:
+        """The disk holding this one's data: itself, or the one below a filter."""
+        d = self
+        while d.filter and d.backing is not None:
+            d = d.backing
+        return d
+
     def data_write_refused(self) -> str | None:
         """A guest-data write into this layer: the strerror it fails with, or None.
         Under a FailingWrites fault it fires the rule (and fails)."""
+        if self.ejected:
+            return ENOMEDIUM
         if self.fault is not None and self.fault.under:
             self.fault_armed = True
             return EIO
         return self.write_error
 
+    def write_refused(self, start: int, end: int) -> str | None:
+        """A write of [start, end) reaching this node: data_write_refused, and a
+        FailingWrites filter over it (every write, or those covering its sector)."""
+        f = self.fault
+        if f is None or f.under:
+            return self.data_write_refused()
+        if f.sector is None:
+            return EIO
+        lo = f.sector * SECTOR
+        return EIO if start < lo + SECTOR and lo < end else None
+
     def empty_refused(self) -> str | None:
-        """bdrv_make_empty of this layer: the strerror it fails with, or None."""
+        """bdrv_make_empty of this layer: the strerror it fails with, or None. The one
+        an EjectAtEmpty fails ejects the node, its metadata left as QEMU left it: the L1
+        table zeroed before the failing write, so its image no longer maps a cluster."""
         if self.make_empty_error is not None:
             return self.make_empty_error
+        if self.eject is not None:
+            self.empties += 1
+            if self.empties > self.eject.passes:
+                self.ejected = True
+                self.data.clear()
+                return EIO
         return EIO if self.fault_armed else None
 
     def chain(self) -> list[Disk]:
@@ -113,6 +170,12 @@ def view(layers: list[Disk], start: int, end: int, depth: int = 0) -> list[Piece
     return out
 
 
+def not_inserted(layers: list[Disk]) -> bool:
+    """Is a node over `layers` (top first) "not inserted" (bdrv_is_inserted recurses into
+    every child), so that its I/O fails with ENOMEDIUM? When any of them is ejected."""
+    return any(d.ejected for d in layers)
+
+
 def to_data(pieces: list[tuple[int, int, int]]) -> Data:
     """Model pieces (s, e, value) -> observation Data, merging equal neighbours."""
     out: list[tuple[int, int, int | None]] = []
@@ -127,7 +190,10 @@ def to_data(pieces: list[tuple[int, int, int]]) -> Data:
 
 
 def write_layer(layers: list[Disk], depth: int, start: int, end: int, val: int) -> None:
-    """Write [start, end) into layers[depth], copying up the rest of each touched cluster."""
+    """Write [start, end) into layers[depth] (a filter's into the layer below it),
+    copying up the rest of each touched cluster."""
+    while layers[depth].filter:
+        depth += 1
     layer = layers[depth]
     data = layer.data
     if layer.allocates:

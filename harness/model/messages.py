@@ -40,8 +40,26 @@ NO_MAKE_EMPTY = "Active disk or hidden disk doesn't support make_empty"
 BAD_TOP = "No top_bs or it is invalid"
 BLOCKER = "Block device is in use by internal backup job"
 
+
+# replication_start's reopen of the hidden and secondary disks (block.c
+# bdrv_reopen_prepare): a read-only node whose driver cannot be reopened
+def reopen_unsupported(fmt: str, node: str) -> str:
+    return f"Block format '{fmt}' used by node '{node}' does not support reopening files"
+
+
 # checkpoint
 BACKUP_CANCELLED = "Backup job was cancelled unexpectedly"
+
+
+# secondary_do_checkpoint: a layer whose driver qcow2 dropped (bs->drv = NULL)
+def active_ejected(node: str) -> str:
+    return f"Active disk {node} is ejected"
+
+
+def hidden_ejected(node: str) -> str:
+    return f"Hidden disk {node} is ejected"
+
+
 SEED_CANNOT_EMPTY_ACTIVE = "Cannot make active disk empty"
 SEED_CANNOT_EMPTY_HIDDEN = "Cannot make hidden disk empty"
 
@@ -186,6 +204,15 @@ class Texts:
 
     def mode_mismatch(self, needs: int, got: int) -> str:
         return mode_mismatch(needs, got)
+
+    def reopen_unsupported(self, fmt: str, node: str) -> str:
+        return reopen_unsupported(fmt, node)
+
+    def active_ejected(self, node: str) -> str:
+        return active_ejected(node)
+
+    def hidden_ejected(self, node: str) -> str:
+        return hidden_ejected(node)
 
     def failed_to_empty(self, filename: str, strerror: str, *, disk: str) -> str:
         """secondary_do_checkpoint's make-empty failure on `disk` ("active" or "hidden")."""

@@ -8,20 +8,30 @@ the answers that changed between releases, and words every text.
 from __future__ import annotations
 
 import enum
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness.model.disks import (
+    ENOMEDIUM,
     Disk,
     allocated_above,
     copy_range,
     make_empty,
+    not_inserted,
     undefine,
     view,
     write_layer,
 )
 from harness.model.extents import UNDEF, ExtentMap
 from harness.model.profiles import Profile
+from harness.model.start_graph import (
+    Crash,
+    attach_children,
+    create_backup,
+    reopen_writable,
+    restore_read_only,
+)
 from harness.observe import EIO
 from harness.topology.values import Mode
 from harness.units import SECTOR
@@ -45,12 +55,11 @@ class Backup:
     copied: ExtentMap = field(default_factory=ExtentMap)
 
 
-class Abort(Exception):
+class Abort(Crash):
     """QEMU aborts here (a known bug of the profile)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(eq=False)
@@ -96,6 +105,14 @@ class ReplicationNode:
     # the failover commit is known to be still running (a fault holds it): a write
     # goes through the commit's filter into the active disk, and is committed later
     commit_held: bool = False
+    # the disks start found read-only and reopened read-write (orig_*_read_only)
+    orig_read_only: tuple[Disk, ...] = ()
+    # the disks start attached as the node's own children (from 6.1), by name
+    children: set[str] = field(default_factory=set)
+    # primary over an NBD client: its reconnect-delay (s), and whether its export is
+    # back while the client has not reconnected yet (when it will is QEMU's timing)
+    reconnect_delay: int = 0
+    reconnect_pending: bool = False
 
     # ---- control (ReplicationOps)
 
@@ -136,11 +153,18 @@ class ReplicationNode:
             return msg.LENGTHS_DIFFER
         if not (active.supports_make_empty and hidden.supports_make_empty):
             return msg.NO_MAKE_EMPTY
+        err = reopen_writable(self, hidden, secondary) or attach_children(self, hidden, secondary)
+        if err is not None:
+            return err
         if self.blocker_leaked and self.profile.start_retry_after_bad_top_aborts is not None:
             raise Abort(msg.ERRP_ASSERTION)
         if not top_valid:
             self.blocker_leaked = True
+            restore_read_only(self, backup_filter=False)
             return msg.BAD_TOP
+        err = create_backup(self, hidden, secondary)
+        if err is not None:
+            return err
         self.active, self.hidden, self.secondary = active, hidden, secondary
         self.backup = Backup(cluster=max(BACKUP_CLUSTER_MIN, hidden.cluster))
         return None
@@ -160,6 +184,9 @@ class ReplicationNode:
         self.backup.copied.clear()
         assert self.active is not None and self.hidden is not None
         for disk, which in ((self.active, "active"), (self.hidden, "hidden")):
+            if disk.ejected:
+                ejected = msg.active_ejected if which == "active" else msg.hidden_ejected
+                return ejected(disk.name)
             error = self.make_empty_error or disk.empty_refused()
             if error is not None:
                 return msg.failed_to_empty(disk.filename or disk.name, error, disk=which)
@@ -185,8 +212,11 @@ class ReplicationNode:
             self.error = False
             return None
         # The backup job is cancelled while the stage is still RUNNING, so its
-        # completion callback records the cancellation as an I/O error.
+        # completion callback records the cancellation as an I/O error, and its cleanup
+        # reopens the disks start made read-write.
         self.error = True
+        if self.backup is not None:
+            restore_read_only(self, backup_filter=True)
         if self.profile.plain_stop_skips_empty:
             self.backup = None
         if not failover:
@@ -195,6 +225,9 @@ class ReplicationNode:
             self.stage = Stage.DONE
             return err
         self.stage = Stage.FAILOVER
+        assert self.active is not None
+        if self.active.ejected and self.profile.ejected_active_commit_crashes is not None:
+            raise Crash("", signal.Signals.SIGFPE.name)
         self._commit()
         return None
 
@@ -224,32 +257,49 @@ class ReplicationNode:
         self.settling = True
         dirty = self.dirty()
         self.commit_dirty = dirty
-        if self.commit_fails or _commit_refused(secondary, dirty):
+        ejected = active.ejected or (self.hidden is not None and self.hidden.ejected)
+        if self.commit_fails or ejected or _commit_refused(secondary, dirty):
             for s, e in dirty:
-                undefine(secondary, s, e)
-            secondary.alloc_exact = False
+                undefine(secondary.store, s, e)
+            secondary.store.alloc_exact = False
             self.stage = Stage.FAILOVER_FAILED
             self.error = True
             return
         chain = active.chain()
-        target = [secondary]
+        target = secondary.chain()
         for s, e in dirty:
             copy_range(chain, target, s, e)
         # The mirror copies whole granularity chunks: the secondary disk's exact
         # allocation is not predicted; its data is.
         if dirty:
-            secondary.alloc_exact = False
+            secondary.store.alloc_exact = False
         self.file = secondary
         self.stage = Stage.DONE
         self.error = False
+        # the commit gives its target the read-only state of the node it replaces, and
+        # replication_done drops the node's own children
+        secondary.read_only = active.read_only
+        self.children.clear()
         for disk in (active, self.hidden):
             if disk is not None and not disk.monitor_owned:
                 disk.closed = True
 
     def close(self) -> None:
-        """replication_close: a running node is stopped without failover."""
+        """replication_close: a running node is stopped without failover; a failover
+        commit in flight is cancelled (job_cancel_sync; at a quit, every job is cancelled
+        first): the copies it has issued are written (the drain restarts writes a
+        throttle holds), the rest never are. A commit of at most MIRROR_MAX_OPS runs of at
+        most a buffer in all has issued every copy at once; of a bigger one the model
+        cannot tell which copies were issued."""
         if self.stage is Stage.RUNNING:
             self.stop(False)
+        if self.settling and self.secondary is not None:
+            runs = self.commit_dirty
+            if len(runs) > MIRROR_MAX_OPS or sum(e - s for s, e in runs) > MIRROR_BUFFER:
+                for s, e in runs:
+                    undefine(self.secondary.store, s, e)
+        self.settling = False
+        self.commit_held = False
 
     # ---- I/O (the BlockDriver callbacks)
 
@@ -268,15 +318,25 @@ class ReplicationNode:
         """Pieces read, or the errno text."""
         if self.mode is Mode.PRIMARY or self.io_status() < 0:
             return EIO
-        return view(self.file.chain(), start, end)
+        chain = self.file.chain()
+        if not_inserted(chain):
+            return ENOMEDIUM
+        return view(chain, start, end)
 
     def write(self, start: int, end: int, val: int) -> str | None:
         """None on success, else the errno text."""
         st = self.io_status()
         if st < 0:
             return EIO
+        if self.mode is Mode.SECONDARY and not_inserted(self.file.chain()):
+            return ENOMEDIUM
         if self.mode is Mode.PRIMARY:
             # A child error is stored and the write reports success.
+            if self.reconnect_pending:
+                raise ValueError(
+                    f"{self.name}: its NBD export is back, but whether its client has "
+                    "reconnected is QEMU's timing: AwaitReconnect first"
+                )
             if self.link_up and self.forward is not None:
                 self._forward(start, end, val)
             elif self.link_up:
@@ -308,10 +368,15 @@ class ReplicationNode:
         runs = allocated_above(self.active, self.secondary, start, end)
         if self.profile.failover_failed_write_crashes and not all(a for _, _, a in runs):
             raise Abort(self.profile.texts.WRITE_ASSERTION)
-        top_chain = self.active.chain()
-        base_chain = self.secondary.chain()
+        # run by run: a run allocated in the active or the hidden disk into the active
+        # disk, any other straight into the secondary disk; the first run refused ends
+        # the request with its error, the runs before it written
         for s, e, alloc in runs:
-            write_layer(top_chain if alloc else base_chain, 0, s, e, val)
+            target = self.active if alloc else self.secondary
+            refused = target.write_refused(s, e)
+            if refused is not None:
+                return refused
+            write_layer(target.chain(), 0, s, e, val)
         return None
 
     def _forward(self, start: int, end: int, val: int) -> None:
@@ -371,7 +436,7 @@ class ReplicationNode:
         c = b.cluster
         cs = start - start % c
         ce = min(-(-end // c) * c, disk.size)
-        chain = [disk]
+        chain = disk.chain()
         hidden_chain = self.hidden.chain()
         hidden = self.hidden
         refusing = self.cbw_error is not None or (hidden.fault is not None and hidden.fault.under)
@@ -394,6 +459,9 @@ class ReplicationNode:
 # The failover commit's copy granularity: clamp(secondary cluster, 4 KiB, 64 KiB).
 MIRROR_GRANULARITY_MIN = 4096
 MIRROR_GRANULARITY_MAX = 65536
+# The mirror's copies in flight at once (MAX_IN_FLIGHT) and its buffer (16 MiB).
+MIRROR_MAX_OPS = 16
+MIRROR_BUFFER = 16 << 20
 
 
 def commit_chunk(secondary: Disk, offset: int) -> tuple[int, int]:

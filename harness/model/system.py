@@ -18,6 +18,7 @@ from harness import faults, ops
 from harness.model.colo import Colo
 from harness.model.disks import Disk, to_data, view, write_layer
 from harness.model.extents import UNDEF
+from harness.model.lifecycle import dispatch as more_dispatch
 from harness.model.profiles import Profile
 from harness.model.quorum import QuorumNode
 from harness.model.replication import Abort, ReplicationNode, Stage
@@ -111,6 +112,7 @@ class Model:
             ops.ColoCheckpoint: self._colo_checkpoint,
             ops.LostHeartbeat: self._lost_heartbeat,
         }
+        self._dispatch.update(more_dispatch(self))
 
     # ---- building
 
@@ -174,6 +176,8 @@ class Model:
         """A fault built into the graph (harness.faults): what it means to the model."""
         if isinstance(fault, faults.FailingWrites):
             self.disks[fault.target].fault = fault
+        elif isinstance(fault, faults.EjectAtEmpty):
+            self.disks[fault.target].eject = fault
         # A throttle changes no answer by itself (HoldCommit and ReleaseCommit do).
 
     def top_is_valid(self, node: ReplicationNode) -> bool:
@@ -473,10 +477,9 @@ class Model:
 
     def _blockdev_del(self, op: ops.BlockdevDel) -> Observation:
         """Replication nodes only: the op blocker of a running secondary whose top-id
-        names the node refuses it; otherwise replication_close, and the node is gone."""
+        names the node refuses it; otherwise replication_close (which cancels a failover
+        commit in flight), and the node is gone."""
         node = self._node(op.node)
-        if node.settling:
-            raise ValueError(f"blockdev-del of {op.node}: settle the failover commit first")
         mm = self.machine(op.machine)
         for n in mm.nodes:
             if n.mode is Mode.SECONDARY and n.stage is Stage.RUNNING and n.top_id == op.node:

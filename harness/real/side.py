@@ -23,6 +23,7 @@ from harness.nbd_client import NbdSession
 from harness.nbd_reader import NbdReader, NbdReaderError
 from harness.observe import Crashed, IoResult, Observation, OneOf, QmpResult
 from harness.qemu_io import QemuIoSession
+from harness.real.lifecycle import dispatch as more_dispatch
 from harness.real.topology import LiveTopology
 from harness.verdicts import signal_name
 
@@ -84,6 +85,7 @@ class RealSide:
             ops.ColoCheckpoint: self._colo_checkpoint,
             ops.LostHeartbeat: lambda op, e: self._colo().lost_heartbeat(self._m(op.machine), e),
         }
+        self._dispatch.update(more_dispatch(topo))
 
     def _colo(self) -> ColoLink:
         if self.topo.colo is None:

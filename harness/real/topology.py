@@ -30,10 +30,12 @@ from harness.process import NO_MACHINE
 from harness.qemu_io import GuestIO, QemuIoSession
 from harness.topology.values import (
     HEADER,
+    BackupJob,
     Export,
     Filter,
     Graph,
     Image,
+    LogWrites,
     MachineSpec,
     NbdClient,
     Node,
@@ -150,6 +152,20 @@ class LiveTopology:
         if self._export_io is not None:
             self._export_io.close()
             self._export_io = None
+
+    def export_back(self, export_id: str, server: bool) -> Observation:
+        """The export `export_id` as the value made it, again (`server`: the machine's
+        NBD server first, on the same socket): QEMU's answer."""
+        mg, node = self.graph.find(export_id)
+        m = self.machine(mg.name)
+        queries.export_gone(m, export_id)
+        if server:
+            answer = m.qmp(
+                "nbd-server-start", addr={"type": "unix", "data": {"path": self._sockets[mg.name]}}
+            )
+            if answer != QMP_OK:
+                return answer
+        return _Builder(self.graph, self.build, self._chain, self._sockets).create(m, node)
 
     def after_failover(self, node: str) -> None:
         """A completed failover of the replication node `node` closed its inline active
@@ -271,9 +287,14 @@ class _Builder:
                 "block-export-add",
                 type="nbd",
                 id=node.id,
-                writable=True,
+                writable=node.writable,
                 name=node.name,
                 **{"node-name": node.node},
+            )
+        if isinstance(node, BackupJob):
+            args = {"job-id": node.id, "device": node.source, "target": node.target}
+            return m.qmp(
+                "blockdev-backup", sync="none", **args, **{"filter-node-name": node.filter}
             )
         if isinstance(node, Null) and node.drive_id is not None:
             return _hmp_ok(drive_add(m, {"id": node.drive_id, "driver": "null-co"}))
@@ -289,12 +310,15 @@ class _Builder:
         if isinstance(node, Filter):
             return node.fault.options(node.fault.target)
         if isinstance(node, NbdClient):
-            return {
+            nbd: dict[str, Any] = {
                 "driver": "nbd",
                 "node-name": node.name,
                 "server": {"type": "unix", "path": self.sockets[node.machine]},
                 "export": node.export,
             }
+            if node.reconnect_delay:
+                nbd["reconnect-delay"] = node.reconnect_delay
+            return nbd
         if isinstance(node, Replication):
             opts: dict[str, Any] = {
                 "driver": "replication",
@@ -313,9 +337,17 @@ class _Builder:
                 "vote-threshold": 1,
                 "read-pattern": "fifo",
                 "children": list(node.children),
+                **({"read-only": True} if node.read_only else {}),
             }
         if isinstance(node, Null):
             return {"driver": "null-co", "node-name": node.name}
+        if isinstance(node, LogWrites):
+            return {
+                "driver": "blklogwrites",
+                "node-name": node.name,
+                "file": node.file,
+                "log": node.log,
+            }
         raise TypeError(f"no options for {node!r}")
 
     def _ref(self, machine: str, name: str) -> Any:
@@ -332,6 +364,8 @@ class _Builder:
             opts = self.chain.blockdev(node.layer, backing=self._ref(machine, node.backing))
         if node.fault is not None:
             opts["file"] = node.fault.options(opts["file"])
+        if node.read_only is not None:
+            opts["read-only"] = node.read_only
         self.opened[node.layer] = (machine, node.layer)
         return opts
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.faults import CHILD, FailingWrites, Throttle
+from harness.faults import CHILD, EjectAtEmpty, FailingWrites, Throttle
 from harness.images import Recipe, load_recipe
 from harness.images.recipe import CLUSTER_RANGE
 from harness.ops import PRIMARY, REP, SECONDARY
@@ -33,6 +33,7 @@ from harness.topology.values import (
     Mode,
     NbdClient,
     Node,
+    Quorum,
     Replication,
 )
 
@@ -117,13 +118,16 @@ def secondary(
     top_id: str = REP,
     export: bool = True,
     options: Mapping[str, Any] | None = None,
-    over_secondary: FailingWrites | Throttle | None = None,
+    over_secondary: FailingWrites | Throttle | Quorum | None = None,
     active_backing: bool = True,
     hidden_backing: bool = True,
     drive_id: str | None = None,
     extra: Sequence[Node] = (),
     guest_through: str | None = None,
     checks_over_nbd: bool = False,
+    read_only: Mapping[str, bool] | None = None,
+    layer_faults: Mapping[str, FailingWrites | EjectAtEmpty] | None = None,
+    export_writable: bool = True,
 ) -> Graph:
     """rep (secondary) -> active -> hidden -> secondary, the secondary disk exported.
 
@@ -140,20 +144,33 @@ def secondary(
     for the whole run) and the harness's checks read the guest's view through it, one
     NBD request a range (harness.nbd_reader), instead of HMP qemu-io, one request a
     pattern and a QMP command QEMU reads a byte at a time (the differential's reads).
+    `over_secondary` may also be a one-child quorum over the secondary disk (its node
+    name is what the export and the hidden disk's backing use). `read_only`: layer ->
+    its read-only option; `layer_faults`: layer -> a blkdebug as its file;
+    `export_writable` false: the export is read-only (a read-only secondary disk's).
     """
     rec = recipe_of(recipe)
-    nodes: list[Node] = [Image("secondary")]
+    ro = read_only or {}
+    under = layer_faults or {}
+
+    def image(layer: str, backing: str | None = None, inline: bool = False) -> Image:
+        return Image(layer, backing, under.get(layer), inline, ro.get(layer))
+
+    nodes: list[Node] = [image("secondary")]
     sec_node = "secondary"
-    if over_secondary is not None:
+    if isinstance(over_secondary, Quorum):
+        nodes.append(over_secondary)
+        sec_node = over_secondary.name
+    elif over_secondary is not None:
         nodes.append(Filter(over_secondary))
         sec_node = over_secondary.node
     if export:
-        nodes.append(Export(sec_node, EXPORT, client=True, path=True))
+        nodes.append(Export(sec_node, EXPORT, client=True, path=True, writable=export_writable))
     active_below = _backing(rec, "active", "hidden" if active_backing else None)
     if active_below is not None:
         hidden_below = _backing(rec, "hidden", sec_node if hidden_backing else None)
-        nodes.append(Image("hidden", hidden_below, inline=True))
-    nodes.append(Image("active", active_below, inline=True))
+        nodes.append(image("hidden", hidden_below, inline=True))
+    nodes.append(image("active", active_below, inline=True))
     nodes.append(
         Replication(
             REP,
@@ -172,17 +189,16 @@ def secondary(
     return Graph(rec, (MachineSpec(SECONDARY, tuple(nodes)),), (guest,))
 
 
-def primary(recipe: Recipe | str = "primary-child") -> Graph:
-    """rep (primary) -> NBD client -> an export of the child disk by a daemon."""
+def primary(recipe: Recipe | str = "primary-child", *, reconnect_delay: int = 0) -> Graph:
+    """rep (primary) -> NBD client -> an export of the child disk by a daemon; the NBD
+    client with `reconnect_delay` (s) when set."""
     rec = recipe_of(recipe)
     (layer,) = rec.names
     child = MachineSpec(
         CHILD, (Image(layer), Export(layer, CHILD_EXPORT, client=True, path=True)), daemon=True
     )
-    prim = MachineSpec(
-        PRIMARY,
-        (NbdClient(NBD_CHILD, CHILD, CHILD_EXPORT), Replication(REP, Mode.PRIMARY, NBD_CHILD)),
-    )
+    nbd = NbdClient(NBD_CHILD, CHILD, CHILD_EXPORT, reconnect_delay=reconnect_delay)
+    prim = MachineSpec(PRIMARY, (nbd, Replication(REP, Mode.PRIMARY, NBD_CHILD)))
     return Graph(rec, (child, prim), (Guest(REP),))
 
 

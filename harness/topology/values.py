@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.faults import EXPORT_ID, FailingWrites, Throttle
+from harness.faults import EXPORT_ID, EjectAtEmpty, FailingWrites, Throttle
 from harness.images import Recipe
 
 # Image.backing: the image header's own backing file (no backing option at all).
@@ -53,12 +53,16 @@ class _Placed:
 
 @dataclass(frozen=True)
 class Image(_Placed):
-    """A recipe layer's format node; `backing`: a node name, None (backing null), HEADER."""
+    """A recipe layer's format node; `backing`: a node name, None (backing null), HEADER.
+    `read_only`: its read-only option (None: QEMU's default, read-only for a backing node
+    opened inline, else read-write)."""
 
     layer: str
     backing: str | None = None
-    fault: FailingWrites | None = None  # a blkdebug as its file (FailingWrites.under)
+    # a blkdebug as its file (FailingWrites.under, EjectAtEmpty)
+    fault: FailingWrites | EjectAtEmpty | None = None
     inline: bool = False
+    read_only: bool | None = None
 
     @property
     def name(self) -> str:
@@ -78,12 +82,14 @@ class Filter(_Placed):
 
 @dataclass(frozen=True)
 class NbdClient(_Placed):
-    """An NBD client node (inline in its parent) of export `export` of `machine`."""
+    """An NBD client node (inline in its parent) of export `export` of `machine`;
+    `reconnect_delay`: its reconnect-delay option in seconds (0: QEMU's default, none)."""
 
     name: str
     machine: str
     export: str
     export_id: str = EXPORT_ID
+    reconnect_delay: int = 0
 
     @property
     def inline(self) -> bool:
@@ -106,11 +112,13 @@ class Replication(_Placed):
 
 @dataclass(frozen=True)
 class Quorum(_Placed):
-    """A quorum node (vote-threshold 1, read-pattern fifo) over `children`."""
+    """A quorum node (vote-threshold 1, read-pattern fifo) over `children`, opened
+    read-only when `read_only`."""
 
     name: str
     children: tuple[str, ...]
     late: bool = False
+    read_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,9 +140,37 @@ class Export(_Placed):
     id: str = EXPORT_ID
     client: bool = False
     path: bool = False
+    writable: bool = True
 
 
-Node = Image | Filter | NbdClient | Replication | Quorum | Null | Export
+@dataclass(frozen=True)
+class BackupJob(_Placed):
+    """A user's block job (blockdev-backup sync=none, job id `id`) from `source` into
+    `target`, its filter named `filter` (filter-node-name): it runs until cancelled,
+    and puts its op blockers on the nodes it uses."""
+
+    id: str
+    source: str
+    target: str
+    filter: str
+
+    @property
+    def name(self) -> str:
+        return self.id
+
+
+@dataclass(frozen=True)
+class LogWrites(_Placed):
+    """A blklogwrites node `name` logging the writes to `file` into `log`: its `log` child
+    takes write and resize on `log` and shares neither (a format's metadata child), and
+    its open writes the log's superblock into the first sector of `log`."""
+
+    name: str
+    file: str
+    log: str
+
+
+Node = Image | Filter | NbdClient | Replication | Quorum | Null | Export | BackupJob | LogWrites
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,17 @@ BUGS = {
     "colo_transaction_error_ignored": PROFILES,
     # 4.2 (9458a9a1df) to the fix that 11.1.3 has: 5.0 up to 11.1
     "colo_tcg_vcpu_deadlock": PROFILES[PROFILES.index(V5_0) : PROFILES.index(V11_1)],
+    # the backup filter's target child (4.2, the 5.0 profile) and from 6.1 the children
+    "read_only_not_restored": PROFILES[PROFILES.index(V5_0) :],
+    # 3cdc69d31b (5.1) to the fix that 11.1.3 has
+    "ejected_hidden_reopen_crashes": PROFILES[PROFILES.index(V5_1) : PROFILES.index(V11_1)],
+    # 9c60a5d197 (5.1) on
+    "ejected_active_commit_crashes": PROFILES[PROFILES.index(V5_1) :],
 }
+# What start, the backup job's cleanup and a quit meet in the graph: (profile,
+# cleanup_meets_backup_target, nbd_close_waits_reconnect_delay)
+GRAPH_FIELDS = ["cleanup_meets_backup_target", "nbd_close_waits_reconnect_delay"]
+GRAPH_TABLE = [(p, p is not SEED_4_1, p.version >= (6, 2, 0)) for p in PROFILES]
 
 
 def test_profiles_in_order() -> None:
@@ -140,7 +150,7 @@ def test_profiles_in_order() -> None:
 
 def test_every_switch_is_tabled() -> None:
     names = {f.name for f in dataclasses.fields(Profile)} - {"name", "version", "texts"}
-    assert names == set(FIELDS) | set(COLO_FIELDS) | set(BUGS)
+    assert names == set(FIELDS) | set(COLO_FIELDS) | set(GRAPH_FIELDS) | set(BUGS)
     texts = {f.name for f in dataclasses.fields(V10_0.texts) if f.type == "bool"}
     assert texts == set(TEXT_SWITCHES)
     words = {f.name for f in dataclasses.fields(V10_0.texts) if f.name.islower()}
@@ -164,6 +174,12 @@ def test_colo_switches(row: tuple[object, ...]) -> None:
     got = [getattr(profile, f) for f in COLO_FIELDS] + [profile.texts.colo_not_in_mode]
     assert tuple(got) == row[1:]
     assert [r[0] for r in COLO_TABLE] == list(PROFILES)
+
+
+@pytest.mark.parametrize("row", GRAPH_TABLE, ids=[r[0].name for r in GRAPH_TABLE])
+def test_graph_switches(row: tuple[Profile, bool, bool]) -> None:
+    profile, *switches = row
+    assert [getattr(profile, f) for f in GRAPH_FIELDS] == switches
 
 
 @pytest.mark.parametrize("field", sorted(BUGS))
@@ -193,6 +209,8 @@ def test_neighbours_differ_only_where_a_release_changed() -> None:
         "ignore_after_failover",
         "get_error_only_none",
         "colo_tcg_vcpu_deadlock",
+        "cleanup_meets_backup_target",
+        "read_only_not_restored",
     }
     assert diff(V5_1, V5_2) == {
         "stream_looks_through_filters",
@@ -208,6 +226,7 @@ def test_neighbours_differ_only_where_a_release_changed() -> None:
     }
     assert diff(V6_1, V6_2) == {
         "backup_filter_driver",
+        "nbd_close_waits_reconnect_delay",
         "texts",
         "colo_last_mode_at_start",
         "colo_quit_crashes",
@@ -222,7 +241,11 @@ def test_neighbours_differ_only_where_a_release_changed() -> None:
     assert diff(V10_0, V10_0_7) == {"colo_plain_migration"}
     assert diff(V10_0_7, V10_1) == {"colo_plain_migration"}
     assert diff(V10_1, V10_2) == {"texts", "colo_plain_migration"}
-    assert diff(V10_2, V11_1) == {"colo_needs_return_path", "colo_tcg_vcpu_deadlock"}
+    assert diff(V10_2, V11_1) == {
+        "colo_needs_return_path",
+        "colo_tcg_vcpu_deadlock",
+        "ejected_hidden_reopen_crashes",
+    }
     assert V10_2.texts.hmp_error("x") == "Error: x" and V10_0.texts.hmp_error("x") == "x"
 
 

@@ -51,6 +51,11 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (10, "setup failed (scripts/setup.sh)"),
     (11, "probing the build failed (QEMU crashed, hung or spoke no QMP)"),
     (12, "a binary of the build is missing (qemu-img, the storage daemon...)"),
+    (
+        13,
+        "qrc export: the case cannot be exported (COLO's migration, a guest's vCPU, a "
+        "differential run, several threads at once) or did not run on the build (skipped)",
+    ),
     (14, "pytest itself failed (internal error)"),
     (15, "the environment failed the run (a full disk, no file descriptors): no verdict"),
     (130, "interrupted"),
@@ -309,6 +314,39 @@ def _replay_run(args: argparse.Namespace) -> int:
     return replay_main(str(Path(args.trace).absolute()), args.qemu_dir)
 
 
+# --- export -------------------------------------------------------------------
+
+
+def _export_configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("case", metavar="CASE", help="one case's node id (cases/test_x.py::test_y)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="where reproduce.py and tests/qemu-iotests/tests/NAME(.out) go "
+        "(default: exported/NAME)",
+    )
+    p.add_argument(
+        "--qemu-dir", metavar="DIR", default=None, help="the build to run it on (as qrc run)"
+    )
+    p.add_argument("--name", metavar="NAME", default=None, help="the iotest's name")
+    _profile_option(p)
+    p.add_argument(
+        "--no-check",
+        action="store_true",
+        help="do not run the written reproduce.py once on the build to check it",
+    )
+
+
+def _export_run(args: argparse.Namespace) -> int:
+    from harness.export.command import export, summary  # only when asked
+
+    done = export(args.case, args.out, args.qemu_dir, args.name, args.profile, not args.no_check)
+    text, code = summary(done)
+    print(text)
+    return code
+
+
 # --- merge --------------------------------------------------------------------
 
 
@@ -378,6 +416,12 @@ SUBCOMMANDS: list[Subcommand] = [
     ),
     Subcommand(
         "merge", "merge shards' JSON reports or JUnit XML files", _merge_configure, _merge_run
+    ),
+    Subcommand(
+        "export",
+        "write one case as a standalone reproduce.py and a QEMU iotest, from what it did",
+        _export_configure,
+        _export_run,
     ),
     Subcommand(
         "fetch",

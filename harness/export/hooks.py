@@ -22,8 +22,21 @@ from harness.real import topology
 _functions: list[tuple[Callable[..., Any], Callable[..., Any]]] = []
 
 
-def rebind() -> None:
-    """Every module attribute still bound to an original function: the wrapper."""
+def rebind(rec: Recording) -> None:
+    """Every module attribute still bound to an original function: the wrapper. And a
+    differential run's session, if the case's module imported it: recorded as such."""
+    session = sys.modules.get("harness.differential.session")
+    if session is not None and not hasattr(session.Session, "_recorded"):
+
+        def make(orig: Any) -> Any:
+            def w(self: Any, *a: Any, **kw: Any) -> None:
+                rec.emit({"e": "differential"})
+                orig(self, *a, **kw)
+
+            return w
+
+        _wrap_method(session.Session, "__init__", make)
+        session.Session._recorded = True
     for mod in list(sys.modules.values()):
         names = getattr(mod, "__dict__", None)
         if not isinstance(names, dict):
@@ -60,7 +73,7 @@ def install(rec: Recording) -> None:
     _sessions(rec)
     _stories(rec)
     _images(rec)
-    rebind()
+    rebind(rec)
 
 
 # ---- QEMU processes

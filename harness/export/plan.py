@@ -322,8 +322,12 @@ class Planner:
             self.special[i] = "ANSWERS()"
         elif end["kind"] == "assertion" and ev["e"] == "qmp":
             cmp = end.get("compare") or {}
-            if same(cmp.get("left"), observed(ev)):
+            seen = observed(ev) or {}
+            if same(cmp.get("left"), seen):
                 self.special[i] = expect(cmp["right"])
+            elif seen.get("desc") is not None and cmp.get("left") == seen["desc"]:
+                # `assert got.desc == TEXT`: the same error class, with that text
+                self.special[i] = f"ERR({seen['class']!r}, {cmp['right']!r})"
             else:
                 why = (end["message"].splitlines() or ["?"])[0]
                 self.special[i] = f"NOT({as_recorded(ev)}, {why!r})"
@@ -353,8 +357,6 @@ def plan(recording: dict[str, Any]) -> Plan:
     case = recording["case"]
     if recording.get("threads"):
         raise NotExportable("it acts from several threads at once: its timing matters")
-    if "differential" in case.get("markers", ()):
-        raise NotExportable("a differential run: hypothesis draws its stories as it goes")
     subs = placeholders(recording)
     events = substitute(recording["events"], subs)
     ends = [i for i, ev in enumerate(events) if ev["e"] == "call-end"]
@@ -366,8 +368,10 @@ def plan(recording: dict[str, Any]) -> Plan:
     if end["kind"] == "model-disagrees":
         raise NotExportable("the case's statement disagrees with the model: fix the case first")
     events = events[: ends[0]]
-    if not any(ev["e"] == "launch" for ev in events):
-        raise NotExportable("it starts no QEMU")
+    if any(ev["e"] == "differential" for ev in events):
+        raise NotExportable("a differential run: hypothesis draws its stories as it goes")
+    if not any(ev["e"] in ("launch", "tool") for ev in events):
+        raise NotExportable("it runs no QEMU binary")
     p = Planner()
     if end["outcome"] != "passed":
         p.failure(events, end)

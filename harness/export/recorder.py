@@ -134,7 +134,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if os.environ.get(ENV):
         from harness.export import hooks
 
-        hooks.rebind()  # case modules imported their names of wrapped functions
+        hooks.rebind(REC)  # case modules imported their names of wrapped functions
         REC.case["selected"] = [i.nodeid for i in session.items]
         builds = getattr(session.config, "_qrc_builds", None) or []
         if builds:

@@ -17,6 +17,8 @@ from typing import Any
 # one extent of guest data: (offset, length, byte pattern or None where undefined)
 Extent = tuple[int, int, Any]
 
+# the qtest accelerator's own log lines, which iotests' VM logs with QEMU's stderr
+_QTEST = re.compile(r"\[[IRS] \d+\.\d+\] ")
 _STATS = re.compile(r"[\d.]+ (?:bytes|[KMGTPE]iB), \d+ ops; .*\(.* ops/sec\)")
 
 
@@ -81,7 +83,8 @@ class Gone(Answer):
 
     def render(self) -> str:
         how = self.signal or f"exit status {self.status}"
-        tail = [ln for ln in self.stderr.strip().splitlines() if ln.strip()][-3:]
+        said = [ln for ln in self.stderr.splitlines() if ln.strip() and not _QTEST.match(ln)]
+        tail = said[-3:]
         return f"QEMU died ({how}); its stderr ends: {' | '.join(tail) or '(nothing)'}"
 
 

@@ -122,15 +122,18 @@ class LogRun(Run):
         self.log(f"{label}: {expect.render()}")
 
     def differs(self, label: str, expect: Expect, got: Answer) -> None:
-        self.log(f"{label}: {self.unsub(got.render())}")
+        self.log(f"{label}: {got.render()}")
         raise Stopped(label)
 
 
 def make_run(iotests: Any) -> LogRun:
     """The Run of an iotest: images in a directory of iotests' test_dir, sockets in one
-    of its sock_dir, qemu-img and qemu-io as iotests runs them."""
+    of its sock_dir (of TMPDIR where that is too long for them), qemu-img and qemu-io as
+    iotests runs them."""
     tmp = tempfile.mkdtemp(prefix="replication-", dir=iotests.test_dir)
-    sock = tempfile.mkdtemp(prefix="repl-", dir=iotests.sock_dir)
+    # unix socket paths hold 107 bytes: "$SOCK/MACHINE/nbd.sock" must fit
+    base = iotests.sock_dir if len(iotests.sock_dir) <= 60 else None
+    sock = tempfile.mkdtemp(prefix="repl-", dir=base)
     return LogRun(
         lambda line: print(line, flush=True),
         tmp,

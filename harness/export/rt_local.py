@@ -15,6 +15,7 @@ import os
 import select
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -173,10 +174,11 @@ def main(body: Callable[[Run], None], doc: str) -> int:
     if any(a in ("-h", "--help") for a in sys.argv[1:]):
         print(doc)
         return 0
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # ended from outside: clean up all the same
+        signal.signal(sig, lambda *_: sys.exit(2))
     base = tempfile.gettempdir()
     base = base if len(base) <= 60 else "/tmp"  # unix socket paths: at most 107 bytes
     top = tempfile.mkdtemp(prefix="repro-", dir=base)
-    machines: LocalMachines | None = None
     try:
         tmp, sock = os.path.join(top, "t"), os.path.join(top, "s")
         os.mkdir(tmp)
@@ -205,6 +207,7 @@ def main(body: Callable[[Run], None], doc: str) -> int:
         print("\nCANNOT RUN: the test itself failed (above)")
         return 2
     finally:
-        if machines is not None:
-            kill_children()
+        for sig in (signal.SIGTERM, signal.SIGHUP):  # the clean-up is not cut short
+            signal.signal(sig, signal.SIG_IGN)
+        kill_children()
         shutil.rmtree(top, ignore_errors=True)

@@ -79,6 +79,17 @@ def alone(path: str, fmt: str) -> str:
     return "json:" + json.dumps(spec)
 
 
+def _strings(v: Any, fn: Callable[[str], str]) -> Any:
+    """`v` with `fn` applied to every string in it (lists and dicts walked)."""
+    if isinstance(v, str):
+        return fn(v)
+    if isinstance(v, list):
+        return [_strings(x, fn) for x in v]
+    if isinstance(v, dict):
+        return {k: _strings(x, fn) for k, x in v.items()}
+    return v
+
+
 def _hmp_quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -107,16 +118,16 @@ class Run:
     # ---- placeholders: "$TMP" and "$SOCK" stand for this run's directories
 
     def sub(self, v: Any) -> Any:
-        if isinstance(v, str):
-            return v.replace("$TMP", self.tmp).replace("$SOCK", self.sock)
-        if isinstance(v, list):
-            return [self.sub(x) for x in v]
-        if isinstance(v, dict):
-            return {k: self.sub(x) for k, x in v.items()}
-        return v
+        return _strings(v, lambda s: s.replace("$TMP", self.tmp).replace("$SOCK", self.sock))
 
     def unsub(self, text: str) -> str:
         return text.replace(self.tmp, "$TMP").replace(self.sock, "$SOCK")
+
+    def placeheld(self, got: Answer) -> Answer:
+        """`got` with this run's directories as placeholders, as the body states answers."""
+        for k, v in list(vars(got).items()):
+            setattr(got, k, _strings(v, self.unsub))
+        return got
 
     # ---- checks
 
@@ -128,7 +139,7 @@ class Run:
         if self.dry:
             self.passed(label, expect)
             return
-        got = act()
+        got = self.placeheld(act())
         if expect.matches(got):
             self.passed(label, expect)
         else:
@@ -138,7 +149,7 @@ class Run:
         print(f"ok    {label}", flush=True)
 
     def differs(self, label: str, expect: Expect, got: Answer) -> None:
-        raise Difference(label, expect, got, self.unsub(got.render()))
+        raise Difference(label, expect, got, got.render())
 
     # ---- set-up: images, machines, what the case built before its steps
 

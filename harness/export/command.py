@@ -26,6 +26,7 @@ from harness.export.plan import Plan, plan
 from harness.export.recorder import ENV
 from harness.report.runner import absolutize, child_dir, prepare_dir, resolve_builds
 from harness.tmp import private_dir
+from harness.words import plural
 
 CASE_DEADLINE = 300.0
 CHECK_DEADLINE = 120.0
@@ -169,7 +170,7 @@ def summary(e: Exported) -> tuple[str, int]:
     lines = [
         f"qrc export: {p.nodeid} on QEMU {p.version} ({p.outcome}"
         + (f": {p.failure}" if p.failure else "")
-        + f"), {p.steps} steps",
+        + f"), {plural(p.steps, 'step')}",
         f"  {e.reproduce}",
         f"  {e.iotest} (+ .out)",
     ]

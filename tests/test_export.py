@@ -159,3 +159,28 @@ def test_the_iotest_passes_check_in_a_build_tree(tmp_path: Path) -> None:
     (bug,) = results.values()
     assert bug.returncode != 0, bug.stdout
     assert "+the case: secondary: block_resize: QEMU died (SIGABRT)" in bug.stdout, bug.stdout
+
+
+def test_the_runtime_reads_an_nbd_export_as_qemu_serves_it(tmp_path: Path) -> None:
+    """The reproducer's own NBD client (harness.export.rt_io.NbdReader): the bytes of a
+    real export, holes included, with and without NBD_CMD_FLAG_DF."""
+    from harness.export.rt_io import NbdReader
+    from harness.machine import Machine
+    from tests.qemu_helpers import qcow2
+
+    build = _system()
+    img = qcow2(build, tmp_path / "a.qcow2", "1M")
+    io = [*build.command(build.io), "-f", "qcow2", "-c", "write -P 0x5a 4096 4096", img]
+    subprocess.run(io, check=True, capture_output=True)
+    with Machine.launch(build, tmp_path, "m") as m:
+        m.qmp_ok("blockdev-add", driver="qcow2", **{"node-name": "a"}, file={"driver": "file",
+                 "filename": img})  # fmt: skip
+        sock = m.sock_path("nbd.sock")
+        m.qmp_ok("nbd-server-start", addr={"type": "unix", "data": {"path": sock}})
+        m.qmp_ok("block-export-add", type="nbd", id="e", name="a", **{"node-name": "a"})
+        for flags in (0, 4):
+            reader = NbdReader(sock, "a", flags)
+            try:
+                assert reader.read(0, 12288) == bytes(4096) + b"\x5a" * 4096 + bytes(4096)
+            finally:
+                reader.close()

@@ -364,7 +364,8 @@ def plan(recording: dict[str, Any]) -> Plan:
         raise NotExportable("the case did not run to a result (no record of its end)")
     end = events[ends[0]]
     if end["outcome"] == "skipped" and not end.get("xfail"):
-        raise NotExportable(f"skipped on this build: {end.get('skip') or end['message']}")
+        why = str(end.get("skip") or end["message"]).removeprefix("Skipped: ")
+        raise NotExportable(f"skipped on this build: {why}")
     if end["kind"] == "model-disagrees":
         raise NotExportable("the case's statement disagrees with the model: fix the case first")
     events = events[: ends[0]]

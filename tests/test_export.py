@@ -129,6 +129,10 @@ def test_a_case_that_cannot_be_exported_is_one_line(tmp_path: Path) -> None:
     assert r.returncode == 13, r.stdout + r.stderr
     assert "COLO's migration" in one_line(r)
     assert not (tmp_path / "colo").exists()
+    r = export("cases/test_smoke.py::test_no_such_case", tmp_path / "none")
+    assert r.returncode == 5 and "no case matched" in one_line(r)
+    r = export("cases/test_smoke.py", tmp_path / "two")
+    assert r.returncode == 2 and "selects 2 cases" in one_line(r)
 
 
 def test_the_iotest_passes_check_in_a_build_tree(tmp_path: Path) -> None:

@@ -80,8 +80,11 @@ def record(case: str, qemu_dir: str | None, profile: str | None, work: Path) -> 
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         raise RunnerError(f"{case}: no result within {CASE_DEADLINE:g} s") from None
+    said = _last(proc.stdout + proc.stderr)
+    if proc.returncode == 4 and ("not found" in said or "no match" in said):
+        raise NoCases(f"no case matched {case} ({said.removeprefix('ERROR: ').strip('()')})")
     if proc.returncode == 4:
-        raise UsageError(f"pytest refused the case: {_last(proc.stdout + proc.stderr)}")
+        raise UsageError(f"pytest refused the case: {said}")
     if not rec.exists():
         raise RunnerError(f"the case ran without a recording: {_last(proc.stdout + proc.stderr)}")
     doc: dict[str, object] = json.loads(rec.read_text())

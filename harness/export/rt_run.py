@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -90,6 +91,14 @@ def _strings(v: Any, fn: Callable[[str], str]) -> Any:
     return v
 
 
+def _body_line() -> str:
+    """Where in the body the check that failed is (the line of `test` calling it)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_name != "test":
+        frame = frame.f_back  # type: ignore[assignment]
+    return "the body" if frame is None else f"line {frame.f_lineno}"
+
+
 def _hmp_quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -149,7 +158,7 @@ class Run:
         print(f"ok    {label}", flush=True)
 
     def differs(self, label: str, expect: Expect, got: Answer) -> None:
-        raise Difference(label, expect, got, got.render())
+        raise Difference(f"{label} ({_body_line()})", expect, got, got.render())
 
     # ---- set-up: images, machines, what the case built before its steps
 

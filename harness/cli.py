@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from harness.builds import QemuBuild, find_build, installed_builds
 from harness.buildtree import TARGETS as _BUILD_TARGETS
 from harness.environment import from_exception
 from harness.errors import BISECT_ABORT, HarnessError, UsageError
+from harness.exit_codes import BISECT_CODES, code_rows, codes_text
 from harness.fetch import fetch
 from harness.probe import Probe, probe, probe_json, probe_text
 from harness.releases import FETCHED
@@ -35,56 +35,6 @@ from harness.report.runner import RunResult, child_dir, exit_code, prepare_dir, 
 from harness.words import plural
 
 PROG = "qrc"
-
-# The exit codes, for `qrc --help` and the README (tests check both against harness.errors).
-EXIT_CODES: tuple[tuple[int, str], ...] = (
-    (0, "every selected case passed (expected failures included)"),
-    (1, "a case failed or errored (or a strict expected failure passed)"),
-    (2, "usage error: unknown option or bad argument"),
-    (3, "no QEMU where pointed: --qemu-dir without QEMU, none on PATH"),
-    (4, "a binary exists but is not executable"),
-    (5, "the selection matched no case"),
-    (6, "the build has no replication driver (or lacks a needed QMP command)"),
-    (7, "an image recipe is invalid"),
-    (8, "a trace file is malformed"),
-    (9, "a report path (--report-dir, --out) cannot be written"),
-    (10, "setup failed (scripts/setup.sh)"),
-    (11, "probing the build failed (QEMU crashed, hung or spoke no QMP)"),
-    (12, "a binary of the build is missing (qemu-img, the storage daemon...)"),
-    (14, "pytest itself failed (internal error)"),
-    (15, "the environment failed the run (a full disk, no file descriptors): no verdict"),
-    (16, "qrc coverage: no gcov data (not a build tree configured with --enable-gcov)"),
-    (130, "interrupted"),
-)
-BISECT_CODES: tuple[tuple[int, str], ...] = (
-    (0, "good: the selected cases pass (--find-fix: they still fail)"),
-    (1, "bad: a selected case fails (--find-fix: they pass now)"),
-    (
-        125,
-        "skip: this build cannot be tested (its build fails, binaries missing or not "
-        "executable, no replication driver, probe fails, every selected case skipped)",
-    ),
-    (
-        128,
-        "abort the bisection: the command line is wrong (unknown option or --profile, "
-        "unwritable report path, a selection matching no case, --build on a directory "
-        "that is not a build tree) or the environment failed the run (a full disk...)",
-    ),
-    (130, "interrupted (git aborts the bisection too)"),
-)
-
-
-def _code_rows(codes: Sequence[tuple[int, str]]) -> list[str]:
-    return [
-        textwrap.fill(f"  {code:>3}  {text}", width=92, subsequent_indent=" " * 7)
-        for code, text in codes
-    ]
-
-
-def _codes_text() -> str:
-    head = ["exit codes (one line on stderr for each error):", *_code_rows(EXIT_CODES), ""]
-    tail = ["qrc bisect exits only with git bisect run's codes:", *_code_rows(BISECT_CODES)]
-    return "\n".join([*head, *tail])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -315,6 +265,39 @@ def _replay_run(args: argparse.Namespace) -> int:
     return replay_main(str(Path(args.trace).absolute()), args.qemu_dir)
 
 
+# --- export -------------------------------------------------------------------
+
+
+def _export_configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("case", metavar="CASE", help="one case's node id (cases/test_x.py::test_y)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="where reproduce.py and tests/qemu-iotests/tests/NAME(.out) go "
+        "(default: exported/NAME)",
+    )
+    p.add_argument(
+        "--qemu-dir", metavar="DIR", default=None, help="the build to run it on (as qrc run)"
+    )
+    p.add_argument("--name", metavar="NAME", default=None, help="the iotest's name")
+    _profile_option(p)
+    p.add_argument(
+        "--no-check",
+        action="store_true",
+        help="do not run the written reproduce.py once on the build to check it",
+    )
+
+
+def _export_run(args: argparse.Namespace) -> int:
+    from harness.export.command import export, summary  # only when asked
+
+    done = export(args.case, args.out, args.qemu_dir, args.name, args.profile, not args.no_check)
+    text, code = summary(done)
+    print(text)
+    return code
+
+
 # --- merge --------------------------------------------------------------------
 
 
@@ -373,7 +356,7 @@ def _fetch_run(args: argparse.Namespace) -> int:
 
 
 def _bisect_epilog() -> str:
-    rows = "\n".join(_code_rows(BISECT_CODES))
+    rows = "\n".join(code_rows(BISECT_CODES))
     return f"git bisect run's protocol; the only exit codes:\n{rows}\n\n{bisect.EXAMPLE}"
 
 
@@ -417,6 +400,12 @@ SUBCOMMANDS: list[Subcommand] = [
         "merge", "merge shards' JSON reports or JUnit XML files", _merge_configure, _merge_run
     ),
     Subcommand(
+        "export",
+        "write one case as a standalone reproduce.py and a QEMU iotest, from what it did",
+        _export_configure,
+        _export_run,
+    ),
+    Subcommand(
         "fetch",
         "unpack Debian's QEMU releases into .qemu/<release> (pinned versions; idempotent)",
         _fetch_configure,
@@ -429,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="QEMU block replication conformance harness",
-        epilog=_codes_text(),
+        epilog=codes_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

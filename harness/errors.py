@@ -108,6 +108,14 @@ class NoCoverageData(HarnessError):
     exit_code = 16
 
 
+class NotExportable(HarnessError):
+    """`qrc export`: the case cannot be replayed in order by a file of its own (COLO's
+    migration, a guest's vCPU, a differential run, several threads at once), or it did
+    not run on this build (skipped); the message says which."""
+
+    exit_code = 13
+
+
 class RunnerError(HarnessError):
     """pytest itself failed (an internal error, or it died without writing its report)."""
 

@@ -29,6 +29,7 @@ from cli_helpers import (
 import harness.cli
 import harness.differential.replay
 import harness.errors
+import harness.exit_codes
 from harness.errors import HarnessError
 from harness.report import records
 from harness.report.display import summary_text
@@ -250,15 +251,15 @@ def _error_classes() -> list[type[HarnessError]]:
 def test_every_error_has_its_own_documented_code(tmp_path: Path) -> None:
     codes = [c.exit_code for c in _error_classes()]
     assert len(codes) == len(set(codes)), sorted(codes)
-    documented = dict(harness.cli.EXIT_CODES)
+    documented = dict(harness.exit_codes.EXIT_CODES)
     assert set(codes) <= set(documented)
-    assert len(documented) == len(harness.cli.EXIT_CODES)
+    assert len(documented) == len(harness.exit_codes.EXIT_CODES)
     r = qrc("--help", cwd=tmp_path)
     assert r.returncode == 0
-    for code, text in harness.cli.EXIT_CODES + harness.cli.BISECT_CODES:
+    for code, text in harness.exit_codes.EXIT_CODES + harness.exit_codes.BISECT_CODES:
         assert f"\n  {code:>3}  {text[:40]}" in r.stdout, (code, text)
     readme = (ROOT / "README.md").read_text()
-    for code, _ in harness.cli.EXIT_CODES + harness.cli.BISECT_CODES:
+    for code, _ in harness.exit_codes.EXIT_CODES + harness.exit_codes.BISECT_CODES:
         assert re.search(rf"^\| {code} \|", readme, re.M), f"README lacks exit code {code}"
 
 
